@@ -1,0 +1,258 @@
+"""``ToolEnv``: a Gymnasium environment whose actions are assistant messages and whose
+observations are the messages that come back (tool results, or the opening prompt).
+
+A subclass declares data, not control flow: its tools (methods decorated with ``@tool``), a
+verifier, and how to load a task. The reward is 0 until the episode ends; then it is the
+verifier's score of the whole trajectory, with the breakdown in ``info``.
+
+>>> from agentgym.envs.toy import CalculatorEnv
+>>> env = CalculatorEnv()
+>>> obs, info = env.reset(seed=0, options={"task_id": "calc-3"})
+>>> [m["role"] for m in obs]
+['system', 'user']
+>>> obs, reward, terminated, truncated, info = env.step({"role": "assistant", "content": '<tool_call>{"name": "nope"}</tool_call>'})
+>>> obs[0]["content"]
+"Error: unknown tool 'nope'. Available tools: calculator."
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import gymnasium
+
+from agentgym.parsing import Format, parse_tool_calls
+from agentgym.spaces import ConversationSpace, MessageSpace
+from agentgym.tools import Tool, ToolArgumentError
+from agentgym.types import Message, Task, Trajectory
+from agentgym.verifiers import Rubric, Score, as_verifier
+
+Verifier = Callable[[Trajectory, Task], Score]
+
+
+class EpisodeOver(RuntimeError):
+    """``step`` was called after the episode ended; call ``reset`` first."""
+
+
+def _tool_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class ToolEnv(gymnasium.Env):
+    """Base class of every agentgym environment.
+
+    Subclasses set ``tools`` (or decorate methods with ``@tool``), ``verifier``, and implement
+    ``load_task``; optionally ``task_ids``, ``initial_messages`` and ``make_policy``.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+
+    system_prompt: ClassVar[str] = "You are a helpful assistant that uses tools to solve tasks."
+    verifier: ClassVar[Rubric | Callable[[Trajectory, Task], float] | None] = None
+    max_turns: int = 10
+    """assistant turns before the episode is truncated"""
+    tool_format: Format = "auto"
+    """how tool calls are parsed from the model's text (``agentgym.parsing``)"""
+    ends_on_text: ClassVar[bool] = True
+    """a reply without tool calls ends the episode (its content is the final answer); envs whose
+    episodes end through a tool (submit, answer, a game's last move) set this to False"""
+    blocking: ClassVar[bool] = False
+    """reset/step block (subprocesses, I/O): the async runner then calls them in a thread"""
+
+    def __init__(self, max_turns: int | None = None, tool_format: Format | None = None, render_mode: str | None = None):
+        if max_turns is not None:
+            if max_turns < 1:
+                raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+            self.max_turns = max_turns
+        if tool_format is not None:
+            self.tool_format = tool_format
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r} is not one of {self.metadata['render_modes']}")
+        self.render_mode = render_mode
+        self._tools: dict[str, Tool] = {t.name: t for t in self.collect_tools()}
+        self.observation_space = ConversationSpace()
+        self.action_space = MessageSpace(self.tool_schemas)
+        self._verify = as_verifier(self.verifier) if self.verifier is not None else None
+        self.task: Task | None = None
+        self.trajectory = Trajectory()
+        self.done = True
+        self.turns = 0
+
+    # ----- what subclasses declare -----------------------------------------------------------
+
+    def collect_tools(self) -> list[Tool]:
+        """The env's tools: every ``Tool`` found on the class (methods decorated with ``@tool``)."""
+        found: dict[str, Tool] = {}
+        for cls in reversed(type(self).__mro__):
+            for value in vars(cls).values():
+                if isinstance(value, Tool):
+                    found[value.name] = value
+        return list(found.values())
+
+    def load_task(self, task_id: str | None) -> Task:
+        """Return the task with this id, or a task drawn with ``self.np_random`` when None."""
+        raise NotImplementedError
+
+    def task_ids(self, n: int, seed: int = 0) -> list[str]:
+        """The ids of ``n`` tasks for a run (shipped tasks in order, cycling; or generated ones)."""
+        return [str(i) for i in range(n)]
+
+    def initial_messages(self, task: Task) -> list[Message]:
+        return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": task.prompt}]
+
+    def make_policy(self, spec: Any) -> Any:
+        """A policy that knows this env (teacher, solver, search bot) for a spec, or None."""
+        return None
+
+    def score(self) -> Score:
+        """Score the finished trajectory with the verifier (outside anything the agent wrote)."""
+        if self._verify is None:
+            return Score()
+        return self._verify(self.trajectory, self.task)
+
+    # ----- Gymnasium API -----------------------------------------------------------------------
+
+    @property
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        return [t.schema for t in self._tools.values()]
+
+    @property
+    def env_id(self) -> str:
+        from agentgym.registry import agentgym_id
+
+        spec = getattr(self, "spec", None)
+        return agentgym_id(spec.id) if spec is not None else type(self).__name__
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        self.task = self.load_task(options.get("task_id"))
+        self.turns = 0
+        self.done = False
+        messages = self.initial_messages(self.task)
+        self.trajectory = Trajectory(
+            messages=list(messages), env=self.env_id, task_id=self.task.task_id, metadata={"seed": seed}
+        )
+        return [dict(m) for m in messages], {"task_id": self.task.task_id, "tools": self.tool_schemas}
+
+    def step(self, action: Message):
+        if self.done:
+            raise EpisodeOver("the episode is over; call reset() before step()")
+        if not isinstance(action, dict):
+            action = {"role": "assistant", "content": action if isinstance(action, str) else repr(action)}
+        content = action.get("content")
+        if content is not None and not isinstance(content, str):
+            action = {**action, "content": str(content)}
+        self.trajectory.messages.append(action)
+        self.turns += 1
+        replies = self.respond(action)
+        self.trajectory.messages.extend(replies)
+        terminated = self.done
+        truncated = not terminated and self.turns >= self.max_turns
+        reward = 0.0
+        info: dict[str, Any] = {"turn": self.turns}
+        if terminated or truncated:
+            self.done = True
+            self.finish(truncated, info)
+            reward = self.trajectory.score
+        return [dict(m) for m in replies], reward, terminated, truncated, info
+
+    def finish(self, truncated: bool, info: dict[str, Any]) -> None:
+        """Score the trajectory and set its status; the breakdown goes into ``info``."""
+        score = self.score()
+        traj = self.trajectory
+        traj.score = score.total
+        traj.status = "truncated" if truncated else "ok"
+        if score.errors:
+            traj.status = "env_error"
+            traj.metadata["verifier_errors"] = dict(score.errors)
+        traj.metadata["breakdown"] = dict(score.breakdown)
+        traj.metadata["turns"] = self.turns
+        info.update(score=score.total, breakdown=dict(score.breakdown), status=traj.status)
+        if score.errors:
+            info["verifier_errors"] = dict(score.errors)
+
+    def respond(self, action: Message) -> list[Message]:
+        """Run the tool calls of an assistant message; a message without calls is the final answer
+        (or, when ``ends_on_text`` is False, a reminder to call a tool)."""
+        calls = action.get("tool_calls")
+        errors: list[str] = []
+        if not calls:
+            parsed = parse_tool_calls(action.get("content") or "", self.tool_format)
+            calls, errors = parsed.tool_calls, parsed.errors
+        replies: list[Message] = [{"role": "tool", "name": "error", "content": f"Error: {e}"} for e in errors]
+        if not calls and not errors:
+            if self.ends_on_text:
+                self.done = True
+            else:
+                names = ", ".join(self._tools)
+                replies.append({"role": "user", "content": f"Please call one of the tools ({names})."})
+            return replies
+        for call in calls:
+            replies.append(self.call_tool(call))
+            if self.done:
+                break
+        return replies
+
+    def call_tool(self, call: Any) -> Message:
+        """Execute one tool call; every model mistake becomes an error message, never an exception."""
+        try:
+            fn = call["function"]
+            name, raw = fn["name"], fn.get("arguments", "{}")
+            call_id = call.get("id", "")
+        except (KeyError, TypeError):
+            return {"role": "tool", "name": "error", "content": "Error: malformed tool call"}
+        out: Message = {"role": "tool", "tool_call_id": str(call_id), "name": str(name)}
+        tool = self._tools.get(name)
+        if tool is None:
+            out["content"] = f"Error: unknown tool {name!r}. Available tools: {', '.join(self._tools) or 'none'}."
+            return out
+        if isinstance(raw, str):
+            try:
+                args = json.loads(raw) if raw.strip() else {}
+            except (json.JSONDecodeError, RecursionError) as e:
+                out["content"] = f"Error: arguments of {name} are not valid JSON: {getattr(e, 'msg', e)}"
+                return out
+        else:
+            args = raw
+        try:
+            out["content"] = _tool_text(tool.call(args, owner=self))
+        except ToolArgumentError as e:
+            out["content"] = f"Error: {name}: {e}"
+        except Exception as e:  # the tool's own failure on the model's input is an observation
+            out["content"] = f"Error: {name} raised {type(e).__name__}: {e}"
+        return out
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        return "\n".join(f"[{m.get('role')}] {m.get('content') or ''}" for m in self.trajectory.messages)
+
+    def close(self) -> None:
+        self.done = True
+
+    # ----- async API for the rollout runner ---------------------------------------------------
+
+    async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if self.blocking:
+            return await asyncio.to_thread(self.reset, seed=seed, options=options)
+        return self.reset(seed=seed, options=options)
+
+    async def astep(self, action: Message):
+        if self.blocking:
+            return await asyncio.to_thread(self.step, action)
+        return self.step(action)
+
+    async def aclose(self) -> None:
+        if self.blocking:
+            await asyncio.to_thread(self.close)
+        else:
+            self.close()

@@ -1,0 +1,167 @@
+"""Tool-call parsing from model text, per model family, in one place.
+
+Formats:
+- ``hermes`` (Hermes, Qwen 2.5/3): ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``
+- ``json``: the whole reply is a JSON object ``{"name", "arguments"}`` (or a list of them),
+  optionally inside a ```json fence.
+- ``auto``: hermes tags when present, else plain JSON.
+
+The parser never raises and runs in linear time on any input: it scans with ``str.find`` and
+``json.JSONDecoder.raw_decode``, no backtracking regular expressions. A block that looks like a
+tool call but is malformed becomes an entry in ``errors``, which the environment shows the model.
+
+>>> r = parse_tool_calls('I will add. <tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>')
+>>> r.tool_calls[0]["function"]["name"], r.errors
+('add', [])
+>>> parse_tool_calls('<tool_call>{"name": "add", </tool_call>').errors
+['tool call 1 is not valid JSON: Expecting property name enclosed in double quotes at char 17']
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agentgym.types import ToolCall
+
+Format = Literal["auto", "hermes", "json"]
+FORMATS = ("auto", "hermes", "json")
+
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+_decoder = json.JSONDecoder()
+
+
+@dataclass
+class ParseResult:
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """one readable reason per malformed call, for the model to see"""
+
+
+def _to_call(obj: Any, index: int) -> ToolCall | str:
+    """A decoded JSON value as a ToolCall, or the reason it is not one."""
+    if not isinstance(obj, dict):
+        return f"tool call {index} must be a JSON object with 'name' and 'arguments'"
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        return f"tool call {index} has no 'name' string"
+    args = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except (json.JSONDecodeError, RecursionError) as e:
+            return f"tool call {index} has arguments that are not valid JSON: {getattr(e, 'msg', e)}"
+    if not isinstance(args, dict):
+        return f"tool call {index} must have 'arguments' as a JSON object"
+    try:
+        encoded = json.dumps(args, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return f"tool call {index} has arguments that cannot be encoded"
+    return {"id": f"call_{index - 1}", "type": "function", "function": {"name": name, "arguments": encoded}}
+
+
+def _decode(text: str) -> tuple[Any, str | None]:
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as e:
+        return None, f"{e.msg} at char {e.pos}"
+    except (RecursionError, ValueError) as e:
+        return None, str(e)[:200]
+
+
+def _parse_hermes(text: str) -> ParseResult:
+    result = ParseResult()
+    pos = 0
+    index = 0
+    while True:
+        start = text.find(OPEN, pos)
+        if start < 0:
+            break
+        index += 1
+        body_start = start + len(OPEN)
+        end = text.find(CLOSE, body_start)
+        body = text[body_start:] if end < 0 else text[body_start:end]
+        pos = len(text) if end < 0 else end + len(CLOSE)
+        obj, err = _decode(body.strip())
+        if err is not None:
+            result.errors.append(f"tool call {index} is not valid JSON: {err}")
+            continue
+        call = _to_call(obj, index)
+        if isinstance(call, str):
+            result.errors.append(call)
+        else:
+            result.tool_calls.append(call)
+    return result
+
+
+def _strip_fence(text: str) -> str:
+    s = text.strip()
+    if s.startswith("```"):
+        newline = s.find("\n")
+        if newline >= 0 and s.endswith("```") and len(s) > 6:
+            return s[newline + 1 : -3].strip()
+    return s
+
+
+def _parse_json(text: str) -> ParseResult:
+    s = _strip_fence(text)
+    if not s or s[0] not in "[{":
+        return ParseResult()
+    obj, err = _decode(s)
+    if err is not None:
+        # Only complain when it plainly tried to be a tool call.
+        if '"name"' in s[:200]:
+            return ParseResult(errors=[f"tool call 1 is not valid JSON: {err}"])
+        return ParseResult()
+    items = obj if isinstance(obj, list) else [obj]
+    if not items or not all(isinstance(i, dict) and "name" in i for i in items):
+        return ParseResult()
+    result = ParseResult()
+    for index, item in enumerate(items, 1):
+        call = _to_call(item, index)
+        if isinstance(call, str):
+            result.errors.append(call)
+        else:
+            result.tool_calls.append(call)
+    return result
+
+
+def parse_tool_calls(text: Any, fmt: Format = "auto") -> ParseResult:
+    """Find the tool calls in a model's reply. Never raises; non-text input gives no calls."""
+    if not isinstance(text, str):
+        return ParseResult()
+    if fmt == "hermes":
+        return _parse_hermes(text)
+    if fmt == "json":
+        return _parse_json(text)
+    if OPEN in text:
+        return _parse_hermes(text)
+    return _parse_json(text)
+
+
+def format_tool_call(name: str, arguments: dict[str, Any], fmt: Format = "auto") -> str:
+    """Render a tool call as the model would write it (the inverse of ``parse_tool_calls``).
+
+    >>> format_tool_call("add", {"a": 1})
+    '<tool_call>\\n{"name": "add", "arguments": {"a": 1}}\\n</tool_call>'
+    """
+    body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
+    return body if fmt == "json" else f"{OPEN}\n{body}\n{CLOSE}"
+
+
+def strip_tool_calls(text: str) -> str:
+    """The reply's prose without its ``<tool_call>`` blocks (used by exporters)."""
+    out = []
+    pos = 0
+    while True:
+        start = text.find(OPEN, pos)
+        if start < 0:
+            out.append(text[pos:])
+            break
+        out.append(text[pos:start])
+        end = text.find(CLOSE, start)
+        if end < 0:
+            break
+        pos = end + len(CLOSE)
+    return "".join(out).strip()

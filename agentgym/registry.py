@@ -1,0 +1,118 @@
+"""Environment registry: ids like ``toy/calculator-v0`` mapped to lazy entry points, on top of
+Gymnasium's registry.
+
+Each id is registered with Gymnasium twice: under itself (so ``gymnasium.make("agentgym:toy/calculator-v0")``
+works, the module prefix importing agentgym first) and under the ``agentgym`` namespace with the
+family joined by a dot (``gymnasium.make("agentgym/toy.calculator-v0")`` after ``import agentgym``),
+since Gymnasium ids cannot hold a second slash.
+
+Third-party packages add environments through the entry-point group ``agentgym.envs``: each entry
+point names a function that calls ``agentgym.register``; it runs the first time the registry is
+read.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import gymnasium
+
+ENTRY_POINT_GROUP = "agentgym.envs"
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    id: str
+    entry_point: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    requires: str | None = None
+    """the pip extra that provides its dependencies, named in errors when an import fails"""
+
+
+_REGISTRY: dict[str, EnvEntry] = {}
+_plugins_loaded = False
+plugin_errors: dict[str, str] = {}
+"""entry point name -> why it failed to load (a broken plugin never breaks the registry)"""
+
+
+def gymnasium_id(env_id: str) -> str:
+    """The id in Gymnasium's ``agentgym`` namespace: ``toy/calculator-v0`` -> ``agentgym/toy.calculator-v0``."""
+    return "agentgym/" + env_id.replace("/", ".")
+
+
+def agentgym_id(gym_id: str) -> str:
+    """The inverse of ``gymnasium_id``."""
+    if gym_id.startswith("agentgym/"):
+        return gym_id[len("agentgym/") :].replace(".", "/", 1)
+    return gym_id
+
+
+def register(id: str, entry_point: str, *, requires: str | None = None, **kwargs: Any) -> None:
+    """Register an environment under ``id`` (``family/name-vN``); ``entry_point`` is
+    ``"module:Class"``, imported only when the env is made; ``kwargs`` are the defaults passed to
+    the class. Registering an id again replaces it."""
+    if "/" not in id or not id.split("/", 1)[1]:
+        raise ValueError(f"env ids look like 'family/name-v0', got {id!r}")
+    if ":" not in entry_point:
+        raise ValueError(f"entry_point must be 'module:Class', got {entry_point!r}")
+    _REGISTRY[id] = EnvEntry(id, entry_point, dict(kwargs), requires)
+    for gid in (id, gymnasium_id(id)):
+        gymnasium.registry.pop(gid, None)
+        gymnasium.register(id=gid, entry_point=entry_point, kwargs=dict(kwargs), disable_env_checker=True)
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            fn = ep.load()
+            if callable(fn):
+                fn()
+        except Exception as e:
+            plugin_errors[ep.name] = f"{type(e).__name__}: {e}"
+            print(f"agentgym: plugin {ep.name!r} ({ep.value}) failed to load: {e}", file=sys.stderr)
+
+
+def reload_plugins() -> None:
+    """Look for ``agentgym.envs`` entry points again (after installing a plugin at run time)."""
+    global _plugins_loaded
+    _plugins_loaded = False
+    _load_plugins()
+
+
+def list_envs() -> list[str]:
+    """Every registered id, sorted."""
+    _load_plugins()
+    return sorted(_REGISTRY)
+
+
+def spec(env_id: str) -> EnvEntry:
+    _load_plugins()
+    if env_id not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(env_id, list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"no env {env_id!r}.{hint} `agentgym list` shows the registered ids.")
+    return _REGISTRY[env_id]
+
+
+def make(env_id: str, **kwargs: Any):
+    """Build the environment registered under ``env_id`` (keyword arguments override defaults)."""
+    entry = spec(env_id)
+    module = entry.entry_point.split(":", 1)[0]
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        extra = entry.requires
+        hint = f" Install it with: pip install 'agentgym[{extra}]'" if extra else ""
+        raise ImportError(f"env {env_id!r} needs a package that is not installed ({e}).{hint}") from e
+    env = gymnasium.make(env_id, disable_env_checker=True, **kwargs)
+    return env.unwrapped

@@ -1,0 +1,8 @@
+"""Built-in environments. Each family registers its ids here with lazy entry points, so
+importing agentgym never imports an environment's heavy dependencies."""
+
+from agentgym.registry import register
+
+
+def register_builtin_envs() -> None:
+    register("toy/calculator-v0", "agentgym.envs.toy:CalculatorEnv")

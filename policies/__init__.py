@@ -1,0 +1,1 @@
+"""Model-backed policies: hf, vllm, openai."""

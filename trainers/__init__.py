@@ -1,0 +1,1 @@
+"""Trainers: SFT, GRPO, DPO."""
