@@ -1,0 +1,176 @@
+"""The one place where trajectories become tensors.
+
+A trajectory's token record (``tokens`` / ``mask`` / ``logprobs``, see ``agentgym.types``) is
+turned into a ``Sequence``; message-only records (teacher demos, imported data) are tokenized
+once with the chat renderer (``agentgym.chat.tokenize_messages``). ``collate`` pads a micro-batch
+on the right to its own longest sequence (``micro_batches`` groups sequences of similar length,
+so padding stays small) and builds:
+
+- ``input_ids`` and ``attention_mask``: every real token is attended to, env and tool tokens
+  included (the attention mask is NOT the loss mask);
+- ``targets`` / ``loss_mask`` / ``old_logprobs``: shifted by one, so position ``t`` holds the
+  token predicted from the logits at ``t``; ``loss_mask`` is 1 only on tokens the policy sampled;
+- ``advantages``: one per sequence.
+
+>>> s = Sequence(ids=[5, 6, 7, 8], mask=[0, 0, 1, 1], logprobs=[0.0, 0.0, -0.5, -0.25])
+>>> b = collate([s, Sequence(ids=[5, 9], mask=[0, 1])], pad_id=3)
+>>> b.input_ids.tolist(), b.attention_mask.tolist()
+([[5, 6, 7, 8], [5, 9, 3, 3]], [[1, 1, 1, 1], [1, 1, 0, 0]])
+>>> b.loss_mask.tolist()
+[[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from agentgym.trainers.losses import token_logprobs
+from agentgym.types import Trajectory
+
+
+@dataclass
+class Sequence:
+    """One training sequence: the whole conversation's token ids and which ones were sampled."""
+
+    ids: list[int]
+    mask: list[int]
+    logprobs: list[float] | None = None
+    advantage: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_agent_tokens(self) -> int:
+        return int(sum(self.mask))
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor
+    """[B, T] token ids, right-padded with the pad id"""
+    attention_mask: torch.Tensor
+    """[B, T] 1 on every real token (prompt, agent, env and tool tokens), 0 on padding"""
+    targets: torch.Tensor
+    """[B, T-1] the next token at each position (``input_ids[:, 1:]``)"""
+    loss_mask: torch.Tensor
+    """[B, T-1] float; 1 where the target was sampled by the policy, else 0 (padding included)"""
+    old_logprobs: torch.Tensor
+    """[B, T-1] the sampler's log-prob of each target (0 where unknown or masked)"""
+    advantages: torch.Tensor
+    """[B] one advantage per sequence"""
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        return TokenBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+    @property
+    def num_agent_tokens(self) -> int:
+        return int(self.loss_mask.sum().item())
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.attention_mask.sum().item())
+
+
+class TokenizeError(ValueError):
+    """A trajectory cannot be turned into a training sequence; the message says why and what to do."""
+
+
+def to_sequence(
+    traj: Trajectory,
+    tokenize: Callable[[Trajectory], tuple[list[int], list[int]]] | None = None,
+    advantage: float = 0.0,
+) -> Sequence:
+    """A trajectory as a training sequence: its own token record when it has one (exactly what
+    was sampled), else its messages tokenized by ``tokenize(traj) -> (ids, mask)``."""
+    if traj.tokens is not None:
+        if traj.mask is None or len(traj.mask) != len(traj.tokens):
+            raise TokenizeError(
+                f"trajectory {traj.task_id}: token record has no mask of the same length as its ids"
+            )
+        ids, mask, lps = list(traj.tokens), list(traj.mask), traj.logprobs
+    elif tokenize is not None:
+        ids, mask = tokenize(traj)
+        lps = None
+    else:
+        raise TokenizeError(
+            f"trajectory {traj.task_id} of {traj.env!r} has no token record; pass a tokenizer "
+            "(the trainers use agentgym.chat.tokenize_messages with the model's chat template)"
+        )
+    if not any(mask):
+        raise TokenizeError(f"trajectory {traj.task_id} of {traj.env!r} has no agent tokens to train on")
+    meta = {"task_id": traj.task_id, "score": traj.score, "env": traj.env}
+    return Sequence(
+        ids=ids,
+        mask=[int(m) for m in mask],
+        logprobs=list(lps) if lps is not None else None,
+        advantage=advantage,
+        meta=meta,
+    )
+
+
+def collate(seqs: list[Sequence], pad_id: int) -> TokenBatch:
+    """Right-pad sequences to the longest one in this list and build the shifted tensors."""
+    if not seqs:
+        raise ValueError("cannot collate an empty list of sequences")
+    width = max(len(s) for s in seqs)
+    n = len(seqs)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.float32)
+    lps = torch.zeros((n, width), dtype=torch.float32)
+    for i, s in enumerate(seqs):
+        k = len(s)
+        input_ids[i, :k] = torch.tensor(s.ids, dtype=torch.long)
+        attention[i, :k] = 1
+        mask[i, :k] = torch.tensor(s.mask, dtype=torch.float32)
+        if s.logprobs is not None:
+            lps[i, :k] = torch.tensor(s.logprobs, dtype=torch.float32)
+    return TokenBatch(
+        input_ids=input_ids,
+        attention_mask=attention,
+        targets=input_ids[:, 1:].clone(),
+        loss_mask=mask[:, 1:] * attention[:, 1:],
+        old_logprobs=lps[:, 1:] * mask[:, 1:],
+        advantages=torch.tensor([s.advantage for s in seqs], dtype=torch.float32),
+    )
+
+
+def micro_batches(
+    seqs: list[Sequence], max_tokens: int, max_seqs: int | None = None
+) -> Iterable[list[Sequence]]:
+    """Group sequences (kept in the given order's length ranking) into micro-batches whose padded
+    size ``len(batch) * longest`` stays within ``max_tokens``: sorting by length first keeps the
+    padding small. A sequence longer than ``max_tokens`` gets a micro-batch of its own."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    batch: list[Sequence] = []
+    for i in order:
+        s = seqs[i]
+        longest = max([len(s)] + [len(b) for b in batch])
+        if batch and (
+            (len(batch) + 1) * longest > max_tokens or (max_seqs is not None and len(batch) >= max_seqs)
+        ):
+            yield batch
+            batch = []
+        batch.append(s)
+    if batch:
+        yield batch
+
+
+def forward_logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+    """``[B, T-1]`` log-probs the model gives each target token (with gradient if enabled).
+
+    Only the attention mask goes to the model; the loss mask is applied by the caller's loss."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    logits = out.logits[:, :-1, :]
+    return token_logprobs(logits, batch.targets)
+
+
+def sequence_logprob_sums(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+    """``[B]`` sum of log-probs over each sequence's agent tokens only (for DPO)."""
+    return (forward_logprobs(model, batch) * batch.loss_mask).sum(-1)

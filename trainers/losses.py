@@ -1,0 +1,275 @@
+"""The maths of the trainers as pure functions on tensors: no models, no data loading.
+
+Every function takes per-token tensors of shape ``[batch, time]`` with a ``mask`` of the same
+shape (1 on tokens the policy sampled, 0 on prompt, env, tool and padding tokens) and says which
+paper it implements. The trainers call these and nothing else for their objectives, so turn
+masking happens here and in ``agentgym.trainers.batch``, nowhere else.
+
+>>> import torch
+>>> [round(a, 4) for a in group_advantages(torch.tensor([1.0, 0.0, 1.0, 0.0]), [0, 0, 0, 0]).tolist()]
+[1.0, -1.0, 1.0, -1.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+LossAgg = Literal["token-mean", "seq-mean-token-mean", "constant"]
+"""How per-token losses become one number:
+
+- ``token-mean``: sum over every agent token of the batch / number of agent tokens (DAPO, Yu et
+  al. 2025, arXiv:2503.14476, section 3.3: long sequences are not down-weighted);
+- ``seq-mean-token-mean``: mean over each sequence's agent tokens, then mean over sequences (the
+  original GRPO, Shao et al. 2024, arXiv:2402.03300, eq. 3);
+- ``constant``: sum over agent tokens / a fixed constant such as the generation budget
+  (Dr. GRPO, Liu et al. 2025, arXiv:2503.20783, section 3.1: no length bias at all).
+"""
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum()
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` is 1 (0 when the mask is empty, never NaN).
+
+    >>> masked_mean(torch.tensor([1.0, 2.0, 9.0]), torch.tensor([1.0, 1.0, 0.0])).item()
+    1.5
+    """
+    mask = mask.to(values.dtype)
+    if dim is None:
+        return (values * mask).sum() / mask.sum().clamp(min=1.0)
+    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target_t | context) for each position, from logits already aligned with targets.
+
+    Uses ``gather - logsumexp`` so that no ``[batch, time, vocab]`` log-softmax is kept for
+    backward beyond what autograd needs.
+    """
+    logits = logits.float()
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def group_advantages(
+    rewards: torch.Tensor,
+    group_ids: Sequence[int] | torch.Tensor,
+    scale: Literal["std", "none"] = "std",
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Group-relative advantages of GRPO (Shao et al. 2024, arXiv:2402.03300, section 4.1.2):
+    ``(r - mean(group)) / (std(group) + eps)`` with the population standard deviation.
+    ``scale="none"`` leaves out the division (Dr. GRPO, Liu et al. 2025, arXiv:2503.20783), which
+    removes the bias toward groups whose rewards barely differ.
+
+    Args:
+        rewards: one scalar reward per trajectory, shape ``[n]``.
+        group_ids: which group (task) each trajectory belongs to, length ``n``.
+        scale: ``"std"`` (GRPO) or ``"none"`` (Dr. GRPO).
+        eps: added to the standard deviation.
+
+    Returns:
+        Advantages, shape ``[n]``. A group whose rewards are all equal gets zeros.
+
+    >>> group_advantages(torch.tensor([1.0, 0.0, 3.0, 1.0]), [0, 0, 1, 1], scale="none").tolist()
+    [0.5, -0.5, 1.0, -1.0]
+    """
+    if scale not in ("std", "none"):
+        raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
+    rewards = rewards.float()
+    gid = torch.as_tensor(group_ids, device=rewards.device)
+    if gid.shape != rewards.shape:
+        raise ValueError(f"group_ids has shape {tuple(gid.shape)} but rewards has {tuple(rewards.shape)}")
+    _, inverse = torch.unique(gid, return_inverse=True)
+    n_groups = int(inverse.max().item()) + 1 if len(inverse) else 0
+    count = torch.zeros(n_groups, device=rewards.device).index_add_(0, inverse, torch.ones_like(rewards))
+    mean = torch.zeros(n_groups, device=rewards.device).index_add_(0, inverse, rewards) / count
+    centered = rewards - mean[inverse]
+    if scale == "none":
+        return centered
+    var = torch.zeros(n_groups, device=rewards.device).index_add_(0, inverse, centered**2) / count
+    denom = var.sqrt()[inverse] + eps
+    return torch.where(denom > 0, centered / denom.clamp(min=1e-30), torch.zeros_like(centered))
+
+
+def aggregate(
+    per_token: torch.Tensor, mask: torch.Tensor, mode: LossAgg = "token-mean", constant: float = 1.0
+) -> torch.Tensor:
+    """Reduce a ``[batch, time]`` per-token loss to a scalar (see ``LossAgg`` for the modes).
+
+    >>> loss = torch.tensor([[1.0, 1.0, 1.0], [4.0, 0.0, 0.0]]); m = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    >>> aggregate(loss, m, "token-mean").item(), aggregate(loss, m, "seq-mean-token-mean").item()
+    (1.75, 2.5)
+    >>> aggregate(loss, m, "constant", constant=7.0).item()
+    1.0
+    """
+    mask = mask.to(per_token.dtype)
+    if mode == "token-mean":
+        return masked_mean(per_token, mask)
+    if mode == "seq-mean-token-mean":
+        per_seq = masked_mean(per_token, mask, dim=-1)
+        has_tokens = (mask.sum(-1) > 0).to(per_token.dtype)
+        return (per_seq * has_tokens).sum() / has_tokens.sum().clamp(min=1.0)
+    if mode == "constant":
+        if constant <= 0:
+            raise ValueError(f"the constant normaliser must be > 0, got {constant}")
+        return masked_sum(per_token, mask) / constant
+    raise ValueError(f"unknown loss aggregation {mode!r}; use token-mean, seq-mean-token-mean or constant")
+
+
+def gspo_log_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sequence-level log importance ratio of GSPO (Zheng et al. 2025, arXiv:2507.18071, eq. 7):
+    ``log s_i = mean_t (log pi(y_t) - log pi_old(y_t))`` over the sequence's agent tokens, given
+    to every token as ``sg[log s_i] + log pi(y_t) - sg[log pi(y_t)]`` so that the value is the
+    sequence ratio and the gradient flows through each token (GSPO-token, eq. 14)."""
+    seq = masked_mean(logprobs - old_logprobs, mask, dim=-1).detach()
+    return seq.unsqueeze(-1) + logprobs - logprobs.detach()
+
+
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(pi || pi_ref) (Schulman 2020, "Approximating KL divergence";
+    used by GRPO, arXiv:2402.03300 eq. 4): ``exp(ref - lp) - (ref - lp) - 1``, never negative.
+
+    >>> round(k3_kl(torch.tensor([0.0]), torch.tensor([-1.0])).item(), 4)
+    0.3679
+    """
+    delta = ref_logprobs - logprobs
+    return torch.exp(delta) - delta - 1.0
+
+
+def ppo_clip_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    agg: LossAgg = "token-mean",
+    constant: float = 1.0,
+    ratio_level: Literal["token", "sequence"] = "token",
+    ref_logprobs: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate policy loss of PPO (Schulman et al. 2017, arXiv:1707.06347, eq. 7) at the
+    token level, with separate lower and upper clip ranges (DAPO's clip-higher, arXiv:2503.14476,
+    section 3.1), optional GSPO sequence-level ratio and optional k3 KL penalty to a reference.
+
+    The ratio is taken against ``old_logprobs``: the sampler's log-probabilities, so a sampler
+    that differs from the trainer (vLLM vs. torch) is corrected by importance sampling.
+
+    Args:
+        logprobs: current policy log-probs of each token, ``[batch, time]``, with gradient.
+        old_logprobs: the sampler's log-probs of the same tokens.
+        advantages: ``[batch]`` (one per sequence) or ``[batch, time]``.
+        mask: 1 on agent tokens; everything else gets exactly zero gradient.
+        clip_low: ratio is clipped below at ``1 - clip_low``.
+        clip_high: ratio is clipped above at ``1 + clip_high``.
+        agg: how per-token losses are reduced (``LossAgg``).
+        constant: the normaliser for ``agg="constant"``.
+        ratio_level: ``"token"`` (PPO/GRPO) or ``"sequence"`` (GSPO).
+        ref_logprobs: reference model log-probs for the KL term, or None.
+        kl_coef: weight of the k3 KL term (needs ``ref_logprobs`` when > 0).
+
+    Returns:
+        ``(loss, stats)``: the scalar loss and floats for logging (clip fraction, mean ratio, KL).
+    """
+    mask = mask.to(logprobs.dtype)
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(-1).expand_as(logprobs)
+    if ratio_level == "sequence":
+        log_ratio = gspo_log_ratio(logprobs, old_logprobs, mask)
+    elif ratio_level == "token":
+        log_ratio = logprobs - old_logprobs
+    else:
+        raise ValueError(f"ratio_level must be 'token' or 'sequence', got {ratio_level!r}")
+    ratio = torch.exp(log_ratio)
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    pg_loss = torch.maximum(pg_loss1, pg_loss2)
+    per_token = pg_loss
+    kl_value = 0.0
+    if kl_coef > 0:
+        if ref_logprobs is None:
+            raise ValueError(f"kl_coef is {kl_coef} but no ref_logprobs were given")
+        kl = k3_kl(logprobs, ref_logprobs)
+        per_token = per_token + kl_coef * kl
+        kl_value = masked_mean(kl.detach(), mask).item()
+    loss = aggregate(per_token, mask, agg, constant)
+    with torch.no_grad():
+        clipped = (pg_loss2 > pg_loss1).to(mask.dtype)
+        stats = {
+            "clip_frac": masked_mean(clipped, mask).item(),
+            "ratio_mean": masked_mean(ratio.detach(), mask).item(),
+            "approx_kl_old": masked_mean((ratio.detach() - 1) - log_ratio.detach(), mask).item(),
+            "kl_ref": kl_value,
+        }
+    return loss, stats
+
+
+def dpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    loss_type: Literal["sigmoid", "ipo"] = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Direct Preference Optimization on summed sequence log-probs.
+
+    ``sigmoid``: ``-(1-e) log sigma(b * m) - e log sigma(-b * m)`` with the log-ratio margin
+    ``m = (log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))`` (Rafailov et al. 2023,
+    arXiv:2305.18290, eq. 7; label smoothing ``e`` as conservative DPO, Mitchell 2023).
+    ``ipo``: ``(m - 1 / (2 b))^2`` (Azar et al. 2023, arXiv:2310.12036, eq. 17), where the
+    log-probs should be averages over tokens rather than sums.
+
+    Returns:
+        ``(loss, chosen_rewards, rejected_rewards)``: the mean loss and the implicit rewards
+        ``b * (log pi - log ref)`` of each side (their difference is the preference margin).
+
+    >>> z = torch.zeros(1)
+    >>> _, cr, rr = dpo_loss(torch.tensor([2.0]), torch.tensor([-3.0]), z, z, beta=0.1)
+    >>> round((cr - rr).item(), 6)
+    0.5
+    """
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    chosen_ratio = chosen_logps - ref_chosen_logps
+    rejected_ratio = rejected_logps - ref_rejected_logps
+    margin = chosen_ratio - rejected_ratio
+    if loss_type == "sigmoid":
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * margin) - label_smoothing * F.logsigmoid(
+            -beta * margin
+        )
+    elif loss_type == "ipo":
+        if label_smoothing:
+            raise ValueError(
+                f"label_smoothing ({label_smoothing}) has no meaning for loss_type 'ipo'; set it to 0"
+            )
+        losses = (margin - 1.0 / (2.0 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown DPO loss_type {loss_type!r}; use 'sigmoid' or 'ipo'")
+    return losses.mean(), beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
+
+
+def bradley_terry(margin: torch.Tensor) -> torch.Tensor:
+    """Probability that the chosen answer is preferred under the Bradley-Terry model,
+    ``sigma(margin)`` (Bradley and Terry 1952; the model DPO's loss is the likelihood of).
+
+    >>> round(bradley_terry(torch.tensor(1.0)).item(), 3)
+    0.731
+    """
+    return torch.sigmoid(margin)
+
+
+def masked_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Supervised fine-tuning loss: mean negative log-likelihood of the agent tokens only
+    (the standard language-modelling objective restricted to the assistant's turns, as in
+    InstructGPT's SFT stage, Ouyang et al. 2022, arXiv:2203.02155)."""
+    return -masked_mean(token_logprobs(logits, targets), mask)
