@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
 from agentgym.trainers.losses import token_logprobs
+
 from agentgym.types import Trajectory
 
 

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from agentgym.trainers import losses
 from agentgym.trainers.batch import (
     Sequence,
@@ -12,6 +11,7 @@ from agentgym.trainers.batch import (
     micro_batches,
     to_sequence,
 )
+
 from agentgym.types import Trajectory
 
 

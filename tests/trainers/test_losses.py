@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from agentgym.trainers import losses as L
 
 
