@@ -6,3 +6,6 @@ from agentgym.registry import register
 
 def register_builtin_envs() -> None:
     register("toy/calculator-v0", "agentgym.envs.toy:CalculatorEnv")
+    register("web/shop-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web", site="shop")
+    register("web/wiki-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web", site="wiki")
+    register("web/replay-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web")

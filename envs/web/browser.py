@@ -1,0 +1,88 @@
+"""Starting Chromium for Playwright, and reading ARIA snapshots taken in ``"ai"`` mode.
+
+Debian's chromium (``apt-get install chromium``) is used when present, since ``playwright install``
+needs the internet; ``AGENTGYM_CHROMIUM`` names another binary.
+
+>>> snap = '- link "Kettle" [ref=e3] [cursor=pointer]:\\n  - /url: /p/1001.html\\n- button "Add" [ref=e4]'
+>>> [(n.role, n.name, n.ref, n.url) for n in parse_snapshot(snap)]
+[('link', 'Kettle', 'e3', '/p/1001.html'), ('button', 'Add', 'e4', None)]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def chromium_path() -> str | None:
+    """The Chromium binary to launch, or None to let Playwright use its own download."""
+    env = os.environ.get("AGENTGYM_CHROMIUM")
+    if env:
+        return env
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+async def launch_browser():
+    """Start Playwright and a headless Chromium; returns ``(playwright, browser)``."""
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError as e:
+        raise ImportError("the web envs need Playwright: pip install 'agentgym[web]'") from e
+    pw = await async_playwright().start()
+    try:
+        browser = await pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+    except Exception as e:
+        await pw.stop()
+        raise RuntimeError(
+            f"could not start Chromium ({str(e).splitlines()[0]}); install it with `apt-get install chromium` "
+            "or point AGENTGYM_CHROMIUM at a Chromium binary"
+        ) from e
+    return pw, browser
+
+
+@dataclass
+class Node:
+    """One element of an ARIA snapshot that carries a ref."""
+
+    role: str
+    name: str
+    ref: str
+    url: str | None = None
+
+
+_LINE = re.compile(
+    r'^\s*- (?P<role>[\w-]+)(?: "(?P<name>(?:[^"\\]|\\.)*)")?.*?\[ref=(?P<ref>(?:f\d+)?e\d+)\]'
+)
+_URL = re.compile(r"^\s*- /url: (?P<url>.+)$")
+
+
+def parse_snapshot(snapshot: str) -> list[Node]:
+    """The elements with refs in an ``aria_snapshot(mode="ai")`` text, links with their ``/url``."""
+    nodes: list[Node] = []
+    for line in snapshot.splitlines():
+        m = _LINE.match(line)
+        if m:
+            name = (m.group("name") or "").replace('\\"', '"')
+            nodes.append(Node(m.group("role"), name, m.group("ref")))
+            continue
+        u = _URL.match(line)
+        if u and nodes and nodes[-1].url is None and nodes[-1].role == "link":
+            nodes[-1].url = u.group("url").strip().strip('"')
+    return nodes

@@ -1,0 +1,520 @@
+"""``WebReplayEnv``: browse a cached site (HAR replay in Chromium) with tools, then answer.
+
+The agent sees the page's URL, title and ARIA snapshot (``aria_snapshot(mode="ai")``, each
+control with a ``[ref=eN]``) and acts with ``goto``, ``click``, ``type``, ``select``, ``back``
+and ``answer``. Everything is served from the site's HAR (``route_from_har(not_found="abort")``):
+no network, no server. A URL that was never recorded, an external URL, a stale ref or a
+JavaScript dialog is an observation; a browser that dies ends the episode with status
+``env_error`` and the next episode starts a new browser.
+
+Playwright runs natively async (``areset``/``astep``/``aclose``, for the rollout runner); the
+sync ``reset``/``step``/``close`` drive the same coroutines on a private event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import gymnasium
+from agentgym.envs.web.browser import launch_browser, parse_snapshot
+from agentgym.envs.web.site import Site
+from agentgym.envs.web.verify import pages_visited, task_success
+
+from agentgym.env import EpisodeOver, ToolEnv
+from agentgym.parsing import parse_tool_calls
+from agentgym.policy import PolicySpec
+from agentgym.tools import ToolArgumentError, tool
+from agentgym.types import Message, Task, Trajectory
+from agentgym.verifiers import Rubric
+
+_LOCAL_STORAGE_JS = (
+    "() => Object.fromEntries(Object.keys(localStorage).map(k => [k, localStorage.getItem(k)]))"
+)
+
+
+class BrowserDied(RuntimeError):
+    """The browser process went away mid-episode (an infrastructure failure, not the agent's)."""
+
+
+class WebReplayEnv(ToolEnv):
+    system_prompt = (
+        "You browse a website through tools. Each observation shows the page URL, its title and an "
+        "accessibility snapshot where every control has a ref like [ref=e5]. Use click(ref), type(ref, text), "
+        "select(ref, option), goto(url) and back(). When you know the answer, call answer(text)."
+    )
+    verifier = Rubric([task_success, pages_visited], weights=[1.0, 0.0])
+    ends_on_text = False
+    max_turns = 30
+
+    def __init__(
+        self,
+        site: str = "shop",
+        subtasks: int = 1,
+        max_obs_chars: int = 6000,
+        action_timeout_ms: int = 3000,
+        max_turns: int | None = None,
+        **kwargs: Any,
+    ):
+        """
+        Args:
+            site: a shipped site (``shop``, ``wiki``) or the path of a recorded site directory
+            subtasks: subtasks per episode (1 = the site's single tasks; K > 1 = composites of K)
+            max_obs_chars: the snapshot is cut after this many characters
+            action_timeout_ms: how long click/type/select wait for their element
+            max_turns: assistant turns before truncation (default 30, or 15 per subtask)
+        """
+        if subtasks < 1:
+            raise ValueError(f"subtasks must be at least 1, got {subtasks}")
+        if max_obs_chars < 200:
+            raise ValueError(f"max_obs_chars must be at least 200, got {max_obs_chars}")
+        super().__init__(max_turns=max_turns or max(30, 15 * subtasks), **kwargs)
+        self.site = Site.load(site)
+        self.subtasks = subtasks
+        self.max_obs_chars = max_obs_chars
+        self.action_timeout_ms = action_timeout_ms
+        self._recorded = self._har_urls()
+        self._pw = self._browser = self._context = self._page = None
+        self._owner: asyncio.AbstractEventLoop | None = None
+        self._private: asyncio.AbstractEventLoop | None = None
+        self._events: list[str] = []
+        self._refs: set[str] = set()
+        self._last_request: str | None = None
+        self.snapshot = ""
+        """the full ARIA snapshot of the current page (the observation shows at most max_obs_chars)"""
+        self.answer_text: str | None = None
+
+    def _har_urls(self) -> set[str]:
+        har = json.loads(self.site.har.read_text(encoding="utf-8"))
+        return {e["request"]["url"].split("#")[0] for e in har["log"]["entries"]}
+
+    # ----- tasks -------------------------------------------------------------------------------
+
+    def task_ids(self, n: int, seed: int = 0) -> list[str]:
+        if self.subtasks > 1:
+            return [f"combo{self.subtasks}-{seed * 100_000 + i}" for i in range(n)]
+        ids = [t["id"] for t in self.site.tasks]
+        import random
+
+        random.Random(seed).shuffle(ids)
+        return [ids[i % len(ids)] for i in range(n)]
+
+    def load_task(self, task_id: str | None) -> Task:
+        if task_id is None:
+            task_id = self.task_ids(1, seed=int(self.np_random.integers(10**6)))[0]
+        task_id = str(task_id)
+        if task_id.startswith("combo"):
+            head, _, index = task_id.partition("-")
+            try:
+                subs = self.site.composite(int(head[5:]), int(index))
+            except ValueError:
+                raise ValueError(f"composite task ids look like 'combo3-17', got {task_id!r}") from None
+            lines = [f"{i}. {t['prompt']}" for i, t in enumerate(subs, 1)]
+            prompt = (
+                f"Do these {len(subs)} tasks on the site, in any order:\n"
+                + "\n".join(lines)
+                + "\nThen call answer once "
+                f"with the {len(subs)} answers in the order of the tasks, separated by ' | ' (write 'done' for a cart task)."
+            )
+        else:
+            subs = [self.site.task(task_id)]
+            prompt = subs[0]["prompt"] + "\nCall answer(text) with the answer when done."
+        return Task(
+            task_id,
+            prompt,
+            answer=[t["answer"] for t in subs],
+            info={"subtasks": subs, "origin": self.site.origin},
+        )
+
+    def make_policy(self, spec: PolicySpec):
+        if spec.name in ("teacher", "scripted"):
+            from agentgym.envs.web.teacher import WebTeacher
+
+            return WebTeacher()
+        return None
+
+    # ----- tools (schemas for the model; the work is done by the async _do_* methods) ------------
+
+    @tool
+    def goto(self, url: str) -> str:
+        """Open a URL of the site.
+
+        Args:
+            url: an absolute URL, or a path such as /c/kitchen.html
+        """
+        return self._sync(self._do_goto(url))
+
+    @tool
+    def click(self, ref: str) -> str:
+        """Click the element with this ref from the latest snapshot.
+
+        Args:
+            ref: the element's ref, e.g. e12
+        """
+        return self._sync(self._do_click(ref))
+
+    @tool
+    def type(self, ref: str, text: str, submit: bool = False) -> str:
+        """Replace the text of an input field.
+
+        Args:
+            ref: the field's ref from the latest snapshot
+            text: what to type
+            submit: press Enter afterwards
+        """
+        return self._sync(self._do_type(ref, text, submit))
+
+    @tool
+    def select(self, ref: str, option: str) -> str:
+        """Choose an option of a drop-down list.
+
+        Args:
+            ref: the list's ref from the latest snapshot
+            option: the option's visible text
+        """
+        return self._sync(self._do_select(ref, option))
+
+    @tool
+    def back(self) -> str:
+        """Go back to the previous page."""
+        return self._sync(self._do_back())
+
+    @tool
+    def answer(self, text: str) -> str:
+        """Give the final answer; this ends the episode.
+
+        Args:
+            text: the answer (for several tasks, the answers separated by ' | ')
+        """
+        self.answer_text = text
+        self.done = True
+        return "Answer recorded."
+
+    # ----- the browser ------------------------------------------------------------------------
+
+    async def _ensure_browser(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._browser is not None and (self._owner is not loop or not self._browser.is_connected()):
+            await self._drop_browser()
+        if self._browser is None:
+            self._pw, self._browser = await launch_browser()
+            self._owner = loop
+
+    async def _drop_browser(self) -> None:
+        """Forget the browser; close it when it belongs to this loop and still answers."""
+        pw, browser, owner = self._pw, self._browser, self._owner
+        self._pw = self._browser = self._context = self._page = None
+        if browser is None:
+            return
+        if owner is asyncio.get_running_loop():
+            for closer in (browser.close, pw.stop):
+                try:
+                    await asyncio.wait_for(closer(), 10)
+                except Exception:
+                    pass
+        elif owner is not None and owner.is_running() and not owner.is_closed():
+            asyncio.run_coroutine_threadsafe(self._stop(pw, browser), owner)
+
+    @staticmethod
+    async def _stop(pw, browser) -> None:
+        for closer in (browser.close, pw.stop):
+            try:
+                await asyncio.wait_for(closer(), 10)
+            except Exception:
+                pass
+
+    async def _close_context(self) -> None:
+        context, self._context, self._page = self._context, None, None
+        if context is not None:
+            try:
+                await asyncio.wait_for(context.close(), 10)
+            except Exception:
+                pass
+
+    def _alive(self) -> bool:
+        return self._browser is not None and self._browser.is_connected()
+
+    def _on_dialog(self, dialog) -> None:
+        self._events.append(f"A JavaScript {dialog.type} dialog said {dialog.message!r}; it was accepted.")
+        asyncio.ensure_future(dialog.accept())
+
+    def _on_failed(self, request) -> None:
+        if request.is_navigation_request():
+            self._last_request = request.url.split("#")[0]
+
+    async def _observe(self) -> str:
+        page = self._page
+        self.snapshot = await page.aria_snapshot(mode="ai", timeout=10_000)
+        self._refs = {n.ref for n in parse_snapshot(self.snapshot)}
+        snap = self.snapshot
+        if len(snap) > self.max_obs_chars:
+            snap = (
+                snap[: self.max_obs_chars]
+                + f"\n... (snapshot cut at {self.max_obs_chars} of {len(self.snapshot)} characters)"
+            )
+        events, self._events = self._events, []
+        head = "".join(e + "\n" for e in events)
+        return f"{head}URL: {page.url}\nTitle: {await page.title()}\n{snap}"
+
+    @property
+    def current_url(self) -> str:
+        return self._page.url if self._page is not None else ""
+
+    # ----- episodes ---------------------------------------------------------------------------
+
+    async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        gymnasium.Env.reset(self, seed=seed)
+        options = options or {}
+        self.task = self.load_task(options.get("task_id"))
+        self.turns, self.done, self.answer_text = 0, False, None
+        await self._close_context()
+        for attempt in (0, 1):
+            try:
+                await self._ensure_browser()
+                self._context = await self._browser.new_context(viewport={"width": 1024, "height": 768})
+                await self._context.route_from_har(str(self.site.har), not_found="abort")
+                self._page = await self._context.new_page()
+                self._page.set_default_timeout(self.action_timeout_ms)
+                self._page.on("dialog", self._on_dialog)
+                self._page.on("requestfailed", self._on_failed)
+                self._events = []
+                await self._page.goto(self.site.start_url, wait_until="load", timeout=30_000)
+                first = await self._observe()
+                break
+            except Exception:
+                if attempt == 1 or self._alive():
+                    raise
+                await self._drop_browser()  # a dead browser from the last episode: start a new one
+        messages: list[Message] = [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": f"{self.task.prompt}\n\n{first}"},
+        ]
+        self.trajectory = Trajectory(
+            messages=list(messages),
+            env=self.env_id,
+            task_id=self.task.task_id,
+            metadata={"seed": seed, "site": self.site.name},
+        )
+        return [dict(m) for m in messages], {"task_id": self.task.task_id, "tools": self.tool_schemas}
+
+    async def astep(self, action: Message):
+        if self.done:
+            raise EpisodeOver("the episode is over; call reset() before step()")
+        if not isinstance(action, dict):
+            action = {"role": "assistant", "content": action if isinstance(action, str) else repr(action)}
+        self.trajectory.messages.append(action)
+        self.turns += 1
+        info: dict[str, Any] = {"turn": self.turns}
+        try:
+            replies = await self._respond(action)
+            self.trajectory.messages.extend(replies)
+            terminated = self.done
+            truncated = not terminated and self.turns >= self.max_turns
+            if terminated or truncated:
+                self.trajectory.metadata["final_state"] = await self._final_state()
+        except BrowserDied as e:
+            return self._env_error(str(e), info)
+        reward = 0.0
+        if terminated or truncated:
+            self.done = True
+            self.finish(truncated, info)
+            reward = self.trajectory.score
+            await self._close_context()
+        return [dict(m) for m in replies], reward, terminated, truncated, info
+
+    def _env_error(self, why: str, info: dict[str, Any]):
+        self.done = True
+        traj = self.trajectory
+        traj.status, traj.score = "env_error", 0.0
+        traj.metadata["env_error"] = why
+        info.update(status="env_error", error=why)
+        self._context = self._page = None
+        return [], 0.0, True, False, info
+
+    async def _final_state(self) -> dict[str, Any]:
+        try:
+            storage = await self._page.evaluate(_LOCAL_STORAGE_JS)
+            return {"url": self._page.url, "local_storage": storage}
+        except Exception as e:
+            if not self._alive():
+                raise BrowserDied(f"the browser died while reading the final page state: {e}") from None
+            return {"url": self._page.url, "local_storage": {}, "error": str(e).splitlines()[0]}
+
+    async def _respond(self, action: Message) -> list[Message]:
+        calls = action.get("tool_calls")
+        errors: list[str] = []
+        if not calls:
+            parsed = parse_tool_calls(action.get("content") or "", self.tool_format)
+            calls, errors = parsed.tool_calls, parsed.errors
+        replies: list[Message] = [{"role": "tool", "name": "error", "content": f"Error: {e}"} for e in errors]
+        if not calls and not errors:
+            replies.append(
+                {"role": "user", "content": f"Please call one of the tools ({', '.join(self._tools)})."}
+            )
+        for call in calls:
+            replies.append(await self._call(call))
+            if self.done:
+                break
+        return replies
+
+    async def _call(self, call: Any) -> Message:
+        try:
+            name, raw = call["function"]["name"], call["function"].get("arguments", "{}")
+        except (KeyError, TypeError):
+            return {"role": "tool", "name": "error", "content": "Error: malformed tool call"}
+        out: Message = {"role": "tool", "tool_call_id": str(call.get("id", "")), "name": str(name)}
+        tool_ = self._tools.get(name)
+        if tool_ is None:
+            out["content"] = f"Error: unknown tool {name!r}. Available tools: {', '.join(self._tools)}."
+            return out
+        try:
+            args = tool_.validate(json.loads(raw) if isinstance(raw, str) else raw) if raw != "" else {}
+        except (json.JSONDecodeError, RecursionError) as e:
+            out["content"] = f"Error: arguments of {name} are not valid JSON: {getattr(e, 'msg', e)}"
+            return out
+        except ToolArgumentError as e:
+            out["content"] = f"Error: {name}: {e}"
+            return out
+        if name == "answer":
+            out["content"] = tool_.call(args, owner=self)
+            return out
+        try:
+            out["content"] = await getattr(self, f"_do_{name}")(**args)
+        except BrowserDied:
+            raise
+        except Exception as e:
+            if not self._alive():
+                raise BrowserDied(f"the browser died during {name}: {str(e).splitlines()[0]}") from None
+            out["content"] = f"Error: {name} failed: {str(e).splitlines()[0]}\n{await self._observe()}"
+        return out
+
+    # ----- actions ----------------------------------------------------------------------------
+
+    def _external(self, url: str) -> str | None:
+        from agentgym.envs.web.record import origin_of
+
+        if not url.startswith(("http://", "https://")):
+            return f"Cannot open {url!r}: only http(s) pages of {self.site.origin} are available."
+        if origin_of(url) != self.site.origin:
+            return f"{url} is an external URL; only {self.site.origin} is cached for offline use. The page is unchanged."
+        return None
+
+    async def _settle(self, before: str, action: str) -> str:
+        """After an action: wait for any navigation, and undo one that landed on an error page."""
+        page = self._page
+        try:
+            await page.wait_for_load_state("load", timeout=10_000)
+        except Exception:
+            pass
+        if page.url.startswith("chrome-error:"):
+            failed = self._last_request or "the link's target"
+            await page.go_back(wait_until="load")
+            msg = (
+                self._external(failed)
+                or f"{failed} is not in the cache (it was never recorded), so it cannot be shown offline."
+            )
+            return f"{action}, but {msg} Went back.\n{await self._observe()}"
+        return f"{action}.\n{await self._observe()}"
+
+    async def _do_goto(self, url: str) -> str:
+        from urllib.parse import urldefrag, urljoin
+
+        target = urldefrag(urljoin(self._page.url, url.strip()))[0]
+        problem = self._external(target)
+        if problem:
+            return f"{problem}\n{await self._observe()}"
+        if target not in self._recorded:
+            return f"{target} is not in the cache (it was never recorded), so it cannot be shown offline. The page is unchanged.\n{await self._observe()}"
+        await self._page.goto(target, wait_until="load", timeout=30_000)
+        return f"Opened {target}.\n{await self._observe()}"
+
+    def _locate(self, ref: str):
+        ref = ref.strip().strip("[]").removeprefix("ref=")
+        if ref not in self._refs:
+            return None, ref
+        return self._page.get_by_ref(ref), ref
+
+    def _stale(self, ref: str) -> str:
+        return f"There is no element [ref={ref}] on the current page (refs change with every snapshot); use a ref from the latest snapshot."
+
+    async def _do_click(self, ref: str) -> str:
+        loc, ref = self._locate(ref)
+        if loc is None:
+            return f"{self._stale(ref)}\n{await self._observe()}"
+        before = self._page.url
+        self._last_request = None
+        await loc.click()
+        return await self._settle(before, f"Clicked {ref}")
+
+    async def _do_type(self, ref: str, text: str, submit: bool = False) -> str:
+        loc, ref = self._locate(ref)
+        if loc is None:
+            return f"{self._stale(ref)}\n{await self._observe()}"
+        await loc.fill(text)
+        if submit:
+            before = self._page.url
+            await loc.press("Enter")
+            return await self._settle(before, f"Typed {text!r} into {ref} and pressed Enter")
+        return f"Typed {text!r} into {ref}.\n{await self._observe()}"
+
+    async def _do_select(self, ref: str, option: str) -> str:
+        loc, ref = self._locate(ref)
+        if loc is None:
+            return f"{self._stale(ref)}\n{await self._observe()}"
+        chosen = await loc.select_option(label=option)
+        return (
+            f"Selected {option!r} in {ref} (value {chosen[0] if chosen else '?'}).\n{await self._observe()}"
+        )
+
+    async def _do_back(self) -> str:
+        resp = await self._page.go_back(wait_until="load")
+        if resp is None and self._page.url == "about:blank":
+            return f"There is no previous page.\n{await self._observe()}"
+        return f"Went back.\n{await self._observe()}"
+
+    # ----- sync API (a private event loop in a thread) -----------------------------------------
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self._private is None or self._private.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="web-env-loop", daemon=True).start()
+            self._private = loop
+        return self._private
+
+    def _sync(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop()).result()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        return self._sync(self.areset(seed=seed, options=options))
+
+    def step(self, action: Message):
+        return self._sync(self.astep(action))
+
+    async def _shutdown(self) -> None:
+        await self._close_context()
+        await self._drop_browser()
+
+    async def aclose(self) -> None:
+        self.done = True
+        if self._owner is asyncio.get_running_loop():
+            await self._shutdown()
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.done = True
+        owner = self._owner
+        if self._browser is not None and owner is not None and owner.is_running():
+            try:
+                on_owner = asyncio.get_running_loop() is owner
+            except RuntimeError:
+                on_owner = False
+            future = asyncio.run_coroutine_threadsafe(self._shutdown(), owner)
+            if not on_owner:
+                future.result(timeout=30)
+        self._pw = self._browser = self._context = self._page = None
+        if self._private is not None and not self._private.is_closed():
+            loop, self._private = self._private, None
+            loop.call_soon_threadsafe(loop.stop)

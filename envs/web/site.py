@@ -1,0 +1,140 @@
+"""A cached site on disk: its HAR, its topology (page graph) and its tasks, plus answer checks.
+
+A site directory holds ``site.har`` (the recording), ``site.json`` (pages, titles, links, forms)
+and optionally ``tasks.json``; a recorded site without ``tasks.json`` gets navigation tasks made
+from its topology ("open the page titled T, then answer with its title").
+
+>>> normalize_answer("  $1,234.50 ") == normalize_answer("1234.5")
+True
+>>> normalize_answer("The  Amber KETTLE.")
+'the amber kettle'
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urldefrag, urljoin
+
+SITES_DIR = Path(__file__).parent / "sites"
+
+_NUMBER = re.compile(r"[$€£]?\s*([-+]?\d[\d,]*(?:\.\d+)?)\s*(?:km|of 5|out of 5)?")
+
+
+def normalize_answer(text: str) -> str:
+    """Case, whitespace, trailing punctuation and number formats (``$1,234.50`` = ``1234.5``) folded."""
+    t = " ".join(str(text).strip().lower().split()).strip(" .!;:\"'")
+    m = _NUMBER.fullmatch(t)
+    if m:
+        return f"{float(m.group(1).replace(',', '')):f}".rstrip("0").rstrip(".")
+    return t
+
+
+@dataclass
+class Site:
+    """A cached site: where its files are and what its pages link to."""
+
+    name: str
+    root: Path
+    origin: str
+    start_url: str
+    pages: dict[str, dict]
+    tasks: list[dict] = field(default_factory=list)
+
+    @property
+    def har(self) -> Path:
+        return self.root / "site.har"
+
+    @classmethod
+    def load(cls, site: str | Path) -> Site:
+        """A shipped site by name (``shop``, ``wiki``) or any recorded site directory."""
+        root = Path(site)
+        if not (root / "site.json").exists():
+            shipped = SITES_DIR / str(site)
+            if (shipped / "site.json").exists():
+                root = shipped
+            else:
+                raise FileNotFoundError(
+                    f"no cached site at {site!r} (need site.json and site.har); record one with "
+                    "`agentgym web record URL --out DIR`, or use a shipped site: shop, wiki"
+                )
+        if not (root / "site.har").exists():
+            raise FileNotFoundError(
+                f"{root} has site.json but no site.har; record it again with `agentgym web record`"
+            )
+        topo = json.loads((root / "site.json").read_text(encoding="utf-8"))
+        site_obj = cls(root.name, root, topo["origin"], topo["start_url"], topo["pages"])
+        tasks_file = root / "tasks.json"
+        if tasks_file.exists():
+            site_obj.tasks = json.loads(tasks_file.read_text(encoding="utf-8"))
+        else:
+            site_obj.tasks = site_obj.navigation_tasks()
+        return site_obj
+
+    def url(self, path_or_url: str) -> str:
+        return urldefrag(urljoin(self.origin + "/", path_or_url))[0]
+
+    def shortest_path(self, src: str, dst: str) -> list[tuple[str, str]] | None:
+        """The fewest link clicks from ``src`` to ``dst`` as ``[(link text, url), ...]``; None if unreachable."""
+        src, dst = self.url(src), self.url(dst)
+        if src == dst:
+            return []
+        prev: dict[str, tuple[str, str, str]] = {}
+        queue = deque([src])
+        seen = {src}
+        while queue:
+            here = queue.popleft()
+            for text, target in self.pages.get(here, {}).get("links", []):
+                if target in seen or target not in self.pages or not text:
+                    continue
+                seen.add(target)
+                prev[target] = (here, text, target)
+                if target == dst:
+                    path = []
+                    node = dst
+                    while node != src:
+                        before, t, u = prev[node]
+                        path.append((t, u))
+                        node = before
+                    return path[::-1]
+                queue.append(target)
+        return None
+
+    def navigation_tasks(self) -> list[dict]:
+        """Tasks for a recorded site with no task list: reach a page (2+ clicks away) and name it."""
+        tasks = []
+        for i, (url, page) in enumerate(sorted(self.pages.items())):
+            path = self.shortest_path(self.start_url, url)
+            if path is None or len(path) < 1 or not page.get("title"):
+                continue
+            tasks.append(
+                dict(
+                    id=f"nav-{i}",
+                    kind="navigation",
+                    prompt=f"Find the page titled {page['title']!r} and answer with its title.",
+                    answer=page["title"],
+                    plan=[{"visit": url}],
+                    final_url=url,
+                )
+            )
+        return tasks
+
+    def task(self, task_id: str) -> dict:
+        for t in self.tasks:
+            if t["id"] == task_id:
+                return t
+        raise KeyError(
+            f"site {self.name!r} has no task {task_id!r}; ids look like {self.tasks[0]['id']!r}"
+            if self.tasks
+            else f"site {self.name!r} has no tasks"
+        )
+
+    def composite(self, k: int, index: int) -> list[dict]:
+        """The ``index``-th composite of ``k`` distinct subtasks (deterministic)."""
+        if not 1 <= k <= len(self.tasks):
+            raise ValueError(f"subtasks must be between 1 and {len(self.tasks)}, got {k}")
+        return random.Random(f"{self.name}-{k}-{index}").sample(self.tasks, k)
