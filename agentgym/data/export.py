@@ -1,0 +1,284 @@
+"""Exports of trajectory records to the formats trainers read.
+
+- ``trl-sft``: TRL's conversational language-modeling format, ``{"messages", "tools"}``, with
+  assistant tool calls as OpenAI ``tool_calls`` (arguments as a JSON string) and ``tools`` as a
+  JSON string of the env's tool schemas (TRL's SFT and DPO trainers decode it).
+- ``trl-dpo``: TRL's conversational preference format with an explicit prompt,
+  ``{"prompt", "chosen", "rejected", "tools"}``; both sides come from the same (env, task_id):
+  chosen is the best ``ok`` record, rejected the worst record whose status is evidence.
+- ``ms-swift``: ms-swift's agent format, ``{"tools", "messages"}`` with ``tool_call`` and
+  ``tool_response`` roles, the call's content being ``{"name", "arguments"}`` as JSON.
+- ``hf``: a Hugging Face ``datasets`` directory (``Dataset.save_to_disk``) holding every field of
+  the records (messages, tools, env, task_id, score, status, metadata as JSON, token record).
+
+Assistant replies written as text (``<tool_call>`` blocks, as a model samples them) are turned
+into structured ``tool_calls`` for every format except ``hf``, which stays lossless.
+
+From the command line::
+
+    agentgym export kept.jsonl --format trl-sft --out sft.jsonl
+    agentgym export raw.jsonl --format trl-dpo --out pairs.jsonl
+    agentgym export kept.jsonl --format hf --out kept_ds/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from agentgym.data.filter import Record, rank_key
+from agentgym.parsing import OPEN, parse_tool_calls, strip_tool_calls
+from agentgym.types import EVIDENCE_STATUSES, Message, Trajectory, dump_record, iter_jsonl
+
+FORMATS = ("trl-sft", "trl-dpo", "ms-swift", "hf")
+
+ToolLookup = Callable[[Record], "list[dict[str, Any]] | None"]
+_TOOLS_CACHE: dict[str, list[dict[str, Any]] | None] = {}
+
+
+def env_tools(record: Record) -> list[dict[str, Any]] | None:
+    """The tool schemas shown to the model for a record: ``metadata["tools"]`` when the producer
+    stored them, else those of a fresh instance of the record's env (cached per env id); None
+    (with a warning) when the env cannot be made here."""
+    stored = (record.get("metadata") or {}).get("tools")
+    if isinstance(stored, list):
+        return stored
+    env_id = str(record.get("env", ""))
+    if env_id not in _TOOLS_CACHE:
+        try:
+            from agentgym.registry import make
+
+            env = make(env_id)
+            try:
+                _TOOLS_CACHE[env_id] = list(env.tool_schemas)
+            finally:
+                env.close()
+        except Exception as e:
+            print(
+                f"agentgym export: no tool schemas for env {env_id!r} ({type(e).__name__}: {e}); "
+                "rows get tools=null",
+                file=sys.stderr,
+            )
+            _TOOLS_CACHE[env_id] = None
+    return _TOOLS_CACHE[env_id]
+
+
+def normalize_message(m: Message) -> Message:
+    """A copy of a message with text tool calls turned into structured ``tool_calls``.
+
+    >>> normalize_message({"role": "assistant", "content": 'ok <tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call>'})
+    {'role': 'assistant', 'content': 'ok', 'tool_calls': [{'id': 'call_0', 'type': 'function', 'function': {'name': 'f', 'arguments': '{"x": 1}'}}]}
+    """
+    out: Message = dict(m)  # type: ignore[assignment]
+    if m.get("role") != "assistant" or m.get("tool_calls"):
+        return out
+    text = m.get("content") or ""
+    parsed = parse_tool_calls(text)
+    if parsed.tool_calls and not parsed.errors:
+        out["content"] = strip_tool_calls(text) if OPEN in text else ""
+        out["tool_calls"] = parsed.tool_calls
+    return out
+
+
+def _messages(record: Record) -> list[Message]:
+    return [normalize_message(m) for m in record["messages"]]
+
+
+def _tools_json(record: Record, tools: ToolLookup) -> str | None:
+    schemas = tools(record)
+    return None if schemas is None else json.dumps(schemas, ensure_ascii=False)
+
+
+def to_trl_sft(records: Iterable[Record], tools: ToolLookup = env_tools) -> list[dict[str, Any]]:
+    """TRL conversational rows ``{"messages", "tools"}``, one per record."""
+    return [{"messages": _messages(r), "tools": _tools_json(r, tools)} for r in records]
+
+
+def split_prompt(chosen: list[Message], rejected: list[Message]) -> int:
+    """Length of the shared prompt of two conversations: their common prefix, cut back so it
+    ends before an assistant turn (the completions start with the first assistant reply that
+    differs or follows it)."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    while n > 0 and chosen[n - 1].get("role") == "assistant":
+        n -= 1
+    return n
+
+
+def preference_pairs(records: Iterable[Record], margin: float = 0.0) -> list[tuple[Record, Record]]:
+    """One (chosen, rejected) pair per (env, task_id): chosen is the best record with status
+    ``ok``, rejected the worst record whose status is evidence (ok or truncated); kept when
+    ``chosen.score - rejected.score`` is positive and at least ``margin``. Infrastructure
+    failures are never used."""
+    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    order: list[tuple[str, str]] = []
+    for r in records:
+        if r["status"] not in EVIDENCE_STATUSES:
+            continue
+        key = (str(r["env"]), str(r["task_id"]))
+        if key not in groups:
+            order.append(key)
+        groups[key].append(r)
+    pairs = []
+    for key in order:
+        ranked = sorted(groups[key], key=rank_key)
+        ok = [r for r in ranked if r["status"] == "ok"]
+        if not ok:
+            continue
+        chosen, rejected = ok[0], ranked[-1]
+        gap = float(chosen["score"]) - float(rejected["score"])
+        if gap > 1e-12 and gap >= margin - 1e-12:
+            pairs.append((chosen, rejected))
+    return pairs
+
+
+def to_trl_dpo(
+    records: Iterable[Record], margin: float = 0.0, tools: ToolLookup = env_tools
+) -> list[dict[str, Any]]:
+    """TRL conversational preference rows ``{"prompt", "chosen", "rejected", "tools"}``."""
+    rows = []
+    for chosen, rejected in preference_pairs(records, margin):
+        c, r = _messages(chosen), _messages(rejected)
+        n = split_prompt(c, r)
+        rows.append(
+            {"prompt": c[:n], "chosen": c[n:], "rejected": r[n:], "tools": _tools_json(chosen, tools)}
+        )
+    return rows
+
+
+def _swift_messages(messages: list[Message]) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for m in messages:
+        role = m.get("role")
+        if role == "assistant" and m.get("tool_calls"):
+            if m.get("content"):
+                out.append({"role": "assistant", "content": m["content"]})
+            for call in m["tool_calls"]:
+                fn = call["function"]
+                try:
+                    args = (
+                        json.loads(fn["arguments"]) if isinstance(fn["arguments"], str) else fn["arguments"]
+                    )
+                except json.JSONDecodeError:
+                    args = fn["arguments"]
+                out.append(
+                    {
+                        "role": "tool_call",
+                        "content": json.dumps({"name": fn["name"], "arguments": args}, ensure_ascii=False),
+                    }
+                )
+        elif role == "tool":
+            out.append({"role": "tool_response", "content": m.get("content") or ""})
+        else:
+            out.append({"role": str(role), "content": m.get("content") or ""})
+    return out
+
+
+def to_ms_swift(records: Iterable[Record], tools: ToolLookup = env_tools) -> list[dict[str, Any]]:
+    """ms-swift agent rows ``{"tools", "messages"}`` with ``tool_call`` / ``tool_response`` roles."""
+    return [{"tools": _tools_json(r, tools), "messages": _swift_messages(_messages(r))} for r in records]
+
+
+def to_hf_rows(records: Iterable[Record], tools: ToolLookup = env_tools) -> list[dict[str, Any]]:
+    """Lossless rows for a ``datasets.Dataset``: the record's fields, metadata as a JSON string
+    (its keys differ from record to record) and the token record as three list columns."""
+    rows = []
+    for r in records:
+        tok = r.get("tokens") or {}
+        rows.append(
+            {
+                "messages": r["messages"],
+                "tools": _tools_json(r, tools),
+                "env": str(r["env"]),
+                "task_id": str(r["task_id"]),
+                "score": float(r["score"]),
+                "status": r["status"],
+                "metadata": json.dumps(r.get("metadata") or {}, ensure_ascii=False, sort_keys=True),
+                "token_ids": tok.get("ids"),
+                "token_mask": tok.get("mask"),
+                "token_logprobs": tok.get("logprobs"),
+            }
+        )
+    return rows
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def record_from_hf_row(row: dict[str, Any]) -> Record:
+    """The JSONL record back from a row of an ``hf`` export (Arrow fills absent message keys
+    with None; those are dropped)."""
+    record: Record = {
+        "messages": _drop_none(row["messages"]),
+        "env": row["env"],
+        "task_id": row["task_id"],
+        "score": row["score"],
+        "status": row["status"],
+        "metadata": json.loads(row["metadata"]),
+    }
+    if row.get("token_ids") is not None:
+        record["tokens"] = {
+            "ids": row["token_ids"],
+            "mask": row["token_mask"],
+            "logprobs": row["token_logprobs"],
+        }
+    return record
+
+
+def write_rows(rows: list[dict[str, Any]], out: str | os.PathLike[str]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(dump_record(row))
+
+
+def export_records(
+    records: list[Record | Trajectory], fmt: str, out: str | os.PathLike[str], margin: float = 0.0
+) -> int:
+    """Write ``records`` in format ``fmt`` to ``out`` (a JSONL file, or a directory for ``hf``);
+    returns the number of rows written."""
+    recs = [r.to_record() if isinstance(r, Trajectory) else r for r in records]
+    if fmt == "trl-sft":
+        rows = to_trl_sft(recs)
+    elif fmt == "trl-dpo":
+        rows = to_trl_dpo(recs, margin=margin)
+    elif fmt == "ms-swift":
+        rows = to_ms_swift(recs)
+    elif fmt == "hf":
+        try:
+            import datasets
+        except ImportError as e:
+            raise ImportError(
+                "the hf export needs the datasets package: pip install 'agentgym[train]'"
+            ) from e
+        rows = to_hf_rows(recs)
+        if not rows:
+            raise ValueError("nothing to export: the input has no valid records")
+        datasets.Dataset.from_list(rows).save_to_disk(os.fspath(out))
+        return len(rows)
+    else:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    write_rows(rows, out)
+    return len(rows)
+
+
+def export_file(
+    path: str | os.PathLike[str], fmt: str, out: str | os.PathLike[str], margin: float = 0.0
+) -> tuple[int, int, list[tuple[int, str]]]:
+    """Export a JSONL file of trajectories. Returns (records read, rows written, malformed lines
+    as (line number, reason)); malformed lines are skipped and reported."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    bad: list[tuple[int, str]] = []
+    records = [r for _, r in iter_jsonl(path, errors="skip", report=lambda n, why: bad.append((n, why)))]
+    return len(records), export_records(records, fmt, out, margin=margin), bad

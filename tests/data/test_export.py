@@ -1,0 +1,134 @@
+"""Each export format loads in its consumer: datasets (json loader, load_from_disk) and TRL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agentgym.data.export import export_file, export_records, preference_pairs, record_from_hf_row
+from agentgym.data.filter import filter_quality
+from agentgym.rollout import run_rollouts
+from agentgym.testing import need
+from agentgym.types import iter_jsonl, write_jsonl
+
+ENV = "toy/calculator-v0"
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    """Real rollouts on the calculator: the scripted solver (passes) and random tool calls
+    written as text (fails), on the same six tasks."""
+    d = tmp_path_factory.mktemp("raw")
+    good = run_rollouts(ENV, "scripted", n=6, seed=3, progress=False)
+    bad = run_rollouts(ENV, "random", n=6, group=2, seed=3, progress=False)
+    path = d / "raw.jsonl"
+    write_jsonl(path, good + bad)
+    assert [t.score for t in good] == [1.0] * 6 and any(t.score == 0.0 for t in bad)
+    return path
+
+
+def records(path):
+    return [r for _, r in iter_jsonl(path)]
+
+
+def test_trl_sft_loads_with_datasets_and_renders_with_trl(raw, tmp_path):
+    need(module="trl", install="pip install trl")
+    from agentgym.policies.tiny import build_tokenizer
+    from datasets import load_dataset
+    from trl.data_utils import apply_chat_template, is_conversational
+
+    scripted = [r for r in records(raw) if r["metadata"]["policy"] == "scripted"]
+    kept = filter_quality(scripted, min_score=1.0, dedup=True)
+    out = tmp_path / "sft.jsonl"
+    assert export_records(kept, "trl-sft", out) == 6
+    ds = load_dataset("json", data_files=str(out), split="train")
+    assert ds.column_names == ["messages", "tools"] and len(ds) == 6
+    tok = build_tokenizer()
+    for row, src in zip(ds, kept, strict=True):
+        assert is_conversational(row)
+        tools = json.loads(row["tools"])
+        assert [t["function"]["name"] for t in tools] == ["calculator"]
+        text = apply_chat_template(row, tok, tools=tools)["text"]
+        expr = next(m for m in src["messages"] if m["role"] == "assistant")["tool_calls"][0]["function"][
+            "arguments"
+        ]
+        answer = src["messages"][-1]["content"]
+        assert f'{{"name": "calculator", "arguments": {expr}}}' in text
+        assert f"<|im_start|>tool\n{answer}<|im_end|>" in text
+        assert text.endswith(f"<|im_start|>assistant\n{answer}<|im_end|>\n")
+        assert "# Tools" in text and '"name": "calculator"' in text.split("</tools>")[0]
+
+
+def test_trl_dpo_pairs_come_from_the_same_task(raw, tmp_path):
+    need(module="trl", install="pip install trl")
+    from agentgym.policies.tiny import build_tokenizer
+    from datasets import load_dataset
+    from trl.data_utils import apply_chat_template, is_conversational
+
+    recs = records(raw)
+    pairs = preference_pairs(recs)
+    # a pair for every task where some evidence sample scored below the best
+    worst = {}
+    for r in recs:
+        if r["status"] in ("ok", "truncated"):
+            worst[r["task_id"]] = min(worst.get(r["task_id"], 1.0), r["score"])
+    assert len(pairs) == sum(w < 1.0 for w in worst.values()) >= 4
+    for chosen, rejected in pairs:
+        assert chosen["task_id"] == rejected["task_id"] and chosen["score"] > rejected["score"]
+        assert chosen["status"] == "ok"
+    out = tmp_path / "dpo.jsonl"
+    read, written, bad = export_file(raw, "trl-dpo", out)
+    assert (read, written, bad) == (18, len(pairs), [])
+    ds = load_dataset("json", data_files=str(out), split="train")
+    assert set(ds.column_names) == {"prompt", "chosen", "rejected", "tools"}
+    tok = build_tokenizer()
+    for row, (chosen, _) in zip(ds, pairs, strict=True):
+        assert is_conversational(row)
+        assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+        assert row["prompt"][1]["content"] == chosen["messages"][1]["content"]
+        assert row["chosen"][0]["role"] == "assistant" and row["rejected"][0]["role"] == "assistant"
+        rendered = apply_chat_template(row, tok, tools=json.loads(row["tools"]))
+        assert rendered["prompt"].endswith("<|im_start|>assistant\n")
+        assert rendered["chosen"].endswith(chosen["messages"][-1]["content"] + "<|im_end|>\n")
+        assert rendered["chosen"] != rendered["rejected"]
+    # random's text tool calls became structured calls in the rejected side
+    calls = [m for row in ds for m in row["rejected"] if m.get("tool_calls")]
+    assert calls and all("<tool_call>" not in (m["content"] or "") for m in calls)
+
+
+def test_ms_swift_agent_format(raw, tmp_path):
+    from datasets import load_dataset
+
+    kept = [r for r in filter_quality(records(raw), min_score=1.0) if r["metadata"]["policy"] == "scripted"]
+    out = tmp_path / "swift.jsonl"
+    export_records(kept, "ms-swift", out)
+    ds = load_dataset("json", data_files=str(out), split="train")
+    assert ds.column_names == ["tools", "messages"] and len(ds) == 6
+    for row, src in zip(ds, kept, strict=True):
+        roles = [m["role"] for m in row["messages"]]
+        assert roles == ["system", "user", "tool_call", "tool_response", "assistant"]
+        call = json.loads(row["messages"][2]["content"])
+        assert call["name"] == "calculator" and isinstance(call["arguments"], dict)
+        assert (
+            row["messages"][3]["content"] == row["messages"][4]["content"] == src["messages"][-1]["content"]
+        )
+        assert json.loads(row["tools"])[0]["function"]["name"] == "calculator"
+
+
+def test_hf_directory_round_trips_losslessly(raw, tmp_path):
+    from datasets import load_from_disk
+
+    recs = records(raw)
+    out = tmp_path / "ds"
+    read, written, _ = export_file(raw, "hf", out)
+    assert read == written == 18
+    ds = load_from_disk(str(out))
+    assert len(ds) == 18
+    back = [record_from_hf_row(row) for row in ds]
+    assert back == recs
+
+
+def test_unknown_format_is_a_clear_error(raw, tmp_path):
+    with pytest.raises(ValueError, match="choose one of trl-sft, trl-dpo, ms-swift, hf"):
+        export_file(raw, "parquet", tmp_path / "x")
