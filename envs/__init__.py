@@ -6,6 +6,10 @@ from agentgym.registry import register
 
 def register_builtin_envs() -> None:
     register("toy/calculator-v0", "agentgym.envs.toy:CalculatorEnv")
+    register("code/python_functions-v0", "agentgym.envs.code.env:CodeEnv", requires="sandbox")
+    for game in ("tic_tac_toe", "connect_four", "kuhn_poker", "leduc_poker"):
+        register(f"games/{game}-v0", "agentgym.envs.games.env:GameEnv", requires="games", game=game)
+    register("games/openspiel-v0", "agentgym.envs.games.env:GameEnv", requires="games", game="tic_tac_toe")
     register("web/shop-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web", site="shop")
     register("web/wiki-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web", site="wiki")
     register("web/replay-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web")

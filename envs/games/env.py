@@ -1,0 +1,334 @@
+"""``GameEnv``: an OpenSpiel game as a tool environment. The agent holds one seat and plays with a
+``move`` tool; opponents (bots chosen by spec) and chance move inside ``step``.
+
+Tasks are ids like ``tic_tac_toe-17``: the number seeds chance and every bot, and picks the
+agent's seat (``17 % num_players``) unless ``seat`` is given, so the same task always gives the
+same game for the same moves. Reward at the end, from the game's returns for the agent's seat:
+two-player zero-sum games score win 1, draw 0.5, loss 0; other games score the return scaled
+from [min_utility, max_utility] to [0, 1]. After ``max_illegal`` illegal or unreadable moves the
+agent forfeits: the game is over, scored 0, status ``ok``, the count in the metadata.
+
+>>> env = GameEnv("connect_four", opponent="random")
+>>> obs, info = env.reset(options={"task_id": "connect_four-2"})
+>>> info["seat"], info["legal_moves"][:2]
+(0, ['x0', 'x1'])
+>>> replies, reward, done, truncated, _ = env.step({"role": "assistant", "content": "I'll take the middle."})
+>>> replies[0]["content"].startswith("Please call the move tool")
+True
+>>> replies, *_ = env.step({"role": "assistant", "content": '<tool_call>{"name": "move", "arguments": {"move": "9"}}</tool_call>'})
+>>> replies[0]["content"].splitlines()[0]
+"Error: '9' is not a legal move. Legal moves: x0, x1, x2, x3, x4, x5, x6 (or the column number)."
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import random
+import re
+from typing import Any
+
+import pyspiel
+from agentgym.envs.games.bots import BOT_NAMES, Bot, MCTSBot, make_bot, move_seed
+from agentgym.envs.games.text import legal_moves, observation, parse_move
+
+from agentgym.env import ToolEnv
+from agentgym.policy import PolicySpec
+from agentgym.tools import tool
+from agentgym.types import Message, Task, Trajectory, tool_call
+from agentgym.verifiers import Score
+
+_CHANCE = 1_000_003
+"""stands for the chance player in seeds"""
+
+
+def load_game(game: str, params: dict[str, Any] | None = None) -> pyspiel.Game:
+    """Load an OpenSpiel game by name (``"connect_four"``, ``"connect_four(rows=5)"``) and
+    parameters; simultaneous-move games are made turn-based. Unknown names raise ``ValueError``."""
+    name = game.split("(", 1)[0].strip()
+    known = pyspiel.registered_names()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown OpenSpiel game {name!r}.{hint} pyspiel.registered_names() lists them all.")
+    try:
+        g = pyspiel.load_game(game, dict(params or {})) if params else pyspiel.load_game(game)
+    except pyspiel.SpielError as e:
+        raise ValueError(f"cannot load game {game!r} with parameters {params}: {e}") from None
+    dynamics = g.get_type().dynamics
+    if dynamics == pyspiel.GameType.Dynamics.SIMULTANEOUS:
+        g = pyspiel.convert_to_turn_based(g)
+    elif dynamics != pyspiel.GameType.Dynamics.SEQUENTIAL:
+        raise ValueError(
+            f"game {game!r} has {dynamics} dynamics; only sequential and simultaneous games are supported"
+        )
+    return g
+
+
+def outcome_score(game: pyspiel.Game, returns: list[float], seat: int) -> float:
+    """The agent's return mapped to [0, 1] (see the module docstring).
+
+    >>> g = pyspiel.load_game("tic_tac_toe")
+    >>> outcome_score(g, [1.0, -1.0], 0), outcome_score(g, [1.0, -1.0], 1), outcome_score(g, [0.0, 0.0], 1)
+    (1.0, 0.0, 0.5)
+    """
+    r = returns[seat]
+    if game.num_players() == 2 and game.get_type().utility == pyspiel.GameType.Utility.ZERO_SUM:
+        return 1.0 if r > 0 else 0.0 if r < 0 else 0.5
+    lo, hi = game.min_utility(), game.max_utility()
+    return min(1.0, max(0.0, (r - lo) / (hi - lo))) if hi > lo else 0.5
+
+
+class GameEnv(ToolEnv):
+    """An OpenSpiel game; the agent is one seat and moves with the ``move`` tool.
+
+    Args:
+        game: an OpenSpiel game name, optionally with parameters (``"connect_four(rows=5)"``)
+        params: game parameters as a dict (``{"rows": 5}``)
+        opponent: the bot spec for every other seat (``random``, ``mcts:sims=200``,
+            ``cfr:iters=1000``), or a list of specs indexed by player (the agent's entry unused)
+        seat: the agent's player number; None picks it from the task (task number % players)
+        max_illegal: illegal or unreadable moves after which the agent forfeits
+        max_turns: assistant turns before truncation (default: the game's longest length plus
+            ``max_illegal`` plus 4)
+    """
+
+    ends_on_text = False
+    system_prompt = "You are playing a game. Call the move tool with one legal move on each of your turns."
+
+    def __init__(
+        self,
+        game: str = "tic_tac_toe",
+        params: dict[str, Any] | None = None,
+        opponent: str | list[str] = "random",
+        seat: int | None = None,
+        max_illegal: int = 3,
+        max_turns: int | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(max_turns=max_turns, **kwargs)
+        self.game = load_game(game, params)
+        self.name = self.game.get_type().short_name
+        n = self.game.num_players()
+        if seat is not None and not 0 <= seat < n:
+            raise ValueError(f"seat must be a player number in 0..{n - 1} for {self.name}, got {seat}")
+        if max_illegal < 1:
+            raise ValueError(f"max_illegal must be at least 1, got {max_illegal}")
+        specs = [opponent] * n if isinstance(opponent, str) else list(opponent)
+        if len(specs) != n:
+            raise ValueError(f"opponent lists one spec per player: {n} for {self.name}, got {len(specs)}")
+        self.opponent_specs = specs
+        self.bots: list[Bot] = [make_bot(s, self.game) for s in specs]
+        self.fixed_seat = seat
+        self.max_illegal = max_illegal
+        if max_turns is None:
+            self.max_turns = self.game.max_game_length() + max_illegal + 4
+        self.perfect = self.game.get_type().information == pyspiel.GameType.Information.PERFECT_INFORMATION
+        self.state: pyspiel.State | None = None
+        self.seat = 0
+        self.task_seed = 0
+        self.illegal = 0
+        self.forfeit = False
+        self._seat_option: int | None = None
+
+    # ----- tasks and episodes ------------------------------------------------------------------
+
+    def task_ids(self, n: int, seed: int = 0) -> list[str]:
+        return [f"{self.name}-{seed * 1_000_000 + i}" for i in range(n)]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start the game of ``options["task_id"]`` (drawn from ``seed`` when absent);
+        ``options["seat"]`` overrides the agent's seat for this episode."""
+        options = dict(options or {})
+        self._seat_option = options.pop("seat", None)
+        obs, info = super().reset(seed=seed, options=options)
+        info.update(seat=self.seat, legal_moves=self.legal_moves())
+        return obs, info
+
+    def load_task(self, task_id: str | None) -> Task:
+        if task_id is None:
+            k = int(self.np_random.integers(2**31))
+        else:
+            m = re.fullmatch(r"(?:.*-)?(\d+)", str(task_id).strip())
+            if m is None:
+                raise ValueError(
+                    f"game task ids look like '{self.name}-12' (a number seeds the game), got {task_id!r}"
+                )
+            k = int(m.group(1))
+        n = self.game.num_players()
+        seat = self._seat_option if self._seat_option is not None else self.fixed_seat
+        self.seat = int(seat) if seat is not None else k % n
+        if not 0 <= self.seat < n:
+            raise ValueError(f"seat must be a player number in 0..{n - 1}, got {self.seat}")
+        self.task_seed, self.illegal, self.forfeit = k, 0, False
+        self.state = self.game.new_initial_state()
+        seen = self._advance()
+        return Task(
+            task_id=f"{self.name}-{k}", prompt=self._turn_text(seen), info={"seed": k, "seat": self.seat}
+        )
+
+    def initial_messages(self, task: Task) -> list[Message]:
+        others = sorted({self.opponent_specs[p] for p in range(self.game.num_players()) if p != self.seat})
+        example = self.legal_moves()[0] if self.legal_moves() else "..."
+        system = (
+            f"You are playing {self.game.get_type().long_name} as player {self.seat} "
+            f"(players are numbered from 0; player 0 moves first) against {' and '.join(others)}. "
+            f"On each of your turns call the move tool with exactly one legal move, written as listed "
+            f"(for example {example}). After {self.max_illegal} illegal moves you forfeit the game."
+        )
+        return [{"role": "system", "content": system}, {"role": "user", "content": task.prompt}]
+
+    def bot_seed(self, player: int) -> int:
+        """The seed of the move ``player`` makes now: a function of the task and the move number
+        only, so a bot plays the same whether it is the agent or an opponent."""
+        return move_seed(self.task_seed, player, len(self.state.history()))
+
+    def legal_moves(self) -> list[str]:
+        s = self.state
+        if s is None or s.is_terminal() or s.current_player() != self.seat:
+            return []
+        return legal_moves(s, self.seat)
+
+    def _advance(self) -> list[str]:
+        """Play chance and opponents until the agent's turn or the end; returns what the agent
+        saw of it (the opponents' moves in perfect-information games)."""
+        s, seen = self.state, []
+        while not s.is_terminal():
+            p = s.current_player()
+            if s.is_chance_node():
+                actions, probs = zip(*s.chance_outcomes(), strict=True)
+                rng = random.Random(move_seed(self.task_seed, _CHANCE, len(s.history())))
+                s.apply_action(rng.choices(actions, weights=probs)[0])
+                continue
+            if p == self.seat:
+                break
+            a = self.bots[p].choose(s, p, self.bot_seed(p))
+            if self.perfect:
+                seen.append(f"Player {p} played {s.action_to_string(p, a)}.")
+            s.apply_action(a)
+        if s.is_terminal():
+            self.done = True
+        return seen
+
+    def _turn_text(self, lines: list[str]) -> str:
+        s = self.state
+        lines = list(lines)
+        if s.is_terminal():
+            r = s.returns()
+            score = outcome_score(self.game, r, self.seat)
+            verdict = (
+                "You won."
+                if score == 1.0
+                else "You lost."
+                if score == 0.0
+                else "It is a draw."
+                if score == 0.5
+                else ""
+            )
+            lines += [
+                f"Game over. {verdict} Returns by player: {[round(x, 4) for x in r]}.",
+                observation(s, self.seat).rstrip(),
+            ]
+        else:
+            lines += [
+                observation(s, self.seat).rstrip(),
+                f"You are player {self.seat}. Legal moves: {self._moves_hint()}",
+            ]
+        return "\n".join(x for x in lines if x)
+
+    def _moves_hint(self) -> str:
+        hint = ", ".join(self.legal_moves())
+        return hint + (" (or the column number)" if self.name == "connect_four" else "")
+
+    # ----- the agent's tool ----------------------------------------------------------------------
+
+    @tool
+    def move(self, move: str | int) -> str:
+        """Play one move on your turn.
+
+        Args:
+            move: a legal move written as in the list of legal moves
+        """
+        text = str(move)
+        action = parse_move(self.state, self.seat, text)
+        if action is None:
+            self.illegal += 1
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            if self.illegal >= self.max_illegal:
+                self.forfeit = self.done = True
+                return f"Error: {shown!r} is not a legal move. That is {self.illegal} illegal moves: you forfeit and lose."
+            left = self.max_illegal - self.illegal
+            return (
+                f"Error: {shown!r} is not a legal move. Legal moves: {self._moves_hint()}.\n"
+                f"{left} more illegal move{'s' if left > 1 else ''} and you forfeit."
+            )
+        self.state.apply_action(action)
+        return self._turn_text(self._advance())
+
+    def respond(self, action: Message) -> list[Message]:
+        replies = super().respond(action)
+        if not self.done and replies and replies[-1].get("role") == "user":  # a reply without a move
+            replies[-1] = {
+                "role": "user",
+                "content": f"Please call the move tool with one legal move: {self._moves_hint()}.",
+            }
+        return replies
+
+    # ----- scoring ------------------------------------------------------------------------------
+
+    def score(self) -> Score:
+        s = self.state
+        total = 0.0
+        if s is not None and s.is_terminal() and not self.forfeit:
+            total = outcome_score(self.game, s.returns(), self.seat)
+        return Score(total=total, breakdown={"outcome": total, "illegal_moves": float(self.illegal)})
+
+    def finish(self, truncated: bool, info: dict[str, Any]) -> None:
+        s = self.state
+        meta = self.trajectory.metadata
+        meta.update(
+            game=str(self.game),
+            seat=self.seat,
+            opponents=[x for p, x in enumerate(self.opponent_specs) if p != self.seat],
+            illegal_moves=self.illegal,
+            forfeit=self.forfeit,
+            history=list(s.history()),
+            returns=list(s.returns()) if s.is_terminal() else None,
+        )
+        super().finish(truncated, info)
+        info.update(illegal_moves=self.illegal, forfeit=self.forfeit)
+
+    # ----- players that know the game -------------------------------------------------------------
+
+    def make_policy(self, spec: PolicySpec) -> BotPolicy | None:
+        """``random``, ``mcts:sims=N``, ``cfr:iters=N`` as agents (moving through the ``move``
+        tool); ``teacher`` is MCTS with 400 simulations, or CFR+ for imperfect-information games."""
+        if spec.name == "teacher":
+            spec = (
+                PolicySpec("mcts", kwargs={"sims": "400"})
+                if self.perfect
+                else PolicySpec("cfr", kwargs={"iters": "1000"})
+            )
+        if spec.name in BOT_NAMES:
+            return BotPolicy(make_bot(spec, self.game))
+        return None
+
+
+class BotPolicy:
+    """A bot playing the agent's seat through the ``move`` tool (any number of envs at once)."""
+
+    def __init__(self, bot: Bot):
+        self.bot = bot
+
+    def reply(self, env: GameEnv) -> Message:
+        s = env.state
+        if s is None or env.done or s.is_terminal():
+            return {"role": "assistant", "content": "The game is over."}
+        a = self.bot.choose(s, env.seat, env.bot_seed(env.seat))
+        call = tool_call("move", {"move": s.action_to_string(env.seat, a)}, f"call_{len(s.history())}")
+        return {"role": "assistant", "content": "", "tool_calls": [call]}
+
+    async def act(self, traj: Trajectory, env: GameEnv) -> Message:
+        if isinstance(self.bot, MCTSBot):
+            return await asyncio.to_thread(self.reply, env)
+        return self.reply(env)

@@ -1,0 +1,118 @@
+"""Games as text: what one seat sees, the legal moves in the game's notation, and the parsing of
+the moves models write.
+
+Only the agent's own view is ever rendered: the observation or information-state string of its
+seat, never ``str(state)`` of an imperfect-information game (which shows every hand).
+
+>>> import pyspiel
+>>> state = pyspiel.load_game("connect_four").new_initial_state()
+>>> [parse_move(state, 0, m) for m in ("x3", "3", " X3 ", "column 3", "9")]
+[3, 3, 3, None, None]
+>>> state = pyspiel.load_game("tic_tac_toe").new_initial_state()
+>>> [parse_move(state, 0, m) for m in ("x(1,1)", "(1, 1)", "1,1", "4")]
+[4, 4, 4, 4]
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyspiel
+
+_PREFIX = re.compile(r"^[a-z]+(?=[\d(])")
+_KUHN_CARDS = "JQK"
+
+
+def legal_moves(state: pyspiel.State, player: int) -> list[str]:
+    """The legal moves of ``player`` in the game's own notation."""
+    return [state.action_to_string(player, a) for a in state.legal_actions(player)]
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", "", text).strip("\"'`.").lower()
+
+
+def _aliases(move: str) -> list[str]:
+    """Other ways models write a move: without the player's mark (``x3`` -> ``3``,
+    ``x(1,1)`` -> ``(1,1)`` and ``1,1``)."""
+    out = []
+    bare = _PREFIX.sub("", move)
+    if bare != move:
+        out.append(bare)
+    if bare.startswith("(") and bare.endswith(")"):
+        out.append(bare[1:-1])
+    return out
+
+
+def parse_move(state: pyspiel.State, player: int, text: str) -> int | None:
+    """The legal action ``text`` names, or None. Accepted, in order: the move as listed (any case,
+    spaces ignored), the move without the player's mark (a column number in connect_four), the
+    game's own ``string_to_action`` (e.g. chess SAN and UCI), and a legal action id."""
+    if len(text) > 200:
+        return None
+    want = _norm(text)
+    if not want:
+        return None
+    legal = state.legal_actions(player)
+    found: list[int] = []
+    for a in legal:
+        s = _norm(state.action_to_string(player, a))
+        if s == want:
+            return a
+        if want in _aliases(s):
+            found.append(a)
+    if len(found) == 1:  # an alias that fits two moves is refused
+        return found[0]
+    if len(want) <= 32 and re.fullmatch(r"[\w()\[\],:;+#=@/-]+", want) and not want.isdigit():
+        try:
+            a = state.string_to_action(player, text.strip())
+        except Exception:  # pyspiel raises SpielError (or worse) for a string it cannot read
+            a = None
+        if a in legal:
+            return a
+    if want.isdigit() and int(want) in legal:
+        return int(want)
+    return None
+
+
+def observation(state: pyspiel.State, player: int) -> str:
+    """What ``player`` sees: the board, or its information state in an imperfect-information game."""
+    game = state.get_game()
+    kind = game.get_type()
+    name = kind.short_name
+    if name == "kuhn_poker":
+        return _kuhn(state, player)
+    perfect = kind.information == pyspiel.GameType.Information.PERFECT_INFORMATION
+    if perfect and kind.provides_observation_string:
+        return state.observation_string(player)
+    if kind.provides_information_state_string:
+        return state.information_state_string(player)
+    if kind.provides_observation_string:
+        return state.observation_string(player)
+    return "(this game shows no observation)"
+
+
+def _kuhn(state: pyspiel.State, player: int) -> str:
+    info = state.information_state_string(player)
+    if not info:
+        return "No card dealt yet."
+    card, bets = info[0], info[1:]
+    names = {"p": "pass", "b": "bet"}
+    lines = [
+        f"Your card: {_KUHN_CARDS[int(card)] if card.isdigit() and int(card) < 3 else card} (J < Q < K)."
+    ]
+    if bets:
+        lines.append(
+            "Betting so far: "
+            + ", ".join(f"player {i % 2} {names.get(c, c)}" for i, c in enumerate(bets))
+            + "."
+        )
+    else:
+        lines.append("No bets yet.")
+    return "\n".join(lines)
+
+
+def describe_game(game: pyspiel.Game) -> str:
+    """One line naming the game and its players."""
+    kind = game.get_type()
+    return f"{kind.long_name} ({game}), {game.num_players()} players"
