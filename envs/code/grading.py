@@ -1,0 +1,299 @@
+"""Grading a submission against assertion tests, so that nothing it runs can forge the result.
+
+A test is one ``assert`` statement, e.g. ``assert add(2, 3) == 5`` or
+``assert raises(ValueError, lambda: parse(""))``. ``compile_test`` splits it: every call of the
+entry point becomes a *site* (``add(2, 3)``), and the assertion becomes a *check* with each site
+replaced by ``__V(j)`` (``assert __V(0) == 5``). Grading then runs two sandboxes:
+
+1. ``calls``: a fresh sandbox holding only the submitted files evaluates the sites and streams the
+   values over a pipe (not stdout). It never sees a check, so it never sees an expected value.
+2. ``check``: another fresh sandbox, with no submitted file, evaluates the checks on those values.
+
+A submission that patches the harness, prints fake lines, writes fake files, exits early or
+leaves a daemon behind can at most claim return values; a call it claims twice fails, a call it
+never answers fails, a value of a type the channel does not carry is unequal to everything.
+
+>>> t = compile_test("assert add(add(1, 2), 3) == 6", "add")
+>>> t.sites, t.check
+(['add(1, 2)', 'add(__V(0), 3)'], 'assert __V(1) == 6')
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentgym.envs.code.harness import decode
+from agentgym.envs.code.sandbox import Limits, RunResult, Sandbox, SandboxError
+
+HARNESS = "/opt/agentgym/harness.py"
+JOB = "/opt/agentgym/job.json"
+MAX_RECORD = 4 << 20
+
+
+class TestFormatError(ValueError):
+    """A test is not a single ``assert`` the grader can split; the message says how to write it."""
+
+
+@dataclass(frozen=True)
+class CompiledTest:
+    source: str
+    sites: list[str]
+    """each call of the entry point, inner calls replaced by ``__V(k)``"""
+    check: str
+    """the assertion with every site replaced by ``__V(j)``"""
+
+
+def _bound_names(tree: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.comprehension):
+            names |= {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.Lambda):
+            a = node.args
+            names |= {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs]}
+            names |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
+        elif isinstance(node, ast.NamedExpr):
+            names.add(node.target.id)
+    return names
+
+
+def compile_test(source: str, entry_point: str) -> CompiledTest:
+    """Split one assertion into its calls of ``entry_point`` and the check on their values."""
+    try:
+        tree = ast.parse(source.strip())
+    except SyntaxError as e:
+        raise TestFormatError(f"test {source!r} is not valid Python: {e.msg}") from None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
+        raise TestFormatError(
+            f"a test must be one assert statement, e.g. 'assert {entry_point}(1) == 2'; got {source!r}"
+        )
+    bound = _bound_names(tree)
+    sites: list[str] = []
+
+    class Split(ast.NodeTransformer):
+        def visit_Call(self, node: ast.Call) -> ast.AST:
+            self.generic_visit(node)
+            if isinstance(node.func, ast.Name) and node.func.id == entry_point:
+                free = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} & bound
+                if free:
+                    raise TestFormatError(
+                        f"test {source!r} calls {entry_point} with {sorted(free)} bound inside the test "
+                        "(a comprehension or lambda argument); write one assert per call"
+                    )
+                sites.append(ast.unparse(node))
+                return ast.Call(ast.Name("__V", ast.Load()), [ast.Constant(len(sites) - 1)], [])
+            return node
+
+    new = Split().visit(tree)
+    for node in ast.walk(new):
+        if isinstance(node, ast.Name) and node.id == entry_point:
+            raise TestFormatError(
+                f"test {source!r} uses {entry_point} other than by calling it; call it directly"
+            )
+    return CompiledTest(source=source.strip(), sites=sites, check=ast.unparse(new))
+
+
+@dataclass
+class TestOutcome:
+    source: str
+    passed: bool
+    detail: str = ""
+    """why it failed, or what the calls returned"""
+
+
+@dataclass
+class GradeResult:
+    outcomes: list[TestOutcome] = field(default_factory=list)
+    error: str | None = None
+    """an infrastructure failure (the sandbox, not the submission): the score means nothing"""
+    import_error: str | None = None
+    calls_run: RunResult | None = None
+
+    @property
+    def passed(self) -> int:
+        return sum(o.passed for o in self.outcomes)
+
+    @property
+    def total(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def score(self) -> float:
+        return self.passed / self.total if self.outcomes else 0.0
+
+
+def _short(value: object, n: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def parse_calls(channel: bytes, nonce: str, tests: list[CompiledTest]) -> tuple[dict, str | None]:
+    """Read the ``calls`` stage's records: ``{(test, call): record}``, keeping only well-formed,
+    single records with this run's nonce; a call recorded twice is dropped (it then fails)."""
+    seen: dict[tuple[int, int], dict] = {}
+    dup: set[tuple[int, int]] = set()
+    import_error = None
+    for line in channel.split(b"\n"):
+        if not line.strip() or len(line) > MAX_RECORD:
+            continue
+        try:
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(rec, dict) or rec.get("n") != nonce:
+            continue
+        if "import_error" in rec:
+            import_error = str(rec["import_error"])[:500]
+            continue
+        t, c = rec.get("t"), rec.get("c")
+        if (
+            type(t) is not int
+            or type(c) is not int
+            or not (0 <= t < len(tests))
+            or not (0 <= c < len(tests[t].sites))
+        ):
+            continue
+        if "v" in rec:
+            try:
+                decode(rec["v"])
+            except (ValueError, TypeError, RecursionError):
+                continue
+            clean = {"v": rec["v"]}
+        elif isinstance(rec.get("raised"), str):
+            clean = {"raised": rec["raised"][:100], "msg": str(rec.get("msg", ""))[:200]}
+        else:
+            continue
+        if (t, c) in seen:
+            dup.add((t, c))
+        seen[(t, c)] = clean
+    for key in dup:
+        del seen[key]
+    return seen, import_error
+
+
+def grade(
+    files: dict[str, bytes],
+    tests: list[CompiledTest],
+    *,
+    entry_point: str,
+    new_sandbox,
+    setup: str = "",
+    module: str = "solution",
+    limits: Limits | None = None,
+    test_timeout: float = 5.0,
+    calls_sandbox: Sandbox | None = None,
+) -> GradeResult:
+    """Grade ``files`` on ``tests``.
+
+    Args:
+        files: the submitted files (the only files the ``calls`` stage sees).
+        tests: compiled assertions.
+        entry_point: the function under test, looked up in ``module``.
+        new_sandbox: a callable returning a fresh ``Sandbox`` session.
+        setup: task code run before the tests in both stages (visible to the submission).
+        module: the module the entry point is imported from.
+        limits: limits of the ``calls`` stage.
+        test_timeout: seconds each call (and each check) may take.
+        calls_sandbox: run the ``calls`` stage in this session instead of a fresh one (the visible
+            tests the agent runs; never for the final score).
+    """
+    harness = Path(__file__).with_name("harness.py").read_bytes()
+    nonce = secrets.token_hex(16)
+    result = GradeResult()
+    calls_job = {
+        "nonce": nonce,
+        "module": module,
+        "entry_point": entry_point,
+        "setup": setup,
+        "tests": [t.sites for t in tests],
+        "test_timeout": test_timeout,
+    }
+    argv = ["python", "-I", HARNESS]
+    box = calls_sandbox or new_sandbox()
+    try:
+        if calls_sandbox is None:
+            for path, data in files.items():
+                box.write_file(path, data)
+        run = box.run(
+            [*argv, "calls", JOB],
+            limits=limits,
+            readonly_files={HARNESS: harness, JOB: json.dumps(calls_job).encode()},
+        )
+    except SandboxError as e:
+        result.error = f"calls stage: {e}"
+        return result
+    finally:
+        if calls_sandbox is None:
+            box.close()
+    result.calls_run = run
+    values, result.import_error = parse_calls(run.channel, nonce, tests)
+    check_job = {
+        "setup": setup,
+        "test_timeout": test_timeout,
+        "tests": [
+            {"code": t.check, "values": {str(c): v for (ti, c), v in values.items() if ti == i}}
+            for i, t in enumerate(tests)
+        ],
+    }
+    check_box = new_sandbox()
+    try:
+        check = check_box.run(
+            [*argv, "check", JOB],
+            limits=Limits(timeout=max(10.0, 2 * test_timeout * len(tests)), memory_mb=1024),
+            readonly_files={HARNESS: harness, JOB: json.dumps(check_job).encode()},
+        )
+    except SandboxError as e:
+        result.error = f"check stage: {e}"
+        return result
+    finally:
+        check_box.close()
+    verdicts: dict[int, dict] = {}
+    done = False
+    for line in check.channel.decode(errors="replace").splitlines():
+        rec = json.loads(line)
+        if rec.get("done"):
+            done = True
+        elif isinstance(rec.get("t"), int):
+            verdicts[rec["t"]] = rec
+    if not done or len(verdicts) != len(tests):
+        result.error = (
+            f"check stage ended early (exit {check.exit_code}, limit {check.limit}): {check.stderr[-500:]}"
+        )
+        return result
+    for i, t in enumerate(tests):
+        verdict = verdicts[i]
+        detail = ""
+        if not verdict["pass"]:
+            detail = _explain(t, i, values, result.import_error, run, verdict.get("error", ""))
+        result.outcomes.append(TestOutcome(source=t.source, passed=bool(verdict["pass"]), detail=detail))
+    return result
+
+
+def _explain(
+    test: CompiledTest, i: int, values: dict, import_error: str | None, run: RunResult, error: str
+) -> str:
+    if import_error:
+        return f"importing the solution failed: {import_error}"
+    parts = []
+    for j, site in enumerate(test.sites):
+        rec = values.get((i, j))
+        shown = site
+        for k in range(j):
+            shown = shown.replace(f"__V({k})", test.sites[k])
+        if rec is None:
+            why = {"timeout": "the run timed out", "memory": "the run ran out of memory"}.get(
+                run.limit or "", ""
+            )
+            parts.append(
+                f"{shown} gave no result" + (f" ({why})" if why else " (the process died or never got there)")
+            )
+            break
+        if "raised" in rec:
+            parts.append(f"{shown} raised {rec['raised']}: {rec['msg']}".rstrip(": "))
+            break
+        parts.append(f"{shown} returned {_short(decode(rec['v']))}")
+    return "; ".join(parts) or f"the assertion failed ({error})"

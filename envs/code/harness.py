@@ -1,0 +1,239 @@
+"""The test harness that runs INSIDE a sandbox (standard library only), in two stages.
+
+Stage ``calls`` (untrusted: the submission is loaded) imports the submitted module and evaluates
+each test's calls of the entry point -- only the calls with their arguments, never the rest of
+the assertion, so the expected values are not in this process. Each return value (or the name of
+the exception raised) is encoded with exact built-in types only and written, one JSON line per
+call, to the result channel (the file descriptor in ``AGENTGYM_CHANNEL_FD``, not stdout).
+
+Stage ``check`` (trusted: no submitted file exists in its sandbox) rebuilds those values and
+evaluates each full assertion with every call replaced by its recorded value.
+
+Whatever the submission does to this process (patch the harness, write fake lines, exit early),
+all it can ever claim is what its function returned; the comparison happens where it cannot
+reach. The host side is ``agentgym.envs.code.grading``.
+
+>>> decode(encode({"a": (1, 2.5, None)}))
+{'a': (1, 2.5, None)}
+>>> decode(["other", "Sneaky"]) == decode(["other", "Sneaky"])
+False
+"""
+
+import builtins
+import importlib
+import json
+import os
+import signal
+import sys
+
+MAX_DEPTH = 60
+
+
+class Opaque:
+    """A value of a type the channel does not carry: unequal to everything, itself included."""
+
+    def __init__(self, type_name):
+        self.type_name = str(type_name)[:100]
+
+    def __eq__(self, other):
+        return False
+
+    def __ne__(self, other):
+        return True
+
+    __hash__ = object.__hash__
+
+    def __repr__(self):
+        return f"<{self.type_name} object>"
+
+
+_SEQ = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset"}
+_SEQ_BACK = {v: k for k, v in _SEQ.items()}
+
+
+def encode(value, depth=0):
+    """A JSON-able form of ``value`` that keeps exact built-in types; other types become opaque."""
+    if depth > MAX_DEPTH:
+        raise ValueError("value nested too deeply")
+    t = type(value)
+    if value is None:
+        return ["none"]
+    if t is bool:
+        return ["bool", value]
+    if t is int:
+        return ["int", str(value)]
+    if t is float:
+        return ["float", repr(value)]
+    if t is str:
+        return ["str", value]
+    if t is bytes:
+        return ["bytes", value.hex()]
+    if t in _SEQ:
+        return [_SEQ[t], [encode(x, depth + 1) for x in value]]
+    if t is dict:
+        return ["dict", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]]
+    return ["other", t.__name__]
+
+
+def decode(obj, depth=0):
+    """Rebuild a value from ``encode``'s form; raises ``ValueError`` on anything malformed."""
+    if depth > MAX_DEPTH:
+        raise ValueError("value nested too deeply")
+    if not isinstance(obj, list) or not obj or not isinstance(obj[0], str):
+        raise ValueError("malformed value")
+    tag = obj[0]
+    arg = obj[1] if len(obj) == 2 else None
+    if tag == "none" and len(obj) == 1:
+        return None
+    if tag == "bool" and isinstance(arg, bool):
+        return arg
+    if tag == "int" and isinstance(arg, str) and len(arg) <= 4000:
+        return int(arg)
+    if tag == "float" and isinstance(arg, str) and len(arg) <= 40:
+        return float(arg)
+    if tag == "str" and isinstance(arg, str):
+        return arg
+    if tag == "bytes" and isinstance(arg, str):
+        return bytes.fromhex(arg)
+    if tag in _SEQ_BACK and isinstance(arg, list):
+        return _SEQ_BACK[tag](decode(x, depth + 1) for x in arg)
+    if tag == "dict" and isinstance(arg, list):
+        out = {}
+        for pair in arg:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise ValueError("malformed dict item")
+            out[decode(pair[0], depth + 1)] = decode(pair[1], depth + 1)
+        return out
+    if tag == "other" and isinstance(arg, str):
+        return Opaque(arg)
+    raise ValueError(f"malformed value tagged {tag[:20]!r}")
+
+
+class TestTimeout(BaseException):
+    """A test ran past its time budget."""
+
+
+class Missing(BaseException):
+    """A call has no recorded value (the submission died or never answered)."""
+
+
+def _on_alarm(signum, frame):
+    raise TestTimeout()
+
+
+def _open_channel():
+    fd = int(os.environ.pop("AGENTGYM_CHANNEL_FD"))
+    chan = os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8")
+    if fd == 1:  # the channel is stdout (docker): the program's own prints go to stderr
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+    else:
+        os.close(fd)
+    return chan
+
+
+def run_calls(job, chan):
+    """Stage ``calls``: evaluate every call of the entry point, streaming the values."""
+    nonce = job["nonce"]
+
+    def send(record):
+        record["n"] = nonce
+        chan.write(json.dumps(record) + "\n")
+
+    sys.path.insert(0, "/work")
+    try:
+        module = importlib.import_module(job["module"])
+        fn = getattr(module, job["entry_point"])
+    except BaseException as e:
+        send({"import_error": f"{type(e).__name__}: {e}"[:500]})
+        return
+    ns = {"__name__": "agentgym_tests"}
+    exec(job.get("setup") or "", ns)
+    ns[job["entry_point"]] = fn
+    signal.signal(signal.SIGALRM, _on_alarm)
+    for i, sites in enumerate(job["tests"]):
+        values = {}
+        ns["__V"] = values.__getitem__
+        for j, site in enumerate(sites):
+            signal.setitimer(signal.ITIMER_REAL, job["test_timeout"])
+            try:
+                value = eval(site, ns)
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                try:
+                    record = {"t": i, "c": j, "v": encode(value)}
+                except (ValueError, RecursionError):
+                    record = {"t": i, "c": j, "v": ["other", type(value).__name__]}
+            except BaseException as e:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                name = "Timeout" if isinstance(e, TestTimeout) else type(e).__name__
+                send({"t": i, "c": j, "raised": name, "msg": str(e)[:200]})
+                break
+            values[j] = value
+            send(record)
+    send({"done": True})
+
+
+def _exception_class(name):
+    cls = getattr(builtins, name, None)
+    if (
+        isinstance(cls, type)
+        and issubclass(cls, BaseException)
+        and cls not in (SystemExit, KeyboardInterrupt)
+    ):
+        return cls
+    return type(str(name)[:100], (Exception,), {})
+
+
+def raises(exc_type, fn):
+    """True when ``fn()`` raises ``exc_type``: tests write ``assert raises(ValueError, lambda: f(-1))``."""
+    try:
+        fn()
+    except exc_type:
+        return True
+    return False
+
+
+def run_checks(job, chan):
+    """Stage ``check``: evaluate each assertion with the recorded values of its calls."""
+    setup_ns = {"__name__": "agentgym_tests", "raises": raises}
+    exec(job.get("setup") or "", setup_ns)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    for i, test in enumerate(job["tests"]):
+        recorded = test["values"]
+
+        def value_of(j, recorded=recorded):
+            rec = recorded.get(str(j))
+            if rec is None:
+                raise Missing()
+            if "raised" in rec:
+                raise _exception_class(rec["raised"])(rec.get("msg", ""))
+            return decode(rec["v"])
+
+        ns = dict(setup_ns)
+        ns["__V"] = value_of
+        signal.setitimer(signal.ITIMER_REAL, job["test_timeout"])
+        try:
+            exec(test["code"], ns)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            result = {"t": i, "pass": True}
+        except BaseException as e:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            result = {"t": i, "pass": False, "error": type(e).__name__}
+        chan.write(json.dumps(result) + "\n")
+    chan.write(json.dumps({"done": True}) + "\n")
+
+
+def main():
+    chan = _open_channel()
+    with open(sys.argv[2], encoding="utf-8") as f:
+        job = json.load(f)
+    sys.setrecursionlimit(3000)
+    if sys.argv[1] == "calls":
+        run_calls(job, chan)
+    else:
+        run_checks(job, chan)
+    chan.flush()
+
+
+if __name__ == "__main__":
+    main()
