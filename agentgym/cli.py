@@ -37,7 +37,9 @@ def _load(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentgym", description="A gym for agentic, multi-turn, tool-using LLMs.")
+    parser = argparse.ArgumentParser(
+        prog="agentgym", description="A gym for agentic, multi-turn, tool-using LLMs."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium
+import gymnasium.utils.seeding
 
 from agentgym.parsing import Format, parse_tool_calls
 from agentgym.spaces import ConversationSpace, MessageSpace
@@ -67,7 +68,9 @@ class ToolEnv(gymnasium.Env):
     blocking: ClassVar[bool] = False
     """reset/step block (subprocesses, I/O): the async runner then calls them in a thread"""
 
-    def __init__(self, max_turns: int | None = None, tool_format: Format | None = None, render_mode: str | None = None):
+    def __init__(
+        self, max_turns: int | None = None, tool_format: Format | None = None, render_mode: str | None = None
+    ):
         if max_turns is not None:
             if max_turns < 1:
                 raise ValueError(f"max_turns must be at least 1, got {max_turns}")
@@ -122,17 +125,41 @@ class ToolEnv(gymnasium.Env):
 
     @property
     def tool_schemas(self) -> list[dict[str, Any]]:
+        """The OpenAI-style schemas of the env's tools (what a chat template renders)."""
         return [t.schema for t in self._tools.values()]
 
     @property
     def env_id(self) -> str:
-        from agentgym.registry import agentgym_id
-
+        """The registry id this env was made under (the class name when built directly)."""
         spec = getattr(self, "spec", None)
-        return agentgym_id(spec.id) if spec is not None else type(self).__name__
+        if spec is None:
+            return type(self).__name__
+        if getattr(self, "_env_id_for", None) is not spec:
+            from agentgym.registry import agentgym_id
+
+            self._env_id, self._env_id_for = agentgym_id(spec.id), spec
+        return self._env_id
+
+    # The random generator is built on first use: seeding numpy costs more than a whole toy
+    # episode, and most envs draw nothing when the task id is given.
+    _rng: Any = None
+    _pending_seed: int | None = None
+
+    @property
+    def _np_random(self):
+        if self._rng is None and self._pending_seed is not None:
+            self._rng, self._np_random_seed = gymnasium.utils.seeding.np_random(self._pending_seed)
+            self._pending_seed = None
+        return self._rng
+
+    @_np_random.setter
+    def _np_random(self, value) -> None:
+        self._rng = value
+        self._pending_seed = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+        if seed is not None:
+            self._rng, self._pending_seed, self._np_random_seed = None, seed, seed
         options = options or {}
         self.task = self.load_task(options.get("task_id"))
         self.turns = 0
@@ -141,7 +168,7 @@ class ToolEnv(gymnasium.Env):
         self.trajectory = Trajectory(
             messages=list(messages), env=self.env_id, task_id=self.task.task_id, metadata={"seed": seed}
         )
-        return [dict(m) for m in messages], {"task_id": self.task.task_id, "tools": self.tool_schemas}
+        return [dict(m) for m in messages], {"task_id": self.task.task_id}
 
     def step(self, action: Message):
         if self.done:
@@ -213,7 +240,9 @@ class ToolEnv(gymnasium.Env):
         out: Message = {"role": "tool", "tool_call_id": str(call_id), "name": str(name)}
         tool = self._tools.get(name)
         if tool is None:
-            out["content"] = f"Error: unknown tool {name!r}. Available tools: {', '.join(self._tools) or 'none'}."
+            out["content"] = (
+                f"Error: unknown tool {name!r}. Available tools: {', '.join(self._tools) or 'none'}."
+            )
             return out
         if isinstance(raw, str):
             try:

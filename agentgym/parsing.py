@@ -14,7 +14,7 @@ tool call but is malformed becomes an entry in ``errors``, which the environment
 >>> r.tool_calls[0]["function"]["name"], r.errors
 ('add', [])
 >>> parse_tool_calls('<tool_call>{"name": "add", </tool_call>').errors
-['tool call 1 is not valid JSON: Expecting property name enclosed in double quotes at char 17']
+['tool call 1 is not valid JSON: Expecting property name enclosed in double quotes at char 15']
 """
 
 from __future__ import annotations
@@ -131,6 +131,11 @@ def parse_tool_calls(text: Any, fmt: Format = "auto") -> ParseResult:
     """Find the tool calls in a model's reply. Never raises; non-text input gives no calls."""
     if not isinstance(text, str):
         return ParseResult()
+    if OPEN not in text:
+        # Fast path for the common final answer: no tag, and not JSON-looking.
+        head = text.lstrip()[:1]
+        if head not in ("{", "[", "`") or fmt == "hermes":
+            return ParseResult()
     if fmt == "hermes":
         return _parse_hermes(text)
     if fmt == "json":

@@ -93,7 +93,9 @@ class PolicySpec:
         try:
             return type(self.kwargs[key])
         except ValueError:
-            raise ValueError(f"policy {self}: {key}={self.kwargs[key]!r} is not a valid {type.__name__}") from None
+            raise ValueError(
+                f"policy {self}: {key}={self.kwargs[key]!r} is not a valid {type.__name__}"
+            ) from None
 
 
 def parse_spec(spec: str | PolicySpec) -> PolicySpec:

@@ -83,7 +83,9 @@ class ConversationSpace(spaces.Space[list]):
 
     def sample(self, mask: Any = None, probability: Any = None) -> list:
         n = int(self.np_random.integers(1, 3))
-        return [{"role": "user", "content": f"message {int(self.np_random.integers(1000))}"} for _ in range(n)]
+        return [
+            {"role": "user", "content": f"message {int(self.np_random.integers(1000))}"} for _ in range(n)
+        ]
 
     def contains(self, x: Any) -> bool:
         return isinstance(x, list) and all(_is_message(m) for m in x)

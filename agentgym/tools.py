@@ -101,7 +101,9 @@ def _check_value(name: str, value: Any, schema: dict[str, Any]) -> Any:
         raise ToolArgumentError(f"argument {name!r} has the wrong type: {value!r}")
     kind = schema.get("type")
     if kind == "integer":
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
             raise ToolArgumentError(f"argument {name!r} must be an integer, got {value!r}")
         return int(value)
     if kind == "number":
@@ -185,6 +187,8 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None):
             props[p.name] = schema
         params = {"type": "object", "properties": props, "required": required}
         first = next(iter(inspect.signature(f).parameters), None)
-        return Tool(fn=f, name=name or f.__name__, description=summary, parameters=params, method=first == "self")
+        return Tool(
+            fn=f, name=name or f.__name__, description=summary, parameters=params, method=first == "self"
+        )
 
     return wrap(fn) if fn is not None else wrap

@@ -44,6 +44,8 @@ def _name(fn: Callable[..., Any]) -> str:
 
 def check_reward(value: Any) -> float:
     """Return ``value`` as a float if it is a finite real number, else raise ``ValueError``."""
+    if type(value) is float and math.isfinite(value):
+        return value
     if isinstance(value, bool):
         return float(value)
     if not isinstance(value, int | float) or isinstance(value, complex):
@@ -103,13 +105,14 @@ def as_verifier(obj: Rubric | RewardFn) -> Callable[[Trajectory, Task], Score]:
 
 
 def final_answer(traj: Trajectory) -> str | None:
-    """The content of the last assistant message if it has no tool calls, else None."""
+    """The content of the last assistant message if it holds no tool call (well formed or not)."""
     for m in reversed(traj.messages):
         if m.get("role") == "assistant":
             content = m.get("content") or ""
-            if m.get("tool_calls") or parse_tool_calls(content).tool_calls:
+            if m.get("tool_calls"):
                 return None
-            return content
+            parsed = parse_tool_calls(content)
+            return None if parsed.tool_calls or parsed.errors else content
     return None
 
 
@@ -230,17 +233,25 @@ class StaticTraceVerifier:
             ok = i == len(self.required_calls)
             out["required_calls"] = (
                 ok,
-                "" if ok else f"missing call {self.required_calls[i]!r} (in order after the earlier required calls)",
+                ""
+                if ok
+                else f"missing call {self.required_calls[i]!r} (in order after the earlier required calls)",
             )
         if self.argument_schemas:
             errs = [
-                f"{n}: {e}" for n, a in calls if n in self.argument_schemas for e in schema_errors(a, self.argument_schemas[n])
+                f"{n}: {e}"
+                for n, a in calls
+                if n in self.argument_schemas
+                for e in schema_errors(a, self.argument_schemas[n])
             ]
             out["argument_schemas"] = (not errs, "; ".join(errs))
         if self.answer_pattern is not None:
             ans = final_answer(traj)
             ok = ans is not None and re.search(self.answer_pattern, ans.strip()) is not None
-            out["answer_pattern"] = (ok, "" if ok else f"final answer {ans!r:.80} does not match {self.answer_pattern!r}")
+            out["answer_pattern"] = (
+                ok,
+                "" if ok else f"final answer {ans!r:.80} does not match {self.answer_pattern!r}",
+            )
         if self.forbidden_tools:
             bad = sorted({n for n in names if n in self.forbidden_tools})
             out["forbidden_tools"] = (not bad, f"called forbidden {bad}" if bad else "")

@@ -9,11 +9,9 @@ Policies it provides: ``scripted`` (a correct solver: one calculator call, then 
 
 from __future__ import annotations
 
-import ast
-import operator
+import asyncio
+import re
 from typing import Any
-
-import numpy as np
 
 from agentgym.env import ToolEnv
 from agentgym.policy import PolicySpec
@@ -21,64 +19,121 @@ from agentgym.tools import tool
 from agentgym.types import Message, Task, Trajectory, tool_call
 from agentgym.verifiers import Rubric, final_answer, format_reward
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+_TOKEN = re.compile(r"\s*(?:(\d+)|(\S))")
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2}
+
+
+def _apply(values: list[int], op: str) -> None:
+    b = values.pop()
+    if op == "neg":
+        values.append(-b)
+        return
+    a = values.pop()
+    value = a + b if op == "+" else a - b if op == "-" else a * b
+    if abs(value) > 10**12:
+        raise ValueError("result too large")
+    values.append(value)
 
 
 def safe_eval(expression: str) -> int:
     """Evaluate integer arithmetic with + - * and parentheses; anything else raises ValueError.
 
-    >>> safe_eval("(2 + 3) * 4")
-    20
+    Shunting-yard over a regex tokenizer (no ``eval``, no ``ast``): it runs on every toy step,
+    so it is kept cheap.
+
+    >>> safe_eval("(2 + 3) * 4 - -1")
+    21
     """
     if len(expression) > 200:
         raise ValueError("expression too long (200 characters at most)")
-    try:
-        node = ast.parse(expression.strip(), mode="eval").body
-    except SyntaxError:
-        raise ValueError(f"cannot parse {expression!r}; use numbers, + - * and parentheses") from None
-
-    def ev(n: ast.AST) -> int:
-        if isinstance(n, ast.Constant) and isinstance(n.value, int) and not isinstance(n.value, bool):
-            return n.value
-        if isinstance(n, ast.BinOp) and type(n.op) in _OPS:
-            value = _OPS[type(n.op)](ev(n.left), ev(n.right))
-            if abs(value) > 10**12:
-                raise ValueError("result too large")
-            return value
-        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
-            return -ev(n.operand)
-        raise ValueError(f"unsupported expression {expression!r}; use integers, + - * and parentheses")
-
-    return ev(node)
+    bad = ValueError(f"cannot evaluate {expression!r}; use integers, + - * and parentheses")
+    values: list[int] = []
+    ops: list[str] = []
+    expect_value = True
+    consumed = 0
+    for m in _TOKEN.finditer(expression):
+        consumed = m.end()
+        num, op = m.groups()
+        if num is not None:
+            if not expect_value:
+                raise bad
+            values.append(int(num))
+            expect_value = False
+        elif op == "(" and expect_value:
+            ops.append("(")
+        elif op == "-" and expect_value:
+            ops.append("neg")
+        elif op == ")" and not expect_value:
+            while ops and ops[-1] != "(":
+                _apply(values, ops.pop())
+            if not ops:
+                raise bad
+            ops.pop()
+        elif op in _PRECEDENCE and not expect_value:
+            while ops and ops[-1] != "(" and (ops[-1] == "neg" or _PRECEDENCE[ops[-1]] >= _PRECEDENCE[op]):
+                _apply(values, ops.pop())
+            ops.append(op)
+            expect_value = True
+        else:
+            raise bad
+    if expect_value or "(" in ops or expression[consumed:].strip():
+        raise bad
+    while ops:
+        _apply(values, ops.pop())
+    return values[0]
 
 
 _ITEMS = ["apples", "books", "coins", "stamps", "pencils", "marbles", "cards", "shells"]
 _NAMES = ["Ada", "Ben", "Chen", "Dara", "Eli", "Fay", "Gus", "Hana"]
 
 
+class _Draws:
+    """A tiny deterministic generator (splitmix64), far cheaper to seed than ``random.Random``."""
+
+    def __init__(self, seed: int):
+        self.state = seed & 0xFFFFFFFFFFFFFFFF
+
+    def next(self) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        return z ^ (z >> 31)
+
+    def randint(self, lo: int, hi: int) -> int:
+        return lo + self.next() % (hi - lo + 1)
+
+    def choice(self, seq):
+        return seq[self.next() % len(seq)]
+
+    def random(self) -> float:
+        return self.next() / 2**64
+
+
 def make_task(index: int, difficulty: int) -> Task:
     """The task with this index: the same index and difficulty always give the same task."""
-    rng = np.random.default_rng([index, difficulty])
+    rng = _Draws(index * 4 + difficulty)
     if difficulty == 1:
-        a, b = (int(x) for x in rng.integers(1, 10, size=2))
-        op = ["+", "-", "*"][int(rng.integers(3))]
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        op = rng.choice("+-*")
         expr = f"{a} {op} {b}"
+        answer = a + b if op == "+" else a - b if op == "-" else a * b
         prompt = f"What is {expr}?"
     elif difficulty == 2:
-        name, item = _NAMES[int(rng.integers(8))], _ITEMS[int(rng.integers(8))]
-        a, b, c = (int(x) for x in rng.integers(2, 30, size=3))
-        if rng.integers(2):
-            expr = f"{a} + {b} * {c}"
+        name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+        a, b, c = rng.randint(2, 29), rng.randint(2, 29), rng.randint(2, 29)
+        if rng.random() < 0.5:
+            expr, answer = f"{a} + {b} * {c}", a + b * c
             prompt = f"{name} has {a} {item} and buys {b} boxes of {c} {item}. How many {item} does {name} have now?"
         else:
             a = a + b * c
-            expr = f"{a} - {b} * {c}"
+            expr, answer = f"{a} - {b} * {c}", a - b * c
             prompt = f"{name} has {a} {item} and gives away {b} bags of {c} {item}. How many {item} are left?"
     else:
-        a, b, c, d = (int(x) for x in rng.integers(10, 300, size=4))
-        expr = f"({a} + {b}) * {c} - {d}"
+        a, b, c, d = (rng.randint(10, 299) for _ in range(4))
+        expr, answer = f"({a} + {b}) * {c} - {d}", (a + b) * c - d
         prompt = f"Compute ({a} plus {b}) times {c}, minus {d}."
-    return Task(task_id=f"calc-{index}", prompt=prompt, answer=str(safe_eval(expr)), info={"expression": expr})
+    return Task(task_id=f"calc-{index}", prompt=prompt, answer=str(answer), info={"expression": expr})
 
 
 def exact_answer(traj: Trajectory, task: Task) -> float:
@@ -128,14 +183,23 @@ class CalculatorEnv(ToolEnv):
 
     def make_policy(self, spec: PolicySpec):
         if spec.name in ("scripted", "teacher"):
-            return ScriptedCalculator()
+            return ScriptedCalculator(delay=spec.get("delay", 0.0, float))
         return None
 
 
 class ScriptedCalculator:
-    """Solves calculator tasks: one calculator call with the task's expression, then the answer."""
+    """Solves calculator tasks: one calculator call with the task's expression, then the answer.
+
+    ``delay`` (seconds per turn, spec ``scripted:delay=0.05``) stands in for model latency in
+    benchmarks and tests.
+    """
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
 
     async def act(self, traj: Trajectory, env: CalculatorEnv) -> Message:
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
         return self.reply(traj, env.task)
 
     @staticmethod
@@ -143,4 +207,8 @@ class ScriptedCalculator:
         last = traj.messages[-1]
         if last.get("role") == "tool" and last.get("name") == "calculator":
             return {"role": "assistant", "content": last["content"]}
-        return {"role": "assistant", "content": "", "tool_calls": [tool_call("calculator", {"expression": task.info["expression"]})]}
+        return {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [tool_call("calculator", {"expression": task.info["expression"]})],
+        }

@@ -1,0 +1,154 @@
+"""Core commands: ``agentgym list``, ``agentgym rollout``, ``agentgym eval``.
+
+agentgym rollout --env toy/calculator-v0 --policy scripted --n 200 --concurrency 32 --out x.jsonl
+agentgym eval --env toy/calculator-v0 --policy scripted --n 50 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def parse_kwargs(items: list[str] | None) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON when they can be)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--env-kwargs takes key=value pairs, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", required=True, help="env id (see `agentgym list`)")
+    p.add_argument(
+        "--policy",
+        required=True,
+        help="policy spec: scripted, random, teacher, mcts:sims=200, hf:PATH, vllm:PATH, openai:URL,model=NAME",
+    )
+    p.add_argument("--n", type=int, required=True, help="number of tasks")
+    p.add_argument("--group", type=int, default=1, help="samples per task (G)")
+    p.add_argument("--concurrency", type=int, default=8, help="episodes in flight")
+    p.add_argument(
+        "--max-turns", type=int, default=None, help="assistant turns before truncation (env default if unset)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--opponent", default=None, help="opponent spec for game envs (passed as env kwarg opponent=)"
+    )
+    p.add_argument(
+        "--env-kwargs", nargs="*", default=None, metavar="KEY=VALUE", help="extra env constructor arguments"
+    )
+    p.add_argument("--turn-timeout", type=float, default=300.0, help="seconds for one policy turn")
+    p.add_argument("--episode-timeout", type=float, default=1800.0, help="seconds for one episode")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs = parse_kwargs(args.env_kwargs)
+    if args.opponent is not None:
+        kwargs["opponent"] = args.opponent
+    return kwargs
+
+
+def _run(args: argparse.Namespace, out: str | None, resume: bool, group: int):
+    from agentgym.rollout import rollout, run_rollouts
+
+    trajs = run_rollouts(
+        args.env,
+        args.policy,
+        n=args.n,
+        group=group,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        out=out,
+        resume=resume,
+        env_kwargs=_env_kwargs(args),
+        max_turns=args.max_turns,
+        turn_timeout=args.turn_timeout,
+        episode_timeout=args.episode_timeout,
+        progress=False if args.no_progress else None,
+    )
+    return trajs, dict(rollout.last_stats)
+
+
+def _throughput(stats: dict[str, Any]) -> dict[str, Any]:
+    secs = max(stats.get("seconds", 0.0), 1e-9)
+    return {
+        "seconds": round(secs, 3),
+        "episodes_per_s": round(stats.get("episodes", 0) / secs, 2),
+        "turns_per_s": round(stats.get("turns", 0) / secs, 2),
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from agentgym.registry import list_envs, plugin_errors, spec
+
+    for env_id in list_envs():
+        entry = spec(env_id)
+        extra = f"  [needs agentgym[{entry.requires}]]" if entry.requires else ""
+        print(f"{env_id}  {entry.entry_point}{extra}")
+    for name, err in plugin_errors.items():
+        print(f"(plugin {name} failed to load: {err})", file=sys.stderr)
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from agentgym.rollout import summarize
+
+    trajs, stats = _run(args, args.out, args.resume, args.group)
+    summary = {
+        **summarize(trajs),
+        **_throughput(stats),
+        "new_episodes": stats.get("episodes", 0),
+        "out": args.out,
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from agentgym.rollout import summarize
+
+    group = max(args.k, args.group)
+    trajs, stats = _run(args, args.out, False, group)
+    summary = {
+        "env": args.env,
+        "policy": args.policy,
+        **summarize(trajs, k=args.k, threshold=args.pass_threshold),
+        **_throughput(stats),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>18}: {value}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list the registered environments")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("rollout", help="roll a policy out and append trajectories to a JSONL file")
+    _add_run_args(p)
+    p.add_argument("--out", required=True, help="JSONL file; each finished trajectory is appended at once")
+    p.add_argument("--resume", action="store_true", help="skip (task_id, sample) keys already in --out")
+    p.set_defaults(func=cmd_rollout)
+
+    p = sub.add_parser("eval", help="evaluate a policy: mean score, pass@k, statuses, throughput")
+    _add_run_args(p)
+    p.add_argument("--k", type=int, default=1, help="pass@k (runs max(k, group) samples per task)")
+    p.add_argument(
+        "--pass-threshold", type=float, default=1.0, help="a sample passes when its score is at least this"
+    )
+    p.add_argument("--out", default=None, help="also write the trajectories to this JSONL file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)

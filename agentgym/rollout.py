@@ -1,0 +1,415 @@
+"""The async rollout runner: many episodes in flight, G samples per task, timeouts, resumable JSONL.
+
+Each concurrent slot owns one env instance (reused across episodes, replaced after an env
+failure) and runs episodes from a shared queue. A finished trajectory is appended to the output
+file at once, so a killed run loses nothing it finished; ``resume=True`` skips the
+(env, task_id, sample) keys already in the file and drops a last line cut off mid-write.
+
+Failures become statuses, never crashes: an exception from the env is ``env_error``, from the
+policy ``policy_error``, and a turn or episode over its time limit is ``timeout``.
+
+    from agentgym.rollout import run_rollouts, summarize
+    trajs = run_rollouts("toy/calculator-v0", "scripted", n=100, concurrency=32, out="x.jsonl")
+    print(summarize(trajs))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentgym.policy import Policy, PolicySpec, parse_spec, resolve_policy
+from agentgym.registry import make
+from agentgym.types import Trajectory, dump_record_bytes, iter_jsonl
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    task_id: str
+    sample: int
+    seed: int
+
+
+class PolicyError(RuntimeError):
+    pass
+
+
+_NEVER = math.inf
+
+
+class _Slot:
+    """Deadlines of one worker, enforced by a shared watchdog that cancels the worker when one
+    passes. One watchdog tick for all workers is far cheaper than a timer per turn."""
+
+    __slots__ = ("task", "turn_deadline", "episode_deadline", "fired")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+        self.turn_deadline = _NEVER
+        self.episode_deadline = _NEVER
+        self.fired: str | None = None
+
+    def start_episode(self, limit: float | None) -> None:
+        self.fired = None
+        self.episode_deadline = time.monotonic() + limit if limit is not None else _NEVER
+
+    def start_turn(self, limit: float | None) -> None:
+        self.turn_deadline = time.monotonic() + limit if limit is not None else _NEVER
+
+    def end_turn(self) -> None:
+        self.turn_deadline = _NEVER
+
+    def end_episode(self) -> None:
+        self.turn_deadline = self.episode_deadline = _NEVER
+
+    def check(self, now: float) -> None:
+        if self.fired is not None or self.task is None:
+            return
+        if now >= self.turn_deadline:
+            self.fired = "turn"
+        elif now >= self.episode_deadline:
+            self.fired = "episode"
+        else:
+            return
+        self.task.cancel()
+
+
+def episode_seed(seed: int, index: int, sample: int, group: int) -> int:
+    """A distinct, reproducible seed for each (run seed, task index, sample)."""
+    return (seed * 1_000_003 + index * group + sample) % (2**31 - 1)
+
+
+def _repair_tail(path: str) -> None:
+    """Cut a final line left without its newline by a killed writer, so the file stays valid JSONL."""
+    with open(path, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = size
+        chunk = 65536
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            data = f.read(pos - start)
+            nl = data.rfind(b"\n")
+            if nl >= 0:
+                f.truncate(start + nl + 1)
+                print(f"{path}: dropped an incomplete last line left by an interrupted run", file=sys.stderr)
+                return
+            pos = start
+        f.truncate(0)
+
+
+def done_keys(path: str, env_id: str) -> tuple[set[tuple[str, int]], list[Trajectory]]:
+    """The (task_id, sample) keys of ``env_id`` already in a results file, and their trajectories."""
+    keys: set[tuple[str, int]] = set()
+    trajs: list[Trajectory] = []
+    if not os.path.exists(path):
+        return keys, trajs
+    _repair_tail(path)
+    for _, record in iter_jsonl(path, errors="skip"):
+        sample = record.get("metadata", {}).get("sample")
+        if record["env"] != env_id or not isinstance(sample, int):
+            continue
+        key = (str(record["task_id"]), sample)
+        if key not in keys:
+            keys.add(key)
+            trajs.append(Trajectory.from_record(record))
+    return keys, trajs
+
+
+class Runner:
+    """Runs jobs for one env id with one policy; see ``run_rollouts`` for the arguments."""
+
+    def __init__(
+        self,
+        env_id: str,
+        policy: str | PolicySpec | Policy,
+        *,
+        concurrency: int = 8,
+        env_kwargs: dict[str, Any] | None = None,
+        max_turns: int | None = None,
+        turn_timeout: float | None = 300.0,
+        episode_timeout: float | None = 1800.0,
+        on_trajectory: Callable[[Trajectory], None] | None = None,
+    ):
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.env_id = env_id
+        self.policy_spec = policy
+        self.policy: Policy | None = None if isinstance(policy, str | PolicySpec) else policy
+        self.concurrency = concurrency
+        self.env_kwargs = dict(env_kwargs or {})
+        if max_turns is not None:
+            self.env_kwargs["max_turns"] = max_turns
+        self.turn_timeout = turn_timeout
+        self.episode_timeout = episode_timeout
+        self.on_trajectory = on_trajectory
+        self.turns = 0
+
+    def new_env(self):
+        return make(self.env_id, **self.env_kwargs)
+
+    def resolve(self, env, seed: int = 0) -> Policy:
+        if self.policy is None:
+            self.policy = resolve_policy(parse_spec(self.policy_spec), env, seed=seed)
+        return self.policy
+
+    async def episode(self, env, job: Job, slot: _Slot) -> tuple[Trajectory, bool]:
+        """Run one episode; returns the trajectory and whether the env is still usable."""
+        policy = self.policy
+        traj = Trajectory(env=self.env_id, task_id=job.task_id)
+        healthy = True
+        stage = "reset"
+        t0 = time.perf_counter()
+        slot.start_episode(self.episode_timeout)
+        try:
+            await env.areset(seed=job.seed, options={"task_id": job.task_id})
+            traj = env.trajectory
+            while True:
+                stage = "policy"
+                slot.start_turn(self.turn_timeout)
+                try:
+                    action = await policy.act(traj, env)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    raise PolicyError(f"{type(e).__name__}: {e}") from e
+                slot.end_turn()
+                stage = "env"
+                _, _, terminated, truncated, _ = await env.astep(action)
+                self.turns += 1
+                if terminated or truncated:
+                    break
+        except asyncio.CancelledError:
+            if slot.fired is None:
+                raise
+            asyncio.current_task().uncancel()
+            limit = self.turn_timeout if slot.fired == "turn" else self.episode_timeout
+            traj.status = "timeout"
+            traj.metadata["error"] = f"{slot.fired} time limit of {limit} s exceeded during {stage}"
+            healthy = stage == "policy"
+        except PolicyError as e:
+            traj.status = "policy_error"
+            traj.metadata["error"] = str(e)
+        except Exception as e:
+            traj.status = "env_error"
+            traj.metadata["error"] = f"{stage}: {type(e).__name__}: {e}"
+            healthy = False
+        finally:
+            slot.end_episode()
+        if traj.status not in ("ok", "truncated"):
+            traj.score = 0.0
+        traj.env = self.env_id
+        traj.task_id = job.task_id
+        traj.metadata.update(sample=job.sample, seed=job.seed, policy=self.policy_spec_str())
+        traj.metadata["seconds"] = round(time.perf_counter() - t0, 4)
+        return traj, healthy
+
+    def policy_spec_str(self) -> str:
+        spec = self.policy_spec
+        return str(spec) if isinstance(spec, str | PolicySpec) else type(spec).__name__
+
+    async def run(
+        self, jobs: Sequence[Job], out: str | None = None, progress: bool | None = None
+    ) -> list[Trajectory]:
+        results: list[Trajectory] = []
+        if not jobs:
+            return results
+        queue = list(reversed(jobs))
+        sink = open(out, "ab") if out else None  # noqa: SIM115 - closed below
+        bar = None
+        if progress is None:
+            progress = sys.stderr.isatty()
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(jobs), desc=self.env_id, unit="ep", file=sys.stderr)
+        first_env = self.new_env()
+        blocking = type(first_env).blocking
+        self.resolve(first_env, seed=jobs[0].seed)
+
+        slots = [_Slot() for _ in range(min(self.concurrency, len(jobs)))]
+
+        async def worker(env, slot: _Slot) -> None:
+            slot.task = asyncio.current_task()
+            try:
+                while queue:
+                    job = queue.pop()
+                    if env is None:
+                        env = await asyncio.to_thread(self.new_env) if blocking else self.new_env()
+                    traj, healthy = await self.episode(env, job, slot)
+                    if sink is not None:
+                        sink.write(dump_record_bytes(traj.to_record()))
+                        sink.flush()
+                    results.append(traj)
+                    if self.on_trajectory is not None:
+                        self.on_trajectory(traj)
+                    if bar is not None:
+                        bar.update(1)
+                    if not healthy:
+                        await _close_quietly(env)
+                        env = None
+            finally:
+                slot.task = None
+                if env is not None:
+                    await _close_quietly(env)
+
+        limits = [t for t in (self.turn_timeout, self.episode_timeout) if t is not None]
+        tick = min([0.5, *(t / 20 for t in limits)])
+
+        async def watchdog() -> None:
+            while True:
+                await asyncio.sleep(tick)
+                now = time.monotonic()
+                for slot in slots:
+                    slot.check(now)
+
+        dog = asyncio.create_task(watchdog()) if limits else None
+        try:
+            envs = [first_env] + [None] * (len(slots) - 1)
+            await asyncio.gather(*(worker(e, s) for e, s in zip(envs, slots, strict=True)))
+        finally:
+            if dog is not None:
+                dog.cancel()
+            if sink is not None:
+                sink.close()
+            if bar is not None:
+                bar.close()
+        return results
+
+
+async def _close_quietly(env) -> None:
+    try:
+        await asyncio.wait_for(env.aclose(), timeout=30)
+    except Exception as e:
+        print(f"agentgym: closing an env failed: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+def plan_jobs(
+    task_ids: Sequence[str], group: int, seed: int, skip: set[tuple[str, int]] = frozenset()
+) -> list[Job]:
+    return [
+        Job(i, tid, s, episode_seed(seed, i, s, group))
+        for i, tid in enumerate(task_ids)
+        for s in range(group)
+        if (tid, s) not in skip
+    ]
+
+
+async def rollout(
+    env_id: str,
+    policy: str | PolicySpec | Policy,
+    *,
+    n: int,
+    group: int = 1,
+    concurrency: int = 8,
+    seed: int = 0,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
+    max_turns: int | None = None,
+    turn_timeout: float | None = 300.0,
+    episode_timeout: float | None = 1800.0,
+    task_ids: Sequence[str] | None = None,
+    progress: bool | None = None,
+    on_trajectory: Callable[[Trajectory], None] | None = None,
+) -> list[Trajectory]:
+    """Roll ``policy`` out on ``n`` tasks of ``env_id``, ``group`` samples each.
+
+    Returns the trajectories of this call, plus, with ``resume``, those already in ``out``.
+    """
+    if n < 0 or group < 1:
+        raise ValueError(f"need n >= 0 and group >= 1, got n={n}, group={group}")
+    runner = Runner(
+        env_id,
+        policy,
+        concurrency=concurrency,
+        env_kwargs=env_kwargs,
+        max_turns=max_turns,
+        turn_timeout=turn_timeout,
+        episode_timeout=episode_timeout,
+        on_trajectory=on_trajectory,
+    )
+    if task_ids is None:
+        probe = runner.new_env()
+        try:
+            task_ids = probe.task_ids(n, seed)
+        finally:
+            await _close_quietly(probe)
+    skip: set[tuple[str, int]] = set()
+    previous: list[Trajectory] = []
+    out = os.fspath(out) if out is not None else None
+    if out is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        if resume:
+            skip, previous = done_keys(out, env_id)
+        else:
+            open(out, "w").close()
+    jobs = plan_jobs(task_ids, group, seed, skip)
+    t0 = time.perf_counter()
+    results = await runner.run(jobs, out=out, progress=progress)
+    rollout.last_stats = {
+        "seconds": time.perf_counter() - t0,
+        "turns": runner.turns,
+        "episodes": len(results),
+    }
+    return previous + results
+
+
+rollout.last_stats = {}
+
+
+def run_rollouts(env_id: str, policy: str | PolicySpec | Policy, **kwargs: Any) -> list[Trajectory]:
+    """Synchronous wrapper of ``rollout`` (starts its own event loop)."""
+    return asyncio.run(rollout(env_id, policy, **kwargs))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c passed (Chen et al., 2021, "Evaluating Large
+    Language Models Trained on Code"): 1 - C(n-c, k) / C(n, k).
+
+    >>> pass_at_k(10, 0, 1), pass_at_k(10, 10, 5), round(pass_at_k(4, 1, 2), 4)
+    (0.0, 1.0, 0.5)
+    """
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples per task, got {n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def summarize(trajs: Sequence[Trajectory], k: int = 1, threshold: float = 1.0) -> dict[str, Any]:
+    """Mean score and pass@k over the trajectories whose status is evidence (ok, truncated);
+    infrastructure failures are counted separately, never as zeros."""
+    statuses = Counter(t.status for t in trajs)
+    evidence = [t for t in trajs if t.is_evidence]
+    by_task: dict[tuple[str, str], list[Trajectory]] = defaultdict(list)
+    for t in evidence:
+        by_task[(t.env, t.task_id)].append(t)
+    scored = [(len(v), sum(t.score >= threshold - 1e-9 for t in v)) for v in by_task.values() if len(v) >= k]
+    out: dict[str, Any] = {
+        "episodes": len(trajs),
+        "evidence_episodes": len(evidence),
+        "mean_score": (sum(t.score for t in evidence) / len(evidence)) if evidence else None,
+        f"pass@{k}": (sum(pass_at_k(n, c, k) for n, c in scored) / len(scored)) if scored else None,
+        "pass_threshold": threshold,
+        "tasks": len(by_task),
+        "statuses": {
+            s: statuses.get(s, 0) for s in ("ok", "truncated", "env_error", "policy_error", "timeout")
+        },
+        "mean_turns": (sum(t.num_turns for t in evidence) / len(evidence)) if evidence else None,
+    }
+    return out

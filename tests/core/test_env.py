@@ -1,0 +1,157 @@
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import agentgym
+from agentgym.env import EpisodeOver, ToolEnv
+from agentgym.tools import tool
+from agentgym.types import Task, tool_call
+
+
+class Shelf(ToolEnv):
+    """A small env with a stateful tool, a tool that raises, and an exact-answer verifier."""
+
+    max_turns = 5
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.items: list[str] = []
+
+    @tool
+    def put(self, item: str, count: int = 1) -> str:
+        """Put items on the shelf.
+
+        Args:
+            item: what to put
+            count: how many
+        """
+        self.items += [item] * count
+        return f"{len(self.items)} items"
+
+    @tool
+    def explode(self) -> str:
+        """Always fails."""
+        raise RuntimeError("kaboom")
+
+    @staticmethod
+    def correct(traj, task):
+        return float(traj.messages[-1].get("content") == task.answer)
+
+    verifier = correct
+
+    def load_task(self, task_id):
+        self.items = []
+        return Task(task_id or "t0", prompt="Put two pens, then say done.", answer="done")
+
+
+def _call(name, args):
+    return {"role": "assistant", "content": "", "tool_calls": [tool_call(name, args)]}
+
+
+def test_every_model_mistake_is_an_observation():
+    env = Shelf()
+    env.reset(seed=0)
+    cases = [
+        (
+            {"role": "assistant", "content": '<tool_call>{"name": "fly", "arguments": {}}</tool_call>'},
+            "Error: unknown tool 'fly'. Available tools: put, explode.",
+        ),
+        (
+            {"role": "assistant", "content": '<tool_call>{"name": "put", "arguments": {</tool_call>'},
+            "Error: tool call 1 is not valid JSON",
+        ),
+        (_call("put", {}), "Error: put: missing required argument(s) ['item']"),
+        (_call("put", {"item": "pen", "count": "two"}), "Error: put: argument 'count' must be an integer"),
+        (_call("put", {"item": "pen", "colour": "red"}), "Error: put: unknown argument(s) ['colour']"),
+        (_call("explode", {}), "Error: explode raised RuntimeError: kaboom"),
+        (
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "put", "arguments": "[1"}}
+                ],
+            },
+            "Error: arguments of put are not valid JSON",
+        ),
+    ]
+    for action, expected in cases:
+        env.reset(seed=0)
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert obs[0]["role"] == "tool" and obs[0]["content"].startswith(expected), obs
+        assert (reward, terminated, truncated) == (0.0, False, False)
+        assert env.items == []
+
+
+def test_reward_only_at_the_end_with_breakdown():
+    env = Shelf()
+    obs, info = env.reset(seed=1)
+    assert [m["role"] for m in obs] == ["system", "user"]
+    obs, reward, terminated, truncated, info = env.step(_call("put", {"item": "pen", "count": 2}))
+    assert obs[0]["content"] == "2 items" and obs[0]["tool_call_id"] == "call_0" and reward == 0.0
+    obs, reward, terminated, truncated, info = env.step({"role": "assistant", "content": "done"})
+    assert obs == [] and terminated and not truncated
+    assert reward == 1.0 and info["breakdown"] == {"correct": 1.0} and info["status"] == "ok"
+    assert env.trajectory.score == 1.0 and env.trajectory.metadata["turns"] == 2
+    with pytest.raises(EpisodeOver):
+        env.step({"role": "assistant", "content": "again"})
+
+
+def test_truncation_scores_and_marks_status():
+    env = Shelf(max_turns=2)
+    env.reset(seed=0)
+    env.step(_call("put", {"item": "a"}))
+    _, reward, terminated, truncated, info = env.step(_call("put", {"item": "b"}))
+    assert truncated and not terminated and reward == 0.0 and info["status"] == "truncated"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "1.0", None, [1.0]])
+def test_verifier_garbage_is_an_error_not_a_number(bad):
+    class Broken(Shelf):
+        verifier = agentgym.Rubric([lambda traj, task: bad])
+
+    env = Broken()
+    env.reset(seed=0)
+    _, reward, terminated, _, info = env.step({"role": "assistant", "content": "done"})
+    assert terminated and reward == 0.0
+    assert env.trajectory.status == "env_error" and "<lambda>" in info["verifier_errors"]
+
+
+def test_verifier_exception_is_recorded():
+    def boom(traj, task):
+        raise KeyError("answer")
+
+    class Broken(Shelf):
+        verifier = agentgym.Rubric([boom])
+
+    env = Broken()
+    env.reset(seed=0)
+    env.step({"role": "assistant", "content": "done"})
+    assert env.trajectory.status == "env_error"
+    assert env.trajectory.metadata["verifier_errors"]["boom"].startswith("raised KeyError")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=500),
+        st.builds(
+            lambda n, a: f"<tool_call>{json.dumps({'name': n, 'arguments': a})}</tool_call>",
+            st.sampled_from(["put", "explode", "x"]),
+            st.dictionaries(
+                st.sampled_from(["item", "count", "z"]),
+                st.one_of(st.integers(), st.text(max_size=5), st.none(), st.floats()),
+            ),
+        ),
+    )
+)
+def test_arbitrary_text_never_raises_from_step(text):
+    env = agentgym.make("toy/calculator-v0")
+    env.reset(seed=0, options={"task_id": "calc-1"})
+    obs, reward, terminated, truncated, info = env.step({"role": "assistant", "content": text})
+    assert isinstance(obs, list) and isinstance(reward, float)
+    shelf = Shelf()
+    shelf.reset(seed=0)
+    shelf.step({"role": "assistant", "content": text})
