@@ -18,6 +18,7 @@ verifier's score of the whole trajectory, with the breakdown in ``info``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -270,18 +271,26 @@ class ToolEnv(gymnasium.Env):
 
     # ----- async API for the rollout runner ---------------------------------------------------
 
+    executor: Any = None
+    """thread pool for blocking envs (the rollout runner sizes one to its concurrency); None uses
+    the event loop's default pool"""
+
+    async def _in_thread(self, fn, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
     async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if self.blocking:
-            return await asyncio.to_thread(self.reset, seed=seed, options=options)
+            return await self._in_thread(self.reset, seed=seed, options=options)
         return self.reset(seed=seed, options=options)
 
     async def astep(self, action: Message):
         if self.blocking:
-            return await asyncio.to_thread(self.step, action)
+            return await self._in_thread(self.step, action)
         return self.step(action)
 
     async def aclose(self) -> None:
         if self.blocking:
-            await asyncio.to_thread(self.close)
+            await self._in_thread(self.close)
         else:
             self.close()

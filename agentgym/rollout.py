@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,7 +240,19 @@ class Runner:
             bar = tqdm(total=len(jobs), desc=self.env_id, unit="ep", file=sys.stderr)
         first_env = self.new_env()
         blocking = type(first_env).blocking
+        pool = (
+            ThreadPoolExecutor(max_workers=self.concurrency + 2, thread_name_prefix="agentgym-env")
+            if blocking
+            else None
+        )
         self.resolve(first_env, seed=jobs[0].seed)
+
+        def new_env():
+            env = self.new_env()
+            env.executor = pool
+            return env
+
+        first_env.executor = pool
 
         slots = [_Slot() for _ in range(min(self.concurrency, len(jobs)))]
 
@@ -249,7 +262,11 @@ class Runner:
                 while queue:
                     job = queue.pop()
                     if env is None:
-                        env = await asyncio.to_thread(self.new_env) if blocking else self.new_env()
+                        env = (
+                            await asyncio.get_running_loop().run_in_executor(pool, new_env)
+                            if blocking
+                            else new_env()
+                        )
                     traj, healthy = await self.episode(env, job, slot)
                     if sink is not None:
                         sink.write(dump_record_bytes(traj.to_record()))
@@ -284,6 +301,8 @@ class Runner:
         finally:
             if dog is not None:
                 dog.cancel()
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
             if sink is not None:
                 sink.close()
             if bar is not None:
