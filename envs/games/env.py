@@ -172,7 +172,7 @@ class GameEnv(ToolEnv):
         example = self.legal_moves()[0] if self.legal_moves() else "..."
         system = (
             f"You are playing {self.game.get_type().long_name} as player {self.seat} "
-            f"(players are numbered from 0; player 0 moves first) against {' and '.join(others)}. "
+            f"(players are numbered from 0) against {' and '.join(others)}. "
             f"On each of your turns call the move tool with exactly one legal move, written as listed "
             f"(for example {example}). After {self.max_illegal} illegal moves you forfeit the game."
         )

@@ -28,10 +28,6 @@ def legal_moves(state: pyspiel.State, player: int) -> list[str]:
     return [state.action_to_string(player, a) for a in state.legal_actions(player)]
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", "", text).strip("\"'`.").lower()
-
-
 def _aliases(move: str) -> list[str]:
     """Other ways models write a move: without the player's mark (``x3`` -> ``3``,
     ``x(1,1)`` -> ``(1,1)`` and ``1,1``)."""
@@ -50,17 +46,19 @@ def parse_move(state: pyspiel.State, player: int, text: str) -> int | None:
     game's own ``string_to_action`` (e.g. chess SAN and UCI), and a legal action id."""
     if len(text) > 200:
         return None
-    want = _norm(text)
+    raw = re.sub(r"\s+", "", text).strip("\"'`.")
+    want = raw.lower()
     if not want:
         return None
     legal = state.legal_actions(player)
-    found: list[int] = []
-    for a in legal:
-        s = _norm(state.action_to_string(player, a))
-        if s == want:
+    written = {a: re.sub(r"\s+", "", state.action_to_string(player, a)) for a in legal}
+    for a, s in written.items():
+        if s == raw:
             return a
-        if want in _aliases(s):
-            found.append(a)
+    folded = [a for a, s in written.items() if s.lower() == want]
+    if len(folded) == 1:  # case-insensitive, unless that confuses two moves (chess Bxc3 / bxc3)
+        return folded[0]
+    found = [a for a, s in written.items() if want in _aliases(s.lower())]
     if len(found) == 1:  # an alias that fits two moves is refused
         return found[0]
     if len(want) <= 32 and re.fullmatch(r"[\w()\[\],:;+#=@/-]+", want) and not want.isdigit():

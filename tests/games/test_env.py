@@ -1,0 +1,174 @@
+"""GameEnv: the registry check, determinism, move parsing, illegal moves, what each seat sees."""
+
+import json
+import warnings
+
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import agentgym
+from agentgym.types import tool_call
+
+GAME_IDS = [i for i in agentgym.list_envs() if i.startswith("games/")]
+
+
+def move_msg(move):
+    return {"role": "assistant", "content": "", "tool_calls": [tool_call("move", {"move": move})]}
+
+
+def play(env, policy, task_id, **options):
+    """Play one episode; returns the messages."""
+    env.reset(options={"task_id": task_id, **options})
+    done = False
+    while not done:
+        _, reward, terminated, truncated, info = env.step(policy.reply(env))
+        done = terminated or truncated
+    return env.trajectory
+
+
+def test_the_four_games_and_the_generic_id_are_registered():
+    for name in ("tic_tac_toe", "connect_four", "kuhn_poker", "leduc_poker", "openspiel"):
+        assert f"games/{name}-v0" in GAME_IDS
+
+
+@pytest.mark.parametrize("env_id", GAME_IDS)
+def test_check_env_and_same_seed_same_game(env_id):
+    env = agentgym.make(env_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env, skip_render_check=True)
+    policy = env.make_policy(agentgym.parse_spec("random"))
+    for task in env.task_ids(3, seed=5):
+        a, b = play(env, policy, task), play(env, policy, task)
+        assert a.messages == b.messages and a.metadata["history"] == b.metadata["history"]
+        assert a.status == "ok" and a.score in (0.0, 0.5, 1.0)
+    # the seed alone (no task id) also fixes the game
+    first = [env.reset(seed=11)[0], env.trajectory.task_id]
+    assert [env.reset(seed=11)[0], env.trajectory.task_id] == first
+    env.close()
+    env.close()
+
+
+def test_a_game_does_not_depend_on_which_seat_the_bot_plays_from():
+    env = agentgym.make("games/connect_four-v0", opponent="mcts:sims=20")
+    bot = env.make_policy(agentgym.parse_spec("mcts:sims=20"))
+    h0 = play(env, bot, "connect_four-4", seat=0).metadata["history"]
+    h1 = play(env, bot, "connect_four-4", seat=1).metadata["history"]
+    assert h0 == h1
+    other = play(env, bot, "connect_four-5", seat=0).metadata["history"]
+    assert other != h0
+
+
+@pytest.mark.parametrize(
+    "game,written,expected",
+    [
+        ("connect_four", "x3", 3),
+        ("connect_four", "3", 3),
+        ("connect_four", 3, 3),
+        ("connect_four", " X3 ", 3),
+        ("tic_tac_toe", "(1, 1)", 4),
+        ("tic_tac_toe", "x(1,1)", 4),
+        ("tic_tac_toe", "1,1", 4),
+        ("tic_tac_toe", "4", 4),
+    ],
+)
+def test_moves_in_the_forms_models_write(game, written, expected):
+    env = agentgym.make(f"games/{game}-v0")
+    env.reset(options={"task_id": f"{game}-0", "seat": 0})
+    env.step(move_msg(written))
+    assert env.state.history()[0] == expected
+
+
+def test_case_is_ignored_unless_it_tells_two_moves_apart():
+    import pyspiel
+    from agentgym.envs.games.text import parse_move
+
+    # white pawn b2 and bishop b4 can both take the knight on c3: "bxc3" and "Bxc3"
+    state = pyspiel.load_game("chess").new_initial_state("4k3/8/8/8/1B6/2n5/1P6/4K3 w - - 0 1")
+    p = state.current_player()
+    pawn, bishop = state.string_to_action("bxc3"), state.string_to_action("Bxc3")
+    assert pawn != bishop
+    assert parse_move(state, p, "Bxc3") == bishop and parse_move(state, p, " bxc3 ") == pawn
+    assert parse_move(state, p, "BXC3") is None
+    assert parse_move(state, p, "kf1") == state.string_to_action("Kf1")
+
+
+def test_illegal_moves_list_the_legal_ones_then_forfeit_as_a_loss():
+    env = agentgym.make("games/tic_tac_toe-v0", max_illegal=2)
+    env.reset(options={"task_id": "tic_tac_toe-0"})
+    replies, reward, terminated, truncated, _ = env.step(move_msg("the centre please"))
+    assert "not a legal move" in replies[0]["content"] and "x(1,1)" in replies[0]["content"]
+    assert not terminated and reward == 0.0
+    replies, reward, terminated, truncated, info = env.step(move_msg("(7,7)"))
+    assert terminated and not truncated and reward == 0.0
+    assert "forfeit" in replies[0]["content"]
+    traj = env.trajectory
+    assert traj.status == "ok" and traj.score == 0.0
+    assert traj.metadata["illegal_moves"] == 2 and traj.metadata["forfeit"] is True
+
+
+def test_a_reply_without_a_move_gets_a_reminder_with_the_legal_moves():
+    env = agentgym.make("games/connect_four-v0")
+    env.reset(options={"task_id": "connect_four-0"})
+    replies, reward, terminated, truncated, _ = env.step(
+        {"role": "assistant", "content": "Hmm, let me think."}
+    )
+    assert not terminated and replies[-1]["role"] == "user"
+    assert "x0" in replies[-1]["content"] and "move tool" in replies[-1]["content"]
+
+
+def test_rewards_map_returns_to_win_draw_loss():
+    env = agentgym.make("games/tic_tac_toe-v0", opponent="mcts:sims=200")
+    mcts = env.make_policy(agentgym.parse_spec("mcts:sims=200"))
+    rnd = env.make_policy(agentgym.parse_spec("random"))
+    for task in env.task_ids(6):
+        t = play(env, rnd, task)
+        r = t.metadata["returns"][t.metadata["seat"]]
+        assert t.score == {1.0: 1.0, 0.0: 0.5, -1.0: 0.0}[r]
+    assert play(env, mcts, "tic_tac_toe-1").score == 0.5  # perfect play from both sides draws
+
+
+@pytest.mark.parametrize("game", ["kuhn_poker", "leduc_poker"])
+def test_poker_never_shows_the_opponents_card(game):
+    env = agentgym.make(f"games/{game}-v0")
+    policy = env.make_policy(agentgym.parse_spec("random"))
+    for task in env.task_ids(20):
+        traj = play(env, policy, task)
+        seat = traj.metadata["seat"]
+        # rebuild the deal and check every message the agent saw against the other seat's view
+        import pyspiel
+
+        state = pyspiel.load_game(game).new_initial_state()
+        for a in traj.metadata["history"]:
+            state.apply_action(a)
+        shown = "\n".join(m.get("content") or "" for m in traj.messages if m["role"] != "assistant")
+        if game == "leduc_poker":
+            mine = f"[Private: {state.information_state_string(seat).split('[Private: ')[1].split(']')[0]}]"
+            assert mine in shown
+            assert shown.count("[Private: ") == shown.count(mine)
+        else:
+            card = "JQK"[traj.metadata["history"][seat]]
+            other = "JQK"[traj.metadata["history"][1 - seat]]
+            assert f"Your card: {card}" in shown and f"Your card: {other}" not in shown
+
+
+def test_bad_configuration_says_what_to_do():
+    with pytest.raises(ValueError, match="unknown OpenSpiel game 'tic_tac_to'.*tic_tac_toe"):
+        agentgym.make("games/openspiel-v0", game="tic_tac_to")
+    with pytest.raises(ValueError, match="perfect-information games only"):
+        agentgym.make("games/kuhn_poker-v0", opponent="mcts:sims=10")
+    with pytest.raises(ValueError, match="unknown bot"):
+        agentgym.make("games/tic_tac_toe-v0", opponent="alphazero")
+    with pytest.raises(ValueError, match="sim.*takes"):
+        agentgym.make("games/tic_tac_toe-v0", opponent="mcts:sim=10")
+    env = agentgym.make("games/tic_tac_toe-v0")
+    with pytest.raises(ValueError, match="tic_tac_toe-12"):
+        env.reset(options={"task_id": "banana"})
+
+
+def test_records_are_json_and_parameters_reach_the_game():
+    env = agentgym.make("games/openspiel-v0", game="connect_four", params={"rows": 4, "columns": 5})
+    obs, info = env.reset(options={"task_id": "x-0", "seat": 0})
+    assert info["legal_moves"] == ["x0", "x1", "x2", "x3", "x4"]
+    traj = play(env, env.make_policy(agentgym.parse_spec("random")), "x-1")
+    json.dumps(traj.to_record())
