@@ -51,7 +51,7 @@ class WebReplayEnv(ToolEnv):
 
     def __init__(
         self,
-        site: str = "shop",
+        site: str | None = None,
         subtasks: int = 1,
         max_obs_chars: int = 6000,
         action_timeout_ms: int = 3000,
@@ -70,6 +70,10 @@ class WebReplayEnv(ToolEnv):
             raise ValueError(f"subtasks must be at least 1, got {subtasks}")
         if max_obs_chars < 200:
             raise ValueError(f"max_obs_chars must be at least 200, got {max_obs_chars}")
+        if site is None:
+            raise ValueError(
+                "web/replay-v0 needs a site: pass site=SITE_DIR (a directory from `agentgym web record`)"
+            )
         super().__init__(max_turns=max_turns or max(30, 15 * subtasks), **kwargs)
         self.site = Site.load(site)
         self.subtasks = subtasks
@@ -415,6 +419,7 @@ class WebReplayEnv(ToolEnv):
                 self._external(failed)
                 or f"{failed} is not in the cache (it was never recorded), so it cannot be shown offline."
             )
+            msg = msg.replace(" The page is unchanged.", "")
             return f"{action}, but {msg} Went back.\n{await self._observe()}"
         return f"{action}.\n{await self._observe()}"
 
