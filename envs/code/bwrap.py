@@ -95,7 +95,7 @@ class BwrapSandbox(Sandbox):
             f"--cpu={limits.cpu_seconds}",
             f"--as={limits.memory_mb * mb}",
             f"--fsize={limits.file_size_mb * mb}",
-            f"--nproc={limits.processes + 4}",
+            f"--nproc={limits.processes + 2}",  # + bwrap and its init
             "--core=0",
             "--nofile=256",
             "--",

@@ -37,6 +37,8 @@ MAX_RECORD = 4 << 20
 class TestFormatError(ValueError):
     """A test is not a single ``assert`` the grader can split; the message says how to write it."""
 
+    __test__ = False  # not a pytest test class
+
 
 @dataclass(frozen=True)
 class CompiledTest:
@@ -99,6 +101,7 @@ def compile_test(source: str, entry_point: str) -> CompiledTest:
 
 @dataclass
 class TestOutcome:
+    __test__ = False
     source: str
     passed: bool
     detail: str = ""
@@ -212,7 +215,7 @@ def grade(
         "tests": [t.sites for t in tests],
         "test_timeout": test_timeout,
     }
-    argv = ["python", "-I", HARNESS]
+    argv = ["python", "-I", "-B", HARNESS]
     box = calls_sandbox or new_sandbox()
     try:
         if calls_sandbox is None:

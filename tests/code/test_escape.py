@@ -1,0 +1,434 @@
+"""The escape suite: each case is a program that tries to get out, run in a real sandbox. Every
+case must be contained and reported, leave nothing running, and leave the host unchanged.
+
+The docker variants run where a Docker engine answers; bwrap runs everywhere (and in CI).
+"""
+
+import os
+import secrets
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agentgym.envs.code.sandbox import Limits, make_sandbox
+
+REPO = Path(__file__).resolve().parents[2]
+HOME = Path.home()
+
+
+def processes_with(marker: str) -> list[int]:
+    """Host pids whose command line holds ``marker``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                if marker.encode() in Path(f"/proc/{name}/cmdline").read_bytes():
+                    found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+def run(backend, code, **limits):
+    with make_sandbox(backend, Limits(**{"timeout": 5.0, **limits})) as box:
+        return box.run_python(code)
+
+
+def assert_clean(backend, result, marker=None):
+    """Nothing of the run is left on the host."""
+    if backend == "bwrap":
+        from agentgym.envs.code.bwrap import processes_of_uid
+
+        assert processes_of_uid(result.details["uid"]) == []
+    if marker is not None:
+        assert processes_with(marker) == []
+
+
+def test_tcp_to_a_host_listener_is_refused(backend):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.5)
+    port = server.getsockname()[1]
+    code = f"""
+import socket
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=2)
+    print("CONNECTED")
+except OSError as e:
+    print("refused", type(e).__name__)
+"""
+    r = run(backend, code)
+    assert "refused" in r.stdout and "CONNECTED" not in r.stdout
+    with pytest.raises(socket.timeout):
+        server.accept()  # nobody ever knocked
+    server.close()
+    assert_clean(backend, r)
+
+
+def test_no_dns_and_no_external_host(backend):
+    code = """
+import socket
+for host in ("pypi.org", "example.com"):
+    try:
+        print("resolved", socket.getaddrinfo(host, 443))
+    except OSError as e:
+        print("no dns", type(e).__name__)
+for ip in ("1.1.1.1", "8.8.8.8"):
+    try:
+        socket.create_connection((ip, 53), timeout=2)
+        print("REACHED", ip)
+    except OSError as e:
+        print("unreachable", type(e).__name__)
+print([n for _, n in socket.if_nameindex()])
+"""
+    r = run(backend, code)
+    assert "resolved" not in r.stdout and "REACHED" not in r.stdout
+    assert r.stdout.count("no dns") == 2 and r.stdout.count("unreachable") == 2
+    assert_clean(backend, r)
+
+
+def test_writes_to_the_host_go_nowhere(backend):
+    tag = secrets.token_hex(6)
+    targets = [
+        REPO / f"escape_{tag}.txt",
+        Path("/tmp") / f"escape_{tag}.txt",
+        Path("/etc") / f"escape_{tag}",
+        HOME / f"escape_{tag}",
+    ]
+    code = f"""
+import os
+for path in {[str(t) for t in targets]!r} + ["/usr/escape_{tag}"]:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("escaped")
+        print("wrote", path)
+    except OSError as e:
+        print("blocked", path, type(e).__name__)
+"""
+    r = run(backend, code)
+    assert r.exit_code == 0 and "blocked /usr/" in r.stdout
+    for target in targets:
+        assert not target.exists(), f"{target} appeared on the host"
+    assert not Path(f"/usr/escape_{tag}").exists()
+    assert_clean(backend, r)
+
+
+def test_cannot_read_root_home_env_or_repository(backend, monkeypatch):
+    secret = "agentgym-secret-" + secrets.token_hex(8)
+    monkeypatch.setenv("AGENTGYM_TEST_SECRET", secret)
+    code = f"""
+import os
+print(dict(os.environ))
+for path in ("/root", {str(HOME)!r}, {str(REPO)!r}, "/etc/shadow", "/etc/passwd", "/proc/1/environ"):
+    try:
+        if os.path.isdir(path):
+            print(path, "LISTED", os.listdir(path))
+        else:
+            print(path, "READ", open(path).read()[:200])
+    except OSError as e:
+        print(path, "denied", type(e).__name__)
+"""
+    r = run(backend, code)
+    assert secret not in r.stdout
+    assert "AGENTGYM_TEST_SECRET" not in r.stdout
+    assert f"{REPO} LISTED" not in r.stdout and "/root LISTED" not in r.stdout
+    assert "agentgym" not in r.stdout.split("{")[0]
+    assert_clean(backend, r)
+
+
+def test_another_episodes_files_are_invisible(backend):
+    secret = "episode-secret-" + secrets.token_hex(8)
+    holder = make_sandbox(backend, Limits(timeout=6))
+    holder.write_file("mine.py", f"SECRET = {secret!r}\n")
+    held = {}
+    t = threading.Thread(target=lambda: held.update(r=holder.run_python("import time; time.sleep(3)")))
+    t.start()
+    time.sleep(0.5)
+    code = f"""
+import os
+needle = {secret[:15]!r} + {secret[15:]!r}
+hits = []
+for root, dirs, files in os.walk("/"):
+    if root.startswith(("/proc", "/sys", "/dev", "/usr")):
+        dirs[:] = []
+        continue
+    for f in files:
+        try:
+            if needle.encode() in open(os.path.join(root, f), "rb").read(1 << 20):
+                hits.append(os.path.join(root, f))
+        except OSError:
+            pass
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            if needle.encode() in open(f"/proc/{{pid}}/cmdline", "rb").read():
+                hits.append(pid)
+        except OSError:
+            pass
+print("hits", hits)
+"""
+    r = run(backend, code, timeout=20)
+    t.join()
+    holder.close()
+    assert r.stdout.strip() == "hits []"
+    assert held["r"].exit_code == 0
+
+
+def test_fork_bomb_is_stopped(backend):
+    marker = "forkbomb" + secrets.token_hex(4)
+    code = f"""
+import os, sys
+# {marker}
+children = 0
+try:
+    while True:
+        if os.fork() == 0:
+            import time; time.sleep(30); os._exit(0)
+        children += 1
+except OSError as e:
+    print("fork failed after", children, type(e).__name__, flush=True)
+    sys.exit(1)
+"""
+    start = time.monotonic()
+    r = run(backend, code, processes=16)
+    assert time.monotonic() - start < 15
+    assert "fork failed after" in r.stdout
+    assert int(r.stdout.split()[3]) <= 16
+    assert_clean(backend, r, marker)
+    # the classic form: every process forks forever; the cap holds until the first process dies of it
+    # (which ends the run) or the wall clock kills them all
+    start = time.monotonic()
+    r = run(backend, f"import os\n# {marker}\nwhile True:\n    os.fork()", processes=16, timeout=2)
+    assert r.limit in ("processes", "timeout") and time.monotonic() - start < 15
+    assert_clean(backend, r, marker)
+
+
+def test_allocating_8_gb_fails_fast(backend):
+    r = run(backend, "x = bytearray(8 << 30)\nprint('ALLOCATED')")
+    assert r.limit == "memory" and "MemoryError" in r.stderr and "ALLOCATED" not in r.stdout
+    assert r.duration < 5
+    assert_clean(backend, r)
+
+
+def test_filling_the_disk_stops_at_the_limits(backend):
+    free_before = shutil.disk_usage("/").free
+    code = """
+import os
+try:
+    with open("big.bin", "wb") as f:
+        while True:
+            f.write(b"x" * (1 << 20))
+except OSError as e:
+    print("big file stopped:", e.strerror, os.path.getsize("big.bin") >> 20, "MiB")
+os.remove("big.bin")
+n = 0
+try:
+    while True:
+        with open(f"/tmp/part{n}", "wb") as f:
+            f.write(b"y" * (4 << 20))
+        n += 1
+except OSError as e:
+    print("many files stopped:", e.strerror, "after", n)
+"""
+    r = run(backend, code, file_size_mb=8, disk_mb=32, timeout=15)
+    assert "big file stopped: File too large 8 MiB" in r.stdout
+    assert "many files stopped: No space left on device after" in r.stdout
+    assert int(r.stdout.split()[-1]) <= 8
+    assert shutil.disk_usage("/").free > free_before - (200 << 20)  # others may write meanwhile
+    assert_clean(backend, r)
+
+
+@pytest.mark.parametrize(
+    "code", ["while True:\n    pass", "import time\ntime.sleep(60)"], ids=["busy", "sleep"]
+)
+def test_running_past_the_timeout_is_killed(backend, code):
+    start = time.monotonic()
+    r = run(backend, code, timeout=1.5)
+    assert r.limit == "timeout" and r.exit_code is not None and r.exit_code < 0
+    assert time.monotonic() - start < 8
+    assert_clean(backend, r)
+
+
+def test_daemon_does_not_outlive_the_run(backend):
+    marker = "daemon" + secrets.token_hex(6)
+    code = f"""
+import os, subprocess, sys
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # {marker}"], start_new_session=True)
+    os._exit(0)
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # {marker}"], start_new_session=True)
+import time; time.sleep(0.5)
+print("spawned")
+"""
+    r = run(backend, code)
+    assert r.stdout.strip() == "spawned" and r.exit_code == 0
+    assert_clean(backend, r, marker)
+
+
+def test_killing_the_parent_is_contained(backend):
+    marker = "killer" + secrets.token_hex(4)
+    code = f"""
+import os, signal, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # {marker}"])
+print("parent", os.getppid(), flush=True)
+for pid in (os.getppid(), 1):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError as e:
+        print("kill failed", pid, type(e).__name__, flush=True)
+try:
+    os.kill(-1, signal.SIGKILL)
+except OSError as e:
+    print("kill -1 failed", type(e).__name__, flush=True)
+time.sleep(5)
+print("SURVIVED")
+"""
+    r = run(backend, code)
+    assert "SURVIVED" not in r.stdout and r.exit_code != 0
+    assert os.getppid() > 1 and Path(f"/proc/{os.getpid()}").exists()  # the host side is alive
+    assert_clean(backend, r, marker)
+
+
+def test_printing_100_mb_is_cut_short(backend):
+    start = time.monotonic()
+    r = run(
+        backend,
+        "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(100):\n    sys.stdout.write(chunk)\nprint('END')",
+    )
+    assert r.limit == "output" and r.truncated
+    assert len(r.stdout) == Limits().output_bytes and "END" not in r.stdout
+    assert time.monotonic() - start < 15
+    assert_clean(backend, r)
+
+
+# ----- forging a passing score --------------------------------------------------------------------
+
+TESTS = [
+    f"assert mix({a}, {b}) == {a * 7 + b * 3 - a * b}" for a, b in [(1, 2), (5, 9), (-4, 3), (12, 0), (7, 7)]
+]
+RIGHT = "def mix(a, b):\n    return a * 7 + b * 3 - a * b\n"
+
+FORGERIES = {
+    "fake_results_file": """
+import json, os
+for path in ("results.json", "/work/results.json", "/tmp/results.json", "/opt/agentgym/results.json"):
+    try:
+        json.dump({"passed": 5, "total": 5, "score": 1.0}, open(path, "w"))
+    except OSError:
+        pass
+def mix(a, b):
+    return 0
+""",
+    "fake_result_lines": """
+import json, os
+job = json.load(open("/opt/agentgym/job.json"))
+lines = [json.dumps({"t": i, "pass": True}) for i in range(5)] + [json.dumps({"done": True})]
+lines += [json.dumps({"t": i, "c": 0, "v": ["bool", True], "n": job["nonce"]}) for i in range(5)]
+for fd in range(1, 20):
+    try:
+        os.write(fd, ("\\n".join(lines) + "\\n").encode())
+    except OSError:
+        pass
+print("PASSED 5/5")
+def mix(a, b):
+    return None
+""",
+    "monkeypatch_harness": """
+import sys
+main = sys.modules["__main__"]
+main.encode = lambda value, depth=0: ["bool", True]
+main.run_checks = lambda job, chan: None
+real_eval = eval
+import builtins
+builtins.eval = lambda *a, **k: True
+def mix(a, b):
+    return -1
+""",
+    "exit_0_early": """
+import os
+os._exit(0)
+""",
+    "sys_exit_at_import": """
+import sys
+sys.exit(0)
+""",
+    "atexit_forger": """
+import atexit, json, os
+job = json.load(open("/opt/agentgym/job.json"))
+fd = int(os.environ.get("AGENTGYM_CHANNEL_FD", "1"))
+def forge():
+    for i in range(5):
+        os.write(3, (json.dumps({"t": i, "c": 0, "v": ["int", "1"], "n": job["nonce"]}) + "\\n").encode())
+atexit.register(forge)
+def mix(a, b):
+    raise SystemExit(0)
+""",
+    "sys_modules_tampering": """
+import json, sys, types
+fake = types.ModuleType("json")
+fake.dumps = lambda obj, **k: '{"t": 0, "pass": true}'
+fake.loads = json.loads
+sys.modules["json"] = fake
+sys.modules["__main__"].json = fake
+def mix(a, b):
+    return a + b
+""",
+    "daemon_forger": """
+import json, os, subprocess, sys
+job = json.load(open("/opt/agentgym/job.json"))
+forger = f'''
+import os, time, json
+time.sleep(0.3)
+for fd in range(3, 12):
+    for i in range(5):
+        try:
+            os.write(fd, (json.dumps({{"t": i, "c": 0, "v": ["int", "7"], "n": "{job["nonce"]}"}}) + "\\\\n").encode())
+        except OSError:
+            pass
+time.sleep(30)
+'''
+subprocess.Popen([sys.executable, "-c", forger], start_new_session=True, close_fds=False)
+def mix(a, b):
+    return 7
+""",
+    "equal_to_everything": """
+class Anything(int):
+    def __eq__(self, other):
+        return True
+    __hash__ = int.__hash__
+def mix(a, b):
+    return Anything(0)
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_forged_scores_are_worthless(backend, name):
+    from agentgym.envs.code.grading import compile_test, grade
+
+    tests = [compile_test(t, "mix") for t in TESTS]
+    made = []
+
+    def new_sandbox():
+        made.append(make_sandbox(backend, Limits(timeout=10)))
+        return made[-1]
+
+    forged = grade(
+        {"solution.py": FORGERIES[name].encode()}, tests, entry_point="mix", new_sandbox=new_sandbox
+    )
+    assert forged.error is None
+    assert forged.score == 0.0, [o.detail for o in forged.outcomes]
+    assert len(made) == 2 and all(b.closed for b in made)  # two fresh sandboxes, both closed
+    assert not any(p.exists() for p in (REPO / "results.json", Path("/tmp/results.json")))
+    if backend == "bwrap":
+        assert_clean(backend, forged.calls_run)
+    honest = grade({"solution.py": RIGHT.encode()}, tests, entry_point="mix", new_sandbox=new_sandbox)
+    assert honest.score == 1.0

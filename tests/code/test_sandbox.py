@@ -1,0 +1,87 @@
+"""The sandbox interface on real backends: files, limits, reporting, and backend selection."""
+
+import pytest
+
+from agentgym.envs.code.sandbox import (
+    INSTALL_HELP,
+    Limits,
+    SandboxUnavailable,
+    check_path,
+    make_sandbox,
+    resolve_backend,
+)
+
+
+def test_files_are_visible_and_runs_are_fresh(backend):
+    with make_sandbox(backend, Limits(timeout=20)) as box:
+        box.write_file("pkg/helper.py", "VALUE = 41\n")
+        r = box.run_python(
+            "from pkg.helper import VALUE\nprint(VALUE + 1)\nopen('scratch.txt', 'w').write('x')"
+        )
+        assert (r.stdout, r.exit_code, r.limit) == ("42\n", 0, None)
+        r2 = box.run_python("import os\nprint(sorted(os.listdir('.')))")
+        assert "scratch.txt" not in r2.stdout and "pkg" in r2.stdout
+        assert box.read_file("pkg/helper.py") == "VALUE = 41\n"
+
+
+def test_exit_code_stderr_and_uid(backend):
+    with make_sandbox(backend, Limits(timeout=20)) as box:
+        r = box.run_python("import os, sys\nprint(os.getuid())\nprint('bad', file=sys.stderr)\nsys.exit(3)")
+        assert r.exit_code == 3 and r.limit is None and not r.ok
+        assert r.stderr == "bad\n"
+        assert int(r.stdout) != 0  # never root
+
+
+def test_output_is_cut_to_the_kept_size(backend):
+    with make_sandbox(backend, Limits(timeout=20, output_bytes=1000)) as box:
+        r = box.run_python("print('x' * 5000)")
+        assert r.truncated and len(r.stdout) == 1000 and r.limit is None
+
+
+def test_paths_outside_the_work_directory_are_refused():
+    for bad in ("/etc/passwd", "../x.py", "a/../../x", "", ".agentgym_main.py"):
+        with pytest.raises(ValueError):
+            check_path(bad)
+    assert check_path("a/b/../c.py") == "a/c.py"
+
+
+def test_limits_are_checked():
+    with pytest.raises(ValueError, match="timeout"):
+        Limits(timeout=0)
+    with pytest.raises(ValueError, match="processes"):
+        Limits(processes=0)
+
+
+def test_auto_picks_a_working_backend(bwrap_ready):
+    from agentgym.envs.code.docker_backend import docker_problem
+
+    assert resolve_backend("auto") == ("docker" if docker_problem() is None else "bwrap")
+    with pytest.raises(ValueError, match="unknown sandbox backend"):
+        resolve_backend("chroot")
+
+
+def test_no_backend_names_both_install_routes(monkeypatch):
+    import agentgym.envs.code.sandbox as sb
+
+    monkeypatch.setattr(sb, "backend_problem", lambda name: f"{name} is missing here")
+    with pytest.raises(SandboxUnavailable) as e:
+        resolve_backend("auto")
+    assert INSTALL_HELP in str(e.value)
+    assert "apt-get install bubblewrap" in str(e.value) and "agentgym[sandbox]" in str(e.value)
+
+
+def test_cli_runs_a_file_and_reports_json(bwrap_ready, tmp_path, capsys):
+    import json
+
+    from agentgym.cli import main
+
+    f = tmp_path / "prog.py"
+    f.write_text("print('hello from the sandbox')\nraise SystemExit(4)\n")
+    rc = main(["sandbox", "run", "--backend", "bwrap", "--timeout", "20", "--json", str(f)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    assert out["stdout"] == "hello from the sandbox\n" and out["exit_code"] == 4 and out["backend"] == "bwrap"
+    f.write_text("while True: pass\n")
+    rc = main(["sandbox", "run", "--backend", "bwrap", "--timeout", "1", str(f)])
+    text = capsys.readouterr().out
+    assert rc == 1 and "limit:     timeout" in text
