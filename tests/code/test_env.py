@@ -4,12 +4,12 @@ import asyncio
 import json
 
 import pytest
-
-import agentgym
 from agentgym.envs.code.bwrap import BwrapSandbox
 from agentgym.envs.code.env import CodeEnv
 from agentgym.envs.code.grading import TestFormatError, compile_test, grade
 from agentgym.envs.code.tasks import load_tasks, task_from_record
+
+import agentgym
 from agentgym.types import tool_call
 
 

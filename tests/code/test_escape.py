@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from agentgym.envs.code.sandbox import Limits, make_sandbox
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,7 +1,6 @@
 """The sandbox interface on real backends: files, limits, reporting, and backend selection."""
 
 import pytest
-
 from agentgym.envs.code.sandbox import (
     INSTALL_HELP,
     Limits,
