@@ -38,9 +38,8 @@ for root in ("/work", "/tmp"):
 data = b"".join(base64.b64decode(os.environ.pop(k)) for k in sorted(k for k in os.environ if k.startswith("AGENTGYM_TAR_")))
 with tarfile.open(fileobj=io.BytesIO(data)) as tar:
     tar.extractall("/", filter="data")
-for p, mode in [(m.split("=")[0], 0o444) for m in os.environ.pop("AGENTGYM_RO", "").split(",") if m]:
-    os.chmod(p, mode)
-mb = 1 << 20
+for p in filter(None, os.environ.pop("AGENTGYM_RO", "").split(",")):
+    os.chmod(p, 0o444)
 resource.setrlimit(resource.RLIMIT_AS, (int(os.environ.pop("AGENTGYM_AS")),) * 2)
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(os.environ.pop("AGENTGYM_FSIZE")),) * 2)
 resource.setrlimit(resource.RLIMIT_CPU, (int(os.environ.pop("AGENTGYM_CPU")),) * 2)
@@ -101,8 +100,8 @@ class DockerSandbox(Sandbox):
                 image,
                 ["sleep", "infinity"],
                 detach=True,
-                network_disabled=True,
                 network_mode="none",
+                user=USER,
                 read_only=True,
                 mem_limit=f"{lim.memory_mb}m",
                 memswap_limit=f"{lim.memory_mb}m",

@@ -431,3 +431,21 @@ def test_forged_scores_are_worthless(backend, name):
         assert_clean(backend, forged.calls_run)
     honest = grade({"solution.py": RIGHT.encode()}, tests, entry_point="mix", new_sandbox=new_sandbox)
     assert honest.score == 1.0
+
+
+def test_hidden_tests_and_the_package_are_out_of_reach(backend):
+    import agentgym.envs.code.tasks as tasks_module
+
+    hidden = tasks_module.SHIPPED
+    code = f"""
+import os
+print("exists", os.path.exists({str(hidden)!r}))
+try:
+    import agentgym
+    print("IMPORTED", agentgym.__file__)
+except ImportError:
+    print("no agentgym")
+"""
+    r = run(backend, code)
+    assert r.stdout.split() == ["exists", "False", "no", "agentgym"]
+    assert_clean(backend, r)

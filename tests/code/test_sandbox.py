@@ -84,3 +84,25 @@ def test_cli_runs_a_file_and_reports_json(bwrap_ready, tmp_path, capsys):
     rc = main(["sandbox", "run", "--backend", "bwrap", "--timeout", "1", str(f)])
     text = capsys.readouterr().out
     assert rc == 1 and "limit:     timeout" in text
+
+
+def _docker_reason():
+    from agentgym.envs.code.docker_backend import docker_problem
+
+    problem = docker_problem()
+    return None if problem is None else f"needs a Docker engine: {problem}"
+
+
+@pytest.mark.skipif(_docker_reason() is not None, reason=str(_docker_reason()))
+def test_docker_container_is_removed_on_close_even_after_an_error():
+    import docker
+
+    client = docker.from_env()
+    box = make_sandbox("docker", Limits(timeout=10))
+    cid = box.container.id
+    with pytest.raises(ValueError):
+        box.run(["python", "-c", "pass"], extra_files={"../x": b""})
+    attrs = client.api.inspect_container(cid)
+    assert attrs["HostConfig"]["ReadonlyRootfs"] and attrs["HostConfig"]["NetworkMode"] == "none"
+    box.close()
+    assert not client.containers.list(all=True, filters={"id": cid})
