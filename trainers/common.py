@@ -1,0 +1,213 @@
+"""What every trainer shares: the accelerate setup, model loading (optionally with LoRA), the
+optimizer and schedule, resumable checkpoints, metrics, and tokenizing message-only records.
+
+Checkpoints live in ``output_dir/checkpoints/step-N``: ``accelerator.save_state`` writes the
+model, optimizer, scheduler and every RNG state, and ``trainer_state.json`` the step and data
+position. ``resume=True`` loads the newest one, so an interrupted run continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from agentgym.trainers.batch import Sequence, TokenizeError, to_sequence
+from agentgym.trainers.config import TrainConfig
+
+from agentgym.types import Trajectory
+
+
+def make_accelerator(cfg: TrainConfig):
+    """An ``Accelerator`` for this config (CPU when no GPU; DDP/FSDP/DeepSpeed under ``accelerate launch``)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    kwargs: dict[str, Any] = {"mixed_precision": cfg.mixed_precision}
+    if cfg.log_with != "none":
+        kwargs.update(log_with=cfg.log_with, project_dir=cfg.output_dir)
+    acc = Accelerator(**kwargs)
+    set_seed(cfg.seed)
+    if cfg.log_with != "none":
+        acc.init_trackers(
+            "agentgym", config={k: v for k, v in vars(cfg).items() if isinstance(v, int | float | str | bool)}
+        )
+    return acc
+
+
+def load_model(cfg: TrainConfig, path: str | None = None, trainable: bool = True):
+    """Load a causal LM in fp32 (autocast handles bf16), with LoRA adapters when ``lora_r > 0``."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path or cfg.model, dtype=torch.float32)
+    model.config.use_cache = False
+    if not trainable:
+        model.eval().requires_grad_(False)
+        return model
+    if cfg.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_target_modules),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    return model
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, total_steps: int):
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    from transformers import get_scheduler
+
+    sched = get_scheduler(
+        cfg.lr_scheduler, opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=max(total_steps, 1)
+    )
+    return opt, sched
+
+
+class Tokenizer:
+    """Turns trajectories into ``Sequence``s: their token record when present, else their
+    messages through the chat renderer with the env's tool schemas (built once per env id)."""
+
+    def __init__(self, tokenizer: Any, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self._renderers: dict[str, Any] = {}
+
+    def renderer(self, env_id: str):
+        if env_id not in self._renderers:
+            from agentgym.chat import ChatRenderer
+            from agentgym.registry import make
+
+            tools = None
+            if env_id:
+                env = make(env_id)
+                tools = env.tool_schemas
+                env.close()
+            self._renderers[env_id] = ChatRenderer(self.tokenizer, tools)
+        return self._renderers[env_id]
+
+    def __call__(self, traj: Trajectory, advantage: float = 0.0) -> Sequence:
+        seq = to_sequence(traj, lambda t: self.renderer(t.env).tokenize_messages(t.messages), advantage)
+        if len(seq) > self.max_length:
+            raise TokenizeError(
+                f"trajectory {traj.task_id} of {traj.env!r} has {len(seq)} tokens, over max_length "
+                f"({self.max_length}); raise max_length or filter long records out"
+            )
+        return seq
+
+
+def checkpoint_dirs(output_dir: str) -> list[Path]:
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.name.startswith("step-") and (p / "trainer_state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(acc, output_dir: str, step: int, state: dict[str, Any]) -> Path:
+    """Save model, optimizer, scheduler, RNG (``accelerator.save_state``) and the trainer state."""
+    path = Path(output_dir) / "checkpoints" / f"step-{step}"
+    acc.save_state(str(path))
+    if acc.is_main_process:
+        (path / "trainer_state.json").write_text(json.dumps({"step": step, **state}) + "\n")
+    acc.wait_for_everyone()
+    return path
+
+
+def load_checkpoint(acc, output_dir: str) -> dict[str, Any] | None:
+    """Load the newest checkpoint into the prepared objects; returns its trainer state or None."""
+    dirs = checkpoint_dirs(output_dir)
+    if not dirs:
+        return None
+    acc.load_state(str(dirs[-1]))
+    return json.loads((dirs[-1] / "trainer_state.json").read_text())
+
+
+def save_model(acc, model, tokenizer, out_dir: str | os.PathLike[str]) -> Path:
+    """Write the trained model (LoRA merged into the weights) and tokenizer, loadable by every backend."""
+    out = Path(out_dir)
+    acc.wait_for_everyone()
+    unwrapped = acc.unwrap_model(model)
+    is_peft = hasattr(unwrapped, "merge_and_unload")
+    state = None if is_peft else acc.get_state_dict(model)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if is_peft:
+            import copy
+
+            copy.deepcopy(unwrapped).merge_and_unload().save_pretrained(out)
+        else:
+            unwrapped.save_pretrained(out, state_dict=state)
+        tokenizer.save_pretrained(out)
+    acc.wait_for_everyone()
+    return out
+
+
+class Metrics:
+    """One JSON object per line: to stdout (unless quiet), ``output_dir/metrics.jsonl`` and trackers."""
+
+    def __init__(self, acc, cfg: TrainConfig, name: str):
+        self.acc = acc
+        self.quiet = cfg.quiet
+        self.name = name
+        self.trackers = cfg.log_with != "none"
+        self.path = Path(cfg.output_dir) / "metrics.jsonl"
+        self.t0 = time.perf_counter()
+        if acc.is_main_process:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.history: list[dict[str, Any]] = []
+
+    def log(self, step: int, **values: Any) -> dict[str, Any]:
+        row = {"trainer": self.name, "step": step, **{k: _round(v) for k, v in values.items()}}
+        row["elapsed_s"] = round(time.perf_counter() - self.t0, 2)
+        self.history.append(row)
+        if self.acc.is_main_process:
+            line = json.dumps(row)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+            if not self.quiet:
+                print(line, file=sys.stdout, flush=True)
+            if self.trackers:
+                self.acc.log({k: v for k, v in row.items() if isinstance(v, int | float)}, step=step)
+        return row
+
+
+def _round(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    return round(v, 6) if isinstance(v, float) else v
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """Full-precision weights with the names a fresh ``from_pretrained`` model uses (LoRA merged)."""
+    if hasattr(model, "merge_adapter") and hasattr(model, "get_base_model"):
+        model.merge_adapter()
+        try:
+            base = model.get_base_model()
+            state = {}
+            for k, v in base.state_dict().items():
+                if "lora_" in k:
+                    continue
+                state[k.replace(".base_layer", "")] = v.detach().clone()
+            return state
+        finally:
+            model.unmerge_adapter()
+    return {k: v.detach() for k, v in model.state_dict().items()}

@@ -1,0 +1,371 @@
+"""Trainer configs: flat dataclasses, loaded from YAML and overridden by command-line flags.
+
+Each trainer has one config class (``SFTConfig``, ``GRPOConfig``, ``DPOConfig``) built on
+``TrainConfig``, the fields every trainer shares. Each field is documented once, in the string
+right below it; ``field_docs`` reads those strings back for ``--help``. Cross-field checks run in
+``__post_init__`` and name both values; a field that the chosen setup would ignore raises.
+
+>>> from agentgym.trainers.sft import SFTConfig
+>>> cfg = load_config(SFTConfig, overrides=["model=/m", "data=[a.jsonl]", "learning_rate=3e-4"])
+>>> cfg.learning_rate, cfg.data
+(0.0003, ['a.jsonl'])
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import os
+import textwrap
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+LossAgg = Literal["token-mean", "seq-mean-token-mean", "constant"]
+"""see agentgym.trainers.losses.aggregate"""
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by every trainer."""
+
+    model: str = ""
+    """model directory or hub id to start from (a full model, not an adapter)"""
+    output_dir: str = "runs/train"
+    """where checkpoints, the final model and metrics.jsonl go"""
+    seed: int = 0
+    """seed of data order, dropout and sampling"""
+    learning_rate: float = 1e-4
+    """peak learning rate of AdamW"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """learning-rate schedule after warm-up"""
+    warmup_steps: int = 0
+    """optimizer steps of linear warm-up"""
+    max_grad_norm: float = 1.0
+    """gradient clipping norm (0 turns clipping off)"""
+    batch_size: int = 8
+    """sequences per optimizer step on each process"""
+    micro_batch_size: int = 8
+    """sequences per forward/backward pass; batch_size / micro_batch_size is the gradient accumulation"""
+    max_length: int = 2048
+    """longest sequence in tokens; a longer one is an error naming the record (never silently cut)"""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """autocast precision (bf16 on GPU; 'no' keeps fp32, as CPU tests use)"""
+    save_every: int = 0
+    """save a resumable checkpoint every N optimizer steps (0: only at the end)"""
+    resume: bool = False
+    """continue from the newest checkpoint in output_dir (model, optimizer, scheduler, RNG, data position)"""
+    lora_r: int = 0
+    """LoRA rank; 0 trains all weights"""
+    lora_alpha: int = 16
+    """LoRA scaling (used only when lora_r > 0)"""
+    lora_dropout: float = 0.0
+    """LoRA dropout (used only when lora_r > 0)"""
+    lora_target_modules: list[str] = dataclasses.field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    """module names LoRA adapts (used only when lora_r > 0)"""
+    log_with: Literal["none", "tensorboard", "wandb"] = "none"
+    """extra metrics sink besides the JSON lines on stdout and in metrics.jsonl"""
+    quiet: bool = False
+    """do not print metrics to stdout (they still go to metrics.jsonl)"""
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError(
+                "model is required: a model directory (e.g. from `agentgym tiny-model DIR`) or hub id"
+            )
+        if self.batch_size < 1 or self.micro_batch_size < 1:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) and micro_batch_size ({self.micro_batch_size}) must be >= 1"
+            )
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be divisible by micro_batch_size ({self.micro_batch_size})"
+            )
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.save_every < 0 or self.warmup_steps < 0:
+            raise ValueError(
+                f"save_every ({self.save_every}) and warmup_steps ({self.warmup_steps}) must be >= 0"
+            )
+        defaults = {
+            f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
+        }
+        if self.lora_r == 0:
+            for name in ("lora_alpha", "lora_dropout"):
+                if getattr(self, name) != defaults[name]:
+                    raise ValueError(
+                        f"{name} ({getattr(self, name)}) has no effect with lora_r (0); set lora_r > 0 or drop it"
+                    )
+            if self.lora_target_modules != ["q_proj", "k_proj", "v_proj", "o_proj"]:
+                raise ValueError(
+                    f"lora_target_modules ({self.lora_target_modules}) has no effect with lora_r (0)"
+                )
+        check_choices(self)
+
+    @property
+    def accumulation_steps(self) -> int:
+        return self.batch_size // self.micro_batch_size
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    data: list[str] = field(default_factory=list)
+    """trajectory JSONL files to train on"""
+    eval_data: list[str] = field(default_factory=list)
+    """held-out trajectory JSONL files for the evaluation loss"""
+    eval_fraction: float = 0.0
+    """share of task ids held out of ``data`` for evaluation (when eval_data is empty)"""
+    min_score: float | None = None
+    """keep only records scoring at least this (None keeps every ok/truncated record)"""
+    epochs: float = 1.0
+    """passes over the data (used when max_steps is 0)"""
+    max_steps: int = 0
+    """optimizer steps to run; 0 derives them from epochs"""
+    eval_every: int = 0
+    """evaluate every N steps (0: before and after training only)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.data:
+            raise ValueError(
+                "data is required: one or more trajectory JSONL files (e.g. from `agentgym rollout --out`)"
+            )
+        if self.eval_data and self.eval_fraction:
+            raise ValueError(
+                f"give eval_data ({self.eval_data}) or eval_fraction ({self.eval_fraction}), not both"
+            )
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.max_steps and self.epochs != 1.0:
+            raise ValueError(
+                f"epochs ({self.epochs}) has no effect when max_steps ({self.max_steps}) is set; drop one"
+            )
+        if self.epochs <= 0 or self.max_steps < 0:
+            raise ValueError(f"epochs ({self.epochs}) must be > 0 and max_steps ({self.max_steps}) >= 0")
+
+
+@dataclass
+class DPOConfig(TrainConfig):
+    data: list[str] = field(default_factory=list)
+    """rollout JSONL files to build pairs from (several samples per task id)"""
+    beta: float = 0.1
+    """strength of the implicit KL to the reference"""
+    loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
+    """DPO's logistic loss, or IPO's squared loss"""
+    label_smoothing: float = 0.0
+    """assumed share of flipped preference labels (sigmoid loss only)"""
+    min_margin: float = 0.0
+    """a pair needs chosen score - rejected score above this"""
+    pairs_per_task: Literal["one", "all"] = "one"
+    """best-vs-worst pair per task, or every pair that clears min_margin"""
+    ref_model: str = ""
+    """reference model directory (empty: the starting model)"""
+    epochs: float = 1.0
+    """passes over the pairs (used when max_steps is 0)"""
+    max_steps: int = 0
+    """optimizer steps; 0 derives them from epochs"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.data:
+            raise ValueError("data is required: rollout JSONL files with several samples per task (--group)")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.loss_type == "ipo" and self.label_smoothing:
+            raise ValueError(
+                f"label_smoothing ({self.label_smoothing}) has no effect with loss_type ({self.loss_type})"
+            )
+        if self.max_steps and self.epochs != 1.0:
+            raise ValueError(
+                f"epochs ({self.epochs}) has no effect when max_steps ({self.max_steps}) is set; drop one"
+            )
+        if self.min_margin < 0:
+            raise ValueError(f"min_margin must be >= 0, got {self.min_margin}")
+
+
+@dataclass
+class GRPOConfig(TrainConfig):
+    env: str = ""
+    """env id to train on"""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """env constructor arguments, e.g. {difficulty: 1}"""
+    num_tasks: int = 64
+    """size of the fixed training task pool (env.task_ids(num_tasks, seed))"""
+    tasks_per_step: int = 4
+    """tasks rolled out per step"""
+    group_size: int = 8
+    """rollouts per task (G)"""
+    max_steps: int = 20
+    """online steps (rollout + update + push)"""
+    inner_epochs: int = 1
+    """PPO passes over each step's rollouts"""
+    sampler: Literal["vllm", "hf"] = "vllm"
+    """'vllm': an in-process vLLM engine that receives each update; 'hf': the training model samples itself"""
+    temperature: float = 1.0
+    """sampling temperature of the rollouts"""
+    max_tokens: int = 128
+    """most new tokens per assistant turn"""
+    max_turns: int = 0
+    """assistant turns per episode (0: the env's default)"""
+    concurrency: int = 16
+    """episodes in flight during rollouts"""
+    clip_low: float = 0.2
+    """ratio clipped below at 1 - clip_low"""
+    clip_high: float = 0.28
+    """ratio clipped above at 1 + clip_high (DAPO clip-higher)"""
+    loss_agg: LossAgg = "token-mean"
+    """token-mean, seq-mean-token-mean or constant (Dr. GRPO; normaliser loss_constant)"""
+    loss_constant: float = 0.0
+    """the normaliser of loss_agg 'constant' (e.g. max_tokens * max_turns)"""
+    adv_scale: Literal["std", "none"] = "std"
+    """divide advantages by the group's std (GRPO) or not (Dr. GRPO)"""
+    ratio_level: Literal["token", "sequence"] = "token"
+    """per-token importance ratio, or GSPO's sequence-level ratio"""
+    kl_coef: float = 0.0
+    """weight of the k3 KL to the frozen starting model (0: no reference model is loaded)"""
+    push_timeout: float = 120.0
+    """seconds a weight push to the sampler may take before the run fails"""
+    gpu_memory_utilization: float = 0.3
+    """share of GPU memory for the vLLM engine (sampler 'vllm' only)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.env:
+            raise ValueError("env is required, e.g. toy/calculator-v0 (`agentgym list` shows the ids)")
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 for group advantages, got {self.group_size}")
+        if self.num_tasks < self.tasks_per_step:
+            raise ValueError(
+                f"num_tasks ({self.num_tasks}) must be >= tasks_per_step ({self.tasks_per_step})"
+            )
+        if (self.loss_agg == "constant") != (self.loss_constant > 0):
+            raise ValueError(
+                f"loss_constant ({self.loss_constant}) must be > 0 exactly when loss_agg is 'constant' (got {self.loss_agg!r})"
+            )
+        if self.sampler == "hf" and self.gpu_memory_utilization != 0.3:
+            raise ValueError(
+                f"gpu_memory_utilization ({self.gpu_memory_utilization}) has no effect with sampler ({self.sampler})"
+            )
+        if self.sampler == "vllm" and self.lora_r > 0:
+            raise ValueError(
+                f"lora_r ({self.lora_r}) with sampler ({self.sampler}): merged LoRA weights are pushed; use lora_r 0 or sampler hf"
+            )
+        if self.clip_low <= 0 or self.clip_low >= 1 or self.clip_high <= 0:
+            raise ValueError(f"need 0 < clip_low ({self.clip_low}) < 1 and clip_high ({self.clip_high}) > 0")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 for GRPO's exploration, got {self.temperature}")
+
+    @property
+    def policy_spec(self) -> str:
+        return f"temperature={self.temperature},max_tokens={self.max_tokens}"
+
+
+def check_choices(cfg: Any) -> None:
+    """Raise when a ``Literal``-typed field holds a value outside its choices."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        hint = hints.get(f.name)
+        if typing.get_origin(hint) is Literal and getattr(cfg, f.name) not in typing.get_args(hint):
+            raise ValueError(f"{f.name} must be one of {typing.get_args(hint)}, got {getattr(cfg, f.name)!r}")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The documentation string written under each field of a dataclass (and its bases)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    hint = typing.get_type_hints(cls).get(name)
+    if hint is float and isinstance(value, int | str) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if hint is str and value is not None and not isinstance(value, str):
+        return str(value)
+    if typing.get_origin(hint) is list and isinstance(value, str):
+        return [v for v in value.split(",") if v]
+    return value
+
+
+def load_config(
+    cls: type, path: str | os.PathLike[str] | None = None, overrides: list[str] | dict[str, Any] | None = None
+):
+    """Build a config: fields from a YAML file, then ``key=value`` overrides (values parsed as YAML).
+
+    Unknown keys raise, listing the known ones.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config file must be a YAML mapping of field: value")
+        values.update(loaded)
+    if isinstance(overrides, dict):
+        values.update(overrides)
+    else:
+        for item in overrides or []:
+            key, eq, raw = item.partition("=")
+            if not eq:
+                raise ValueError(f"override {item!r} must look like field=value")
+            values[key.strip().replace("-", "_")] = _parse_value(raw)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown {cls.__name__} field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """``--config FILE`` plus one ``--field-name VALUE`` flag per field (help from ``field_docs``)."""
+    docs = field_docs(cls)
+    parser.add_argument("--config", help="YAML file of field: value (flags override it)")
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, dest=f"cfg_{f.name}", default=None, metavar="V", help=docs.get(f.name, ""))
+
+
+def config_from_args(cls: type, args: argparse.Namespace):
+    """The config named by ``--config`` and the field flags of ``add_config_flags``."""
+    overrides = {
+        name[4:]: _parse_value(value)
+        for name, value in vars(args).items()
+        if name.startswith("cfg_") and value is not None
+    }
+    return load_config(cls, args.config, overrides)

@@ -1,0 +1,188 @@
+"""DPO on trajectory pairs: chosen and rejected rollouts of the same task, agent tokens only.
+
+    agentgym rollout --env toy/calculator-v0 --policy hf:runs/sft/final,temperature=1 --n 32 --group 4 --out r.jsonl
+    agentgym train dpo --model runs/sft/final --data r.jsonl --output-dir runs/dpo --max-steps 50
+
+or ``train_dpo(DPOConfig(...))``. Pairs come from the rollouts of one ``(env, task_id)``: chosen
+is the higher score, rejected the lower, at least ``min_margin`` apart; ``pairs_per_task="one"``
+takes the best against the worst, ``"all"`` every such pair. Log-probabilities are summed over
+the agent's tokens only (env and tool tokens never count; IPO uses their mean). The reference
+log-probs are computed once, before training, with the starting model, and cached.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from agentgym.trainers.batch import Sequence, collate, forward_logprobs
+from agentgym.trainers.common import (
+    Metrics,
+    Tokenizer,
+    load_checkpoint,
+    load_model,
+    load_tokenizer,
+    make_accelerator,
+    make_optimizer,
+    save_checkpoint,
+    save_model,
+)
+from agentgym.trainers.config import DPOConfig
+from agentgym.trainers.losses import dpo_loss
+from agentgym.trainers.sft import batch_indices
+
+from agentgym.types import Trajectory, load_trajectories
+
+
+@dataclass
+class Pair:
+    chosen: Trajectory
+    rejected: Trajectory
+
+
+def build_pairs(trajs: list[Trajectory], min_margin: float = 0.0, pairs_per_task: str = "one") -> list[Pair]:
+    """Preference pairs from rollouts of the same (env, task_id); infrastructure failures are
+    left out, and a pair needs ``chosen.score - rejected.score > min_margin``.
+
+    >>> t = lambda s: Trajectory(env="e", task_id="a", score=s)
+    >>> [(p.chosen.score, p.rejected.score) for p in build_pairs([t(0.0), t(1.0), t(0.5)])]
+    [(1.0, 0.0)]
+    >>> len(build_pairs([t(0.0), t(1.0), t(0.5)], pairs_per_task="all")), len(build_pairs([t(0.0), t(1.0)], min_margin=1.0))
+    (3, 0)
+    """
+    groups: dict[tuple[str, str], list[Trajectory]] = defaultdict(list)
+    for t in trajs:
+        if t.is_evidence:
+            groups[(t.env, t.task_id)].append(t)
+    pairs: list[Pair] = []
+    for key in sorted(groups):
+        ranked = sorted(groups[key], key=lambda t: -t.score)
+        if pairs_per_task == "one":
+            candidates = [(ranked[0], ranked[-1])] if len(ranked) > 1 else []
+        elif pairs_per_task == "all":
+            candidates = list(itertools.combinations(ranked, 2))
+        else:
+            raise ValueError(f"pairs_per_task must be 'one' or 'all', got {pairs_per_task!r}")
+        pairs += [Pair(c, r) for c, r in candidates if c.score - r.score > min_margin]
+    return pairs
+
+
+def pair_logps(model, seqs: list[Sequence], pad_id: int, mean: bool) -> torch.Tensor:
+    """Summed (or mean) agent-token log-probs of each sequence, in one forward pass."""
+    batch = collate(seqs, pad_id).to(next(model.parameters()).device)
+    lp = (forward_logprobs(model, batch) * batch.loss_mask).sum(-1)
+    return lp / batch.loss_mask.sum(-1).clamp(min=1) if mean else lp
+
+
+@torch.no_grad()
+def all_logps(
+    acc, model, pairs: list[tuple[Sequence, Sequence]], micro: int, pad_id: int, mean: bool
+) -> torch.Tensor:
+    """``[n, 2]`` (chosen, rejected) log-probs of every pair; used for the cached reference."""
+    model.eval()
+    out = []
+    for i in range(0, len(pairs), micro):
+        chunk = pairs[i : i + micro]
+        with acc.autocast():
+            lp = pair_logps(model, [c for c, _ in chunk] + [r for _, r in chunk], pad_id, mean).float().cpu()
+        out.append(torch.stack([lp[: len(chunk)], lp[len(chunk) :]], dim=1))
+    model.train()
+    return torch.cat(out) if out else torch.zeros(0, 2)
+
+
+def preference_stats(policy: torch.Tensor, ref: torch.Tensor, beta: float) -> dict[str, float]:
+    """Margin of chosen over rejected log-probs, and the implicit reward accuracy (reward margin > 0)."""
+    rewards = beta * (policy - ref)
+    return {
+        "logp_margin": float((policy[:, 0] - policy[:, 1]).mean()),
+        "reward_margin": float((rewards[:, 0] - rewards[:, 1]).mean()),
+        "reward_accuracy": float((rewards[:, 0] > rewards[:, 1]).float().mean()),
+    }
+
+
+def train_dpo(cfg: DPOConfig) -> dict:
+    """Run DPO; returns the summary (pairs, margins and accuracy before/after, model dir)."""
+    acc = make_accelerator(cfg)
+    tok = load_tokenizer(cfg.model)
+    tokenize = Tokenizer(tok, cfg.max_length)
+    trajs = [t for p in cfg.data for t in load_trajectories(p)]
+    pairs = build_pairs(trajs, cfg.min_margin, cfg.pairs_per_task)
+    if not pairs:
+        raise ValueError(
+            f"no preference pairs in {cfg.data}: need tasks with several ok/truncated samples whose scores "
+            f"differ by more than min_margin ({cfg.min_margin}); roll out with --group 4 or more"
+        )
+    seqs = [(tokenize(p.chosen), tokenize(p.rejected)) for p in pairs]
+    mean = cfg.loss_type == "ipo"
+    pad = tok.pad_token_id
+    global_batch = cfg.batch_size * acc.num_processes
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * len(seqs) / global_batch)
+
+    model = load_model(cfg)
+    model.train()
+    if cfg.ref_model:
+        ref = load_model(cfg, cfg.ref_model, trainable=False).to(acc.device)
+        ref_lp = all_logps(acc, ref, seqs, cfg.micro_batch_size, pad, mean)
+        del ref
+    else:
+        ref_lp = all_logps(acc, model.to(acc.device), seqs, cfg.micro_batch_size, pad, mean)
+    opt, sched = make_optimizer(cfg, model, total_steps)
+    model, opt, sched = acc.prepare(model, opt, sched)
+    metrics = Metrics(acc, cfg, "dpo")
+    before = preference_stats(all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean), ref_lp, cfg.beta)
+    step = 0
+    if cfg.resume and (state := load_checkpoint(acc, cfg.output_dir)) is not None:
+        step = state["step"]
+    while step < total_steps:
+        idx = batch_indices(len(seqs), step, global_batch, cfg.seed)[acc.process_index :: acc.num_processes]
+        chunks = [idx[i : i + cfg.micro_batch_size] for i in range(0, len(idx), cfg.micro_batch_size)]
+        loss_total, margins, correct, tokens = 0.0, [], 0, 0
+        for i, chunk in enumerate(chunks):
+            sync = nullcontext() if i == len(chunks) - 1 else acc.no_sync(model)
+            with sync, acc.autocast():
+                lp = pair_logps(model, [seqs[j][0] for j in chunk] + [seqs[j][1] for j in chunk], pad, mean)
+                r = ref_lp[chunk].to(lp.device)
+                n = len(chunk)
+                loss, cr, rr = dpo_loss(
+                    lp[:n], lp[n:], r[:, 0], r[:, 1], cfg.beta, cfg.loss_type, cfg.label_smoothing
+                )
+                acc.backward(loss * n / len(idx))
+            loss_total += float(loss) * n / len(idx)
+            margins += (cr - rr).tolist()
+            correct += int((cr > rr).sum())
+            tokens += sum(len(seqs[j][0]) + len(seqs[j][1]) for j in chunk)
+        grad_norm = (
+            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+        )
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        row = {
+            "loss": loss_total,
+            "reward_margin": sum(margins) / len(margins),
+            "reward_accuracy": correct / len(margins),
+            "tokens": tokens,
+            "lr": sched.get_last_lr()[0],
+        }
+        if grad_norm is not None:
+            row["grad_norm"] = float(grad_norm)
+        metrics.log(step, **row)
+        if cfg.save_every and step % cfg.save_every == 0:
+            save_checkpoint(acc, cfg.output_dir, step, {"pairs": len(seqs)})
+    after = preference_stats(all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean), ref_lp, cfg.beta)
+    final = save_model(acc, model, tok, f"{cfg.output_dir}/final")
+    summary = {
+        "steps": step,
+        "pairs": len(seqs),
+        **{f"{k}_before": v for k, v in before.items()},
+        **{f"{k}_after": v for k, v in after.items()},
+        "model_dir": str(final),
+    }
+    metrics.log(step, event="done", **{k: v for k, v in summary.items() if k != "model_dir"})
+    acc.end_training()
+    return summary

@@ -1,0 +1,277 @@
+"""Online GRPO on multi-turn trajectories: roll out, score, group advantages, PPO-clip, push weights.
+
+    agentgym train grpo --model runs/sft/final --env toy/calculator-v0 --env-kwargs '{difficulty: 1}' \\
+        --sampler vllm --group-size 8 --tasks-per-step 4 --max-steps 20 --output-dir runs/grpo
+
+or ``train_grpo(GRPOConfig(...))``. Each step reads top to bottom:
+
+1. ``tasks_per_step`` tasks from a fixed pool, ``group_size`` rollouts each, through the rollout
+   runner with the current policy (vLLM in-process engine, or the training model itself via hf);
+2. only ``ok`` / ``truncated`` trajectories with a checked token record enter a group;
+3. group advantages from the env verifier's scores; zero-variance groups are dropped (counted);
+4. ``inner_epochs`` passes of PPO-clip over the agent tokens, the ratio taken against the
+   sampler's log-probs, optional k3 KL to the frozen starting model;
+5. the new weights are pushed to the sampler; a push that does not finish in ``push_timeout``
+   seconds raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import torch
+from agentgym.trainers.batch import Sequence, collate, forward_logprobs
+from agentgym.trainers.common import (
+    Metrics,
+    Tokenizer,
+    load_checkpoint,
+    load_model,
+    load_tokenizer,
+    make_accelerator,
+    make_optimizer,
+    save_checkpoint,
+    save_model,
+    trainable_state,
+)
+from agentgym.trainers.config import GRPOConfig
+from agentgym.trainers.losses import group_advantages, ppo_clip_loss
+from agentgym.trainers.sft import accumulate
+
+from agentgym.types import Trajectory
+
+
+def make_sampler(cfg: GRPOConfig, model, tokenizer, env):
+    """The rollout policy: an ``LLMPolicy`` on vLLM (weights pushed after each update) or on the
+    training model itself (hf; nothing to push)."""
+    from agentgym.policies.llm import LLMPolicy
+
+    from agentgym.policy import SamplingParams, parse_spec
+
+    sampling = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    if cfg.sampler == "hf":
+        from agentgym.policies.hf import HFGenerator
+
+        gen = HFGenerator(
+            model, tokenizer, device=str(next(model.parameters()).device), max_batch=cfg.concurrency
+        )
+        return LLMPolicy(gen, tokenizer, sampling)
+    from agentgym.policies import vllm as vllm_backend
+
+    spec = parse_spec(
+        f"vllm:{cfg.model},{cfg.policy_spec},gpu_memory_utilization={cfg.gpu_memory_utilization}"
+    )
+    return vllm_backend.from_spec(spec, env)
+
+
+def push_weights(policy, state: dict[str, torch.Tensor], timeout: float) -> float:
+    """Send new weights to the sampler's generator; raises ``TimeoutError`` after ``timeout`` s."""
+    gen = policy.generator
+    t0 = time.perf_counter()
+
+    def call():
+        out = gen.update_weights(state)
+        if inspect.iscoroutine(out):
+            asyncio.run(out)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(call)
+        try:
+            fut.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(
+                f"pushing weights to the {type(gen).__name__} sampler took over {timeout} s (push_timeout); "
+                "the sampler is hung or too slow"
+            ) from None
+    return time.perf_counter() - t0
+
+
+def make_groups(trajs: list[Trajectory], scale: str) -> tuple[list[tuple[Trajectory, float]], dict[str, int]]:
+    """(trajectory, advantage) for every trajectory that enters a group, and counts of what was left out.
+
+    Infrastructure failures and trajectories whose token record failed its check never enter a
+    group; groups with fewer than two members or all-equal scores are dropped."""
+    counts: Counter[str] = Counter()
+    groups: dict[str, list[Trajectory]] = defaultdict(list)
+    for t in trajs:
+        if not t.is_evidence:
+            counts["excluded_status"] += 1
+        elif t.tokens is None or t.metadata.get("token_check") is False:
+            counts["excluded_tokens"] += 1
+        else:
+            groups[t.task_id].append(t)
+    kept: list[Trajectory] = []
+    ids: list[int] = []
+    for i, (_, members) in enumerate(sorted(groups.items())):
+        scores = {m.score for m in members}
+        if len(members) < 2 or len(scores) == 1:
+            counts["dropped_groups"] += 1
+            continue
+        kept += members
+        ids += [i] * len(members)
+    counts["groups"] = len(groups) - counts["dropped_groups"]
+    if not kept:
+        return [], dict(counts)
+    adv = group_advantages(torch.tensor([t.score for t in kept]), ids, scale=scale)
+    return list(zip(kept, adv.tolist(), strict=True)), dict(counts)
+
+
+@torch.no_grad()
+def check_sync(policy, model, prompt: list[int], max_tokens: int = 16) -> float:
+    """Largest gap between the sampler's and the trainer's log-probs of a greedy continuation of
+    ``prompt`` (the check that a weight push arrived)."""
+    from agentgym.policy import SamplingParams
+
+    [c] = asyncio.run(
+        policy.generator.generate([prompt], SamplingParams(temperature=0.0, max_tokens=max_tokens))
+    )
+    seq = Sequence(ids=list(prompt) + list(c.ids), mask=[0] * len(prompt) + [1] * len(c.ids))
+    batch = collate([seq], pad_id=0).to(next(model.parameters()).device)
+    mine = forward_logprobs(model, batch)[0, len(prompt) - 1 :]
+    return float((mine.cpu() - torch.tensor(c.logprobs)).abs().max())
+
+
+def train_grpo(cfg: GRPOConfig) -> dict:
+    """Run online GRPO; returns the summary (mean score per step, first/last, model dir)."""
+    from agentgym.registry import make
+    from agentgym.rollout import run_rollouts
+
+    acc = make_accelerator(cfg)
+    tok = load_tokenizer(cfg.model)
+    tokenize = Tokenizer(tok, cfg.max_length)
+    env = make(cfg.env, **cfg.env_kwargs)
+    pool = env.task_ids(cfg.num_tasks, cfg.seed)
+    model = load_model(cfg)
+    ref = load_model(cfg, trainable=False).to(acc.device) if cfg.kl_coef > 0 else None
+    opt, sched = make_optimizer(cfg, model, cfg.max_steps * cfg.inner_epochs)
+    model, opt, sched = acc.prepare(model, opt, sched)
+    metrics = Metrics(acc, cfg, "grpo")
+    step = 0
+    if cfg.resume and (state := load_checkpoint(acc, cfg.output_dir)) is not None:
+        step = state["step"]
+    policy = make_sampler(cfg, acc.unwrap_model(model), tok, env)
+    if step and cfg.sampler == "vllm":
+        push_weights(policy, trainable_state(acc.unwrap_model(model)), cfg.push_timeout)
+    scores: list[float] = []
+    try:
+        while step < cfg.max_steps:
+            start = (step * cfg.tasks_per_step) % len(pool)
+            tasks = [pool[(start + i) % len(pool)] for i in range(cfg.tasks_per_step)]
+            t0 = time.perf_counter()
+            trajs = run_rollouts(
+                cfg.env,
+                policy,
+                n=len(tasks),
+                group=cfg.group_size,
+                task_ids=tasks,
+                seed=cfg.seed * 1_000 + step,
+                env_kwargs=cfg.env_kwargs,
+                max_turns=cfg.max_turns or None,
+                concurrency=cfg.concurrency,
+                progress=False,
+            )
+            rollout_s = time.perf_counter() - t0
+            evidence = [t for t in trajs if t.is_evidence]
+            mean_score = sum(t.score for t in evidence) / max(len(evidence), 1)
+            scores.append(mean_score)
+            members, counts = make_groups(trajs, cfg.adv_scale)
+            seqs = [tokenize(t, adv) for t, adv in members]
+            row: dict[str, Any] = {
+                "mean_score": mean_score,
+                "pass_rate": sum(t.score >= 1.0 for t in evidence) / max(len(evidence), 1),
+                "episodes": len(trajs),
+                "statuses": dict(Counter(t.status for t in trajs)),
+                "rollout_s": rollout_s,
+                **counts,
+            }
+            t1 = time.perf_counter()
+            losses, stats_all, tokens = [], defaultdict(list), 0
+            model.train()
+            for _ in range(cfg.inner_epochs if seqs else 0):
+                order = torch.randperm(
+                    len(seqs), generator=torch.Generator().manual_seed(cfg.seed + step)
+                ).tolist()
+                for b in range(0, len(order), cfg.batch_size):
+                    chunk = [seqs[i] for i in order[b : b + cfg.batch_size]]
+                    loss, n = accumulate(
+                        acc,
+                        model,
+                        chunk,
+                        cfg.micro_batch_size,
+                        tok.pad_token_id,
+                        _loss_fn(cfg, ref, stats_all),
+                    )
+                    if cfg.max_grad_norm > 0:
+                        acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    losses.append(loss)
+                    tokens += sum(len(s) for s in chunk)
+                sched.step()
+            update_s = time.perf_counter() - t1
+            row.update(
+                update_s=update_s, train_tokens=tokens, train_tokens_per_s=tokens / max(update_s, 1e-9)
+            )
+            if losses:
+                row["loss"] = sum(losses) / len(losses)
+                row.update({k: sum(v) / len(v) for k, v in stats_all.items()})
+            if cfg.sampler == "vllm" and seqs:
+                row["push_s"] = push_weights(
+                    policy, trainable_state(acc.unwrap_model(model)), cfg.push_timeout
+                )
+            step += 1
+            metrics.log(step, **row)
+            if cfg.save_every and step % cfg.save_every == 0:
+                save_checkpoint(acc, cfg.output_dir, step, {"tasks_seen": step * cfg.tasks_per_step})
+    finally:
+        close = getattr(policy.generator, "close", None)
+        if close is not None:
+            close()
+    final = save_model(acc, model, tok, f"{cfg.output_dir}/final")
+    summary = {
+        "steps": step,
+        "mean_scores": scores,
+        "first_score": scores[0] if scores else None,
+        "last_score": scores[-1] if scores else None,
+        "model_dir": str(final),
+    }
+    metrics.log(step, event="done", first_score=summary["first_score"], last_score=summary["last_score"])
+    acc.end_training()
+    return summary
+
+
+def _loss_fn(cfg: GRPOConfig, ref, stats_all: dict[str, list[float]]):
+    """The summed PPO-clip loss of one micro-batch, for ``accumulate`` (which divides by the
+    batch's agent tokens: token-mean). Other aggregations are rescaled to match."""
+
+    def loss_sum(model, batch):
+        lp = forward_logprobs(model, batch)
+        ref_lp = None
+        if ref is not None:
+            with torch.no_grad():
+                ref_lp = forward_logprobs(ref, batch)
+        loss, stats = ppo_clip_loss(
+            lp,
+            batch.old_logprobs,
+            batch.advantages.to(lp.device),
+            batch.loss_mask,
+            clip_low=cfg.clip_low,
+            clip_high=cfg.clip_high,
+            agg=cfg.loss_agg,
+            constant=cfg.loss_constant or 1.0,
+            ratio_level=cfg.ratio_level,
+            ref_logprobs=ref_lp,
+            kl_coef=cfg.kl_coef,
+        )
+        for k, v in stats.items():
+            stats_all[k].append(v)
+        # accumulate() divides by the whole batch's agent tokens: weighting each micro-batch's
+        # loss by its own agent tokens makes the sum exact for token-mean and a token-weighted
+        # average of micro-batch losses for the other modes
+        return loss * batch.loss_mask.sum()
+
+    return loss_sum
