@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import threading
 from dataclasses import dataclass
@@ -48,11 +47,31 @@ def move_seed(*parts: int) -> int:
     >>> move_seed(1, 0, 3) == move_seed(1, 0, 3), move_seed(1, 0, 3) == move_seed(1, 1, 3)
     (True, False)
     """
-    h = 0x12345
+    h = 0x9E3779B97F4A7C15
     for p in parts:
-        h = (h * 0x100000001B3 ^ (int(p) & 0xFFFFFFFFFFFF)) & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 29
+        h = ((h ^ (p & 0xFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
     return h & _MASK
+
+
+def pick(
+    options: list[int] | tuple[int, ...], weights: list[float] | tuple[float, ...] | None, seed: int
+) -> int:
+    """An option drawn with probability proportional to its weight (uniform when None), fixed by
+    ``seed`` (a 31-bit value from ``move_seed``).
+
+    >>> pick([5, 6, 7], None, 0), pick([5, 6, 7], [0.0, 0.0, 1.0], 12345)
+    (5, 7)
+    """
+    if weights is None:
+        return options[seed % len(options)]
+    u = seed / (_MASK + 1) * sum(weights)
+    acc = 0.0
+    for option, w in zip(options, weights, strict=True):
+        acc += w
+        if u < acc:
+            return option
+    return next(o for o, w in zip(reversed(options), reversed(weights), strict=True) if w > 0)
 
 
 class Bot(Protocol):
@@ -78,8 +97,7 @@ class RandomBot:
     seed: int = 0
 
     def choose(self, state: pyspiel.State, player: int, seed: int) -> int:
-        legal = state.legal_actions(player)
-        return legal[random.Random(seed ^ self.seed).randrange(len(legal))]
+        return pick(state.legal_actions(player), None, move_seed(seed, self.seed))
 
 
 @dataclass
@@ -112,10 +130,9 @@ class CFRBot:
         legal = state.legal_actions(player)
         probs = dict(self.table.get(state.information_state_string(player), []))
         weights = [max(probs.get(a, 0.0), 0.0) for a in legal]
-        rng = random.Random(seed ^ self.seed)
         if sum(weights) <= 0:  # never reached in solving: play uniformly
-            return legal[rng.randrange(len(legal))]
-        return rng.choices(legal, weights=weights)[0]
+            return pick(legal, None, move_seed(seed, self.seed))
+        return pick(legal, weights, move_seed(seed, self.seed))
 
 
 def make_bot(spec: str | PolicySpec, game: pyspiel.Game) -> Bot:

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import random
 import re
 from typing import Any
 
 import pyspiel
-from agentgym.envs.games.bots import BOT_NAMES, Bot, MCTSBot, make_bot, move_seed
-from agentgym.envs.games.text import legal_moves, observation, parse_move
+from agentgym.envs.games.bots import BOT_NAMES, Bot, MCTSBot, make_bot, move_seed, pick
+from agentgym.envs.games.text import make_viewer, parse_move
 
 from agentgym.env import ToolEnv
 from agentgym.policy import PolicySpec
@@ -38,7 +37,9 @@ from agentgym.tools import tool
 from agentgym.types import Message, Task, Trajectory, tool_call
 from agentgym.verifiers import Score
 
+_TASK = re.compile(r"(?:.*-)?(\d+)")
 _CHANCE = 1_000_003
+_CHANCE_PLAYER = int(pyspiel.PlayerId.CHANCE)
 """stands for the chance player in seeds"""
 
 
@@ -65,6 +66,9 @@ def load_game(game: str, params: dict[str, Any] | None = None) -> pyspiel.Game:
     return g
 
 
+_ZERO_SUM_2P: dict[str, bool] = {}
+
+
 def outcome_score(game: pyspiel.Game, returns: list[float], seat: int) -> float:
     """The agent's return mapped to [0, 1] (see the module docstring).
 
@@ -73,7 +77,12 @@ def outcome_score(game: pyspiel.Game, returns: list[float], seat: int) -> float:
     (1.0, 0.0, 0.5)
     """
     r = returns[seat]
-    if game.num_players() == 2 and game.get_type().utility == pyspiel.GameType.Utility.ZERO_SUM:
+    key = str(game)
+    if key not in _ZERO_SUM_2P:
+        _ZERO_SUM_2P[key] = (
+            game.num_players() == 2 and game.get_type().utility == pyspiel.GameType.Utility.ZERO_SUM
+        )
+    if _ZERO_SUM_2P[key]:
         return 1.0 if r > 0 else 0.0 if r < 0 else 0.5
     lo, hi = game.min_utility(), game.max_utility()
     return min(1.0, max(0.0, (r - lo) / (hi - lo))) if hi > lo else 0.5
@@ -130,6 +139,12 @@ class GameEnv(ToolEnv):
         self.illegal = 0
         self.forfeit = False
         self._seat_option: int | None = None
+        self._moves_key: Any = None
+        self._episode = 0
+        self._ply = 0
+        self._view = make_viewer(self.game)
+        self._system: dict[int, str] = {}
+        self._moves_cache: dict[str, int] = {}
 
     # ----- tasks and episodes ------------------------------------------------------------------
 
@@ -142,14 +157,14 @@ class GameEnv(ToolEnv):
         options = dict(options or {})
         self._seat_option = options.pop("seat", None)
         obs, info = super().reset(seed=seed, options=options)
-        info.update(seat=self.seat, legal_moves=self.legal_moves())
+        info.update(seat=self.seat, legal_moves=list(self._moves()))
         return obs, info
 
     def load_task(self, task_id: str | None) -> Task:
         if task_id is None:
             k = int(self.np_random.integers(2**31))
         else:
-            m = re.fullmatch(r"(?:.*-)?(\d+)", str(task_id).strip())
+            m = _TASK.fullmatch(str(task_id).strip())
             if m is None:
                 raise ValueError(
                     f"game task ids look like '{self.name}-12' (a number seeds the game), got {task_id!r}"
@@ -162,83 +177,90 @@ class GameEnv(ToolEnv):
             raise ValueError(f"seat must be a player number in 0..{n - 1}, got {self.seat}")
         self.task_seed, self.illegal, self.forfeit = k, 0, False
         self.state = self.game.new_initial_state()
+        self._episode += 1
+        self._ply = 0
+        self.done = False
         seen = self._advance()
         return Task(
             task_id=f"{self.name}-{k}", prompt=self._turn_text(seen), info={"seed": k, "seat": self.seat}
         )
 
     def initial_messages(self, task: Task) -> list[Message]:
-        others = sorted({self.opponent_specs[p] for p in range(self.game.num_players()) if p != self.seat})
-        example = self.legal_moves()[0] if self.legal_moves() else "..."
-        system = (
-            f"You are playing {self.game.get_type().long_name} as player {self.seat} "
-            f"(players are numbered from 0) against {' and '.join(others)}. "
-            f"On each of your turns call the move tool with exactly one legal move, written as listed "
-            f"(for example {example}). After {self.max_illegal} illegal moves you forfeit the game."
-        )
-        return [{"role": "system", "content": system}, {"role": "user", "content": task.prompt}]
+        if self.seat not in self._system:
+            others = sorted(
+                {self.opponent_specs[p] for p in range(self.game.num_players()) if p != self.seat}
+            )
+            self._system[self.seat] = (
+                f"You are playing {self.game.get_type().long_name} as player {self.seat} "
+                f"(players are numbered from 0) against {' and '.join(others)}. "
+                f"On each of your turns call the move tool with exactly one legal move, written as listed. "
+                f"After {self.max_illegal} illegal moves you forfeit the game."
+            )
+        return [
+            {"role": "system", "content": self._system[self.seat]},
+            {"role": "user", "content": task.prompt},
+        ]
 
     def bot_seed(self, player: int) -> int:
         """The seed of the move ``player`` makes now: a function of the task and the move number
         only, so a bot plays the same whether it is the agent or an opponent."""
-        return move_seed(self.task_seed, player, len(self.state.history()))
+        return move_seed(self.task_seed, player, self._ply)
 
     def legal_moves(self) -> list[str]:
+        """The agent's legal moves now, as listed to it (empty when it is not its turn)."""
+        return list(self._moves())
+
+    def _moves(self) -> dict[str, int]:
+        """Listed move -> action id for the agent's turn, computed once per position."""
         s = self.state
-        if s is None or s.is_terminal() or s.current_player() != self.seat:
-            return []
-        return legal_moves(s, self.seat)
+        key = (self._episode, self._ply)
+        if key != self._moves_key:
+            moves: dict[str, int] = {}
+            if s is not None and not s.is_terminal() and s.current_player() == self.seat:
+                moves = {s.action_to_string(self.seat, a): a for a in s.legal_actions(self.seat)}
+            self._moves_key, self._moves_cache = key, moves
+        return self._moves_cache
+
+    def _apply(self, action: int) -> None:
+        self.state.apply_action(action)
+        self._ply += 1
 
     def _advance(self) -> list[str]:
         """Play chance and opponents until the agent's turn or the end; returns what the agent
         saw of it (the opponents' moves in perfect-information games)."""
-        s, seen = self.state, []
-        while not s.is_terminal():
+        s, seat, seen = self.state, self.seat, []
+        while True:
             p = s.current_player()
-            if s.is_chance_node():
+            if p == seat:
+                return seen
+            if p == _CHANCE_PLAYER:
                 actions, probs = zip(*s.chance_outcomes(), strict=True)
-                rng = random.Random(move_seed(self.task_seed, _CHANCE, len(s.history())))
-                s.apply_action(rng.choices(actions, weights=probs)[0])
-                continue
-            if p == self.seat:
-                break
-            a = self.bots[p].choose(s, p, self.bot_seed(p))
-            if self.perfect:
-                seen.append(f"Player {p} played {s.action_to_string(p, a)}.")
-            s.apply_action(a)
-        if s.is_terminal():
-            self.done = True
-        return seen
+                self._apply(pick(actions, probs, move_seed(self.task_seed, _CHANCE, self._ply)))
+            elif p < 0:  # terminal
+                self.done = True
+                return seen
+            else:
+                a = self.bots[p].choose(s, p, move_seed(self.task_seed, p, self._ply))
+                if self.perfect:
+                    seen.append(f"Player {p} played {s.action_to_string(p, a)}.")
+                self._apply(a)
 
     def _turn_text(self, lines: list[str]) -> str:
         s = self.state
-        lines = list(lines)
-        if s.is_terminal():
+        if self.done:  # the game is over
             r = s.returns()
             score = outcome_score(self.game, r, self.seat)
-            verdict = (
-                "You won."
-                if score == 1.0
-                else "You lost."
-                if score == 0.0
-                else "It is a draw."
-                if score == 0.5
-                else ""
-            )
-            lines += [
-                f"Game over. {verdict} Returns by player: {[round(x, 4) for x in r]}.",
-                observation(s, self.seat).rstrip(),
-            ]
+            verdict = {1.0: "You won.", 0.0: "You lost.", 0.5: "It is a draw."}.get(score, "")
+            lines.append(f"Game over. {verdict} Returns by player: {[round(x, 4) for x in r]}.")
+            lines.append(self._view(s, self.seat).rstrip())
         else:
-            lines += [
-                observation(s, self.seat).rstrip(),
-                f"You are player {self.seat}. Legal moves: {self._moves_hint()}",
-            ]
-        return "\n".join(x for x in lines if x)
+            lines.append(self._view(s, self.seat).rstrip())
+            lines.append(f"You are player {self.seat}. Legal moves: {self._moves_hint()}")
+        return "\n".join(lines)
 
     def _moves_hint(self) -> str:
-        hint = ", ".join(self.legal_moves())
-        return hint + (" (or the column number)" if self.name == "connect_four" else "")
+        hint = ", ".join(self._moves())
+        return hint + " (or the column number)" if self.name == "connect_four" else hint
 
     # ----- the agent's tool ----------------------------------------------------------------------
 
@@ -250,7 +272,7 @@ class GameEnv(ToolEnv):
             move: a legal move written as in the list of legal moves
         """
         text = str(move)
-        action = parse_move(self.state, self.seat, text)
+        action = parse_move(self.state, self.seat, text, self._moves())
         if action is None:
             self.illegal += 1
             shown = text if len(text) <= 60 else text[:57] + "..."
@@ -262,7 +284,7 @@ class GameEnv(ToolEnv):
                 f"Error: {shown!r} is not a legal move. Legal moves: {self._moves_hint()}.\n"
                 f"{left} more illegal move{'s' if left > 1 else ''} and you forfeit."
             )
-        self.state.apply_action(action)
+        self._apply(action)
         return self._turn_text(self._advance())
 
     def respond(self, action: Message) -> list[Message]:
@@ -325,7 +347,7 @@ class BotPolicy:
         if s is None or env.done or s.is_terminal():
             return {"role": "assistant", "content": "The game is over."}
         a = self.bot.choose(s, env.seat, env.bot_seed(env.seat))
-        call = tool_call("move", {"move": s.action_to_string(env.seat, a)}, f"call_{len(s.history())}")
+        call = tool_call("move", {"move": s.action_to_string(env.seat, a)}, f"call_{env._ply}")
         return {"role": "assistant", "content": "", "tool_calls": [call]}
 
     async def act(self, traj: Trajectory, env: GameEnv) -> Message:

@@ -16,6 +16,7 @@ seat, never ``str(state)`` of an imperfect-information game (which shows every h
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pyspiel
 
@@ -40,28 +41,38 @@ def _aliases(move: str) -> list[str]:
     return out
 
 
-def parse_move(state: pyspiel.State, player: int, text: str) -> int | None:
-    """The legal action ``text`` names, or None. Accepted, in order: the move as listed (any case,
-    spaces ignored), the move without the player's mark (a column number in connect_four), the
-    game's own ``string_to_action`` (e.g. chess SAN and UCI), and a legal action id."""
+_SPACE = re.compile(r"\s+")
+_TOKEN = re.compile(r"[\w()\[\],:;+#=@/-]+")
+
+
+def parse_move(
+    state: pyspiel.State, player: int, text: str, moves: dict[str, int] | None = None
+) -> int | None:
+    """The legal action ``text`` names, or None. Accepted, in order: the move as listed (spaces
+    ignored; any case unless case tells two moves apart), the move without the player's mark (a
+    column number in connect_four), the game's own ``string_to_action``, and a legal action id.
+    ``moves`` (listed move -> action) saves recomputing the legal moves."""
+    if moves is None:
+        moves = {state.action_to_string(player, a): a for a in state.legal_actions(player)}
+    if text in moves:
+        return moves[text]
     if len(text) > 200:
         return None
-    raw = re.sub(r"\s+", "", text).strip("\"'`.")
+    raw = _SPACE.sub("", text).strip("\"'`.")
     want = raw.lower()
     if not want:
         return None
-    legal = state.legal_actions(player)
-    written = {a: re.sub(r"\s+", "", state.action_to_string(player, a)) for a in legal}
-    for a, s in written.items():
-        if s == raw:
-            return a
-    folded = [a for a, s in written.items() if s.lower() == want]
+    written = {_SPACE.sub("", s): a for s, a in moves.items()}
+    if raw in written:
+        return written[raw]
+    folded = [a for s, a in written.items() if s.lower() == want]
     if len(folded) == 1:  # case-insensitive, unless that confuses two moves (chess Bxc3 / bxc3)
         return folded[0]
-    found = [a for a, s in written.items() if want in _aliases(s.lower())]
+    found = [a for s, a in written.items() if want in _aliases(s.lower())]
     if len(found) == 1:  # an alias that fits two moves is refused
         return found[0]
-    if len(want) <= 32 and re.fullmatch(r"[\w()\[\],:;+#=@/-]+", want) and not want.isdigit():
+    legal = set(moves.values())
+    if len(want) <= 32 and _TOKEN.fullmatch(want) and not want.isdigit():
         try:
             a = state.string_to_action(player, text.strip())
         except Exception:  # pyspiel raises SpielError (or worse) for a string it cannot read
@@ -73,21 +84,25 @@ def parse_move(state: pyspiel.State, player: int, text: str) -> int | None:
     return None
 
 
-def observation(state: pyspiel.State, player: int) -> str:
-    """What ``player`` sees: the board, or its information state in an imperfect-information game."""
-    game = state.get_game()
+def make_viewer(game: pyspiel.Game) -> Callable[[pyspiel.State, int], str]:
+    """The function rendering what a seat sees in this game: the board in a perfect-information
+    game, else that seat's information state (its own cards and the public moves)."""
     kind = game.get_type()
-    name = kind.short_name
-    if name == "kuhn_poker":
-        return _kuhn(state, player)
+    if kind.short_name == "kuhn_poker":
+        return _kuhn
     perfect = kind.information == pyspiel.GameType.Information.PERFECT_INFORMATION
     if perfect and kind.provides_observation_string:
-        return state.observation_string(player)
+        return lambda state, player: state.observation_string(player)
     if kind.provides_information_state_string:
-        return state.information_state_string(player)
+        return lambda state, player: state.information_state_string(player)
     if kind.provides_observation_string:
-        return state.observation_string(player)
-    return "(this game shows no observation)"
+        return lambda state, player: state.observation_string(player)
+    return lambda state, player: "(this game shows no observation)"
+
+
+def observation(state: pyspiel.State, player: int) -> str:
+    """What ``player`` sees now (see ``make_viewer``)."""
+    return make_viewer(state.get_game())(state, player)
 
 
 def _kuhn(state: pyspiel.State, player: int) -> str:
