@@ -1,0 +1,74 @@
+"""The quickstart pipeline end to end on a tiny budget: every stage runs for real (tiny model,
+teacher demos, SFT, GRPO, DPO sampling, evaluations); the table is counted from the files and a
+rerun resumes instead of redoing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from agentgym.data.quickstart import QuickstartConfig, collect_quickstart, format_quickstart, run_quickstart
+from agentgym.testing import need
+from agentgym.types import iter_jsonl
+
+
+@pytest.mark.slow
+def test_quickstart_tiny_budget_runs_every_stage_and_resumes(tmp_path, capsys):
+    need(module="torch", install="pip install 'agentgym[train]'")
+    cfg = QuickstartConfig(
+        out_dir=str(tmp_path / "qs"),
+        demos=12,
+        sft_steps=3,
+        grpo_steps=1,
+        group=2,
+        dpo_tasks=4,
+        dpo_steps=1,
+        eval_tasks=4,
+        batch_size=4,
+        max_tokens=12,
+    )
+    results = run_quickstart(cfg)
+    out = tmp_path / "qs"
+    for name in (
+        "model",
+        "demos",
+        "eval_untrained",
+        "sft",
+        "eval_sft",
+        "grpo",
+        "eval_grpo",
+        "dpo_samples",
+        "dpo",
+    ):
+        assert (out / "stages" / f"{name}.json").exists(), name
+    demos = json.loads((out / "stages" / "demos.json").read_text())
+    assert demos["kept"] == demos["total"] == 12
+    for key in ("untrained", "sft", "grpo"):
+        recs = [r for _, r in iter_jsonl(out / f"eval_{key}.jsonl")]
+        row = results["rows"][key]
+        assert len(recs) == 4 and row["evidence"] == sum(r["status"] in ("ok", "truncated") for r in recs)
+        assert row["passed"] == sum(r["status"] == "ok" and r["score"] >= 1.0 for r in recs)
+    dpo = json.loads((out / "stages" / "dpo.json").read_text())
+    samples = json.loads((out / "stages" / "dpo_samples.json").read_text())
+    assert samples["samples"] == 8
+    assert (dpo["model"] is None) == (samples["pairs"] == 0)
+    table = capsys.readouterr().out
+    assert "untrained" in table and "SFT -> GRPO" in table and "SFT -> DPO" in table
+    assert table.strip() == format_quickstart(collect_quickstart(out))
+
+    # a rerun finds every stage done and prints the same table
+    run_quickstart(cfg)
+    captured = capsys.readouterr()
+    assert captured.out.strip() == table.strip() and "done earlier" in captured.err
+    p = subprocess.run(
+        [sys.executable, "-m", "agentgym.cli", "report", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0 and p.stdout.strip() == table.strip()
+    with pytest.raises(ValueError, match="other settings"):
+        run_quickstart(QuickstartConfig(out_dir=str(out), demos=13))
