@@ -258,23 +258,23 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def processes_of_uid(uid: int) -> list[int]:
-    """Pids of the host's live (not zombie) processes whose real or effective uid is ``uid``."""
+    """Pids of the host's live (not zombie) processes running as ``uid``.
+
+    The owner of ``/proc/PID`` is the process's effective uid; a sandboxed process cannot change
+    it (bwrap sets no-new-privileges, so setuid programs do not work inside)."""
     pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"State:") and b"Z" in line.split()[1]:
-                        break
-                    if line.startswith(b"Uid:"):
-                        ids = line.split()[1:3]
-                        if str(uid).encode() in ids:
-                            pids.append(int(name))
-                        break
-        except OSError:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
+        if state not in (b"Z", b"X"):
+            pids.append(int(name))
     return pids
 
 
