@@ -42,7 +42,8 @@ class WebTeacher:
             steps = [step for sub in subs for step in sub["plan"]]
             text = " | ".join("done" if "cart" in sub else str(sub["answer"]) for sub in subs)
             plan = _Plan(traj, steps + [{"answer": text}])
-            self._plans = {k: v for k, v in self._plans.items() if not v.traj.messages or v.traj is not traj}
+            if len(self._plans) >= 256:  # forget the oldest episodes
+                self._plans.pop(next(iter(self._plans)))
             self._plans[id(traj)] = plan
         return plan
 
