@@ -42,16 +42,13 @@ _MASK = (1 << 31) - 1
 
 
 def move_seed(*parts: int) -> int:
-    """Mix integers (task seed, player, move number, spec seed) into one 31-bit seed.
+    """Mix integers (task seed, player, move number, spec seed) into one 31-bit seed. Python's
+    hash of a tuple of ints is not randomized per process, so seeds agree across processes.
 
     >>> move_seed(1, 0, 3) == move_seed(1, 0, 3), move_seed(1, 0, 3) == move_seed(1, 1, 3)
     (True, False)
     """
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = ((h ^ (p & 0xFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & _MASK
+    return hash(parts) & _MASK
 
 
 def pick(
@@ -97,7 +94,7 @@ class RandomBot:
     seed: int = 0
 
     def choose(self, state: pyspiel.State, player: int, seed: int) -> int:
-        return pick(state.legal_actions(player), None, move_seed(seed, self.seed))
+        return pick(state.legal_actions(), None, move_seed(seed, self.seed))
 
 
 @dataclass

@@ -38,6 +38,8 @@ from agentgym.types import Message, Task, Trajectory, tool_call
 from agentgym.verifiers import Score
 
 _TASK = re.compile(r"(?:.*-)?(\d+)")
+_FIXED_MOVE_NAMES = frozenset({"tic_tac_toe", "connect_four", "kuhn_poker", "leduc_poker"})
+"""games whose move names do not depend on the position, so they are computed once"""
 _CHANCE = 1_000_003
 _CHANCE_PLAYER = int(pyspiel.PlayerId.CHANCE)
 """stands for the chance player in seeds"""
@@ -144,6 +146,7 @@ class GameEnv(ToolEnv):
         self._ply = 0
         self._view = make_viewer(self.game)
         self._system: dict[int, str] = {}
+        self._names: dict[tuple[int, int], str] | None = {} if self.name in _FIXED_MOVE_NAMES else None
         self._moves_cache: dict[str, int] = {}
 
     # ----- tasks and episodes ------------------------------------------------------------------
@@ -217,9 +220,17 @@ class GameEnv(ToolEnv):
         if key != self._moves_key:
             moves: dict[str, int] = {}
             if s is not None and not s.is_terminal() and s.current_player() == self.seat:
-                moves = {s.action_to_string(self.seat, a): a for a in s.legal_actions(self.seat)}
+                moves = {self._move_name(self.seat, a): a for a in s.legal_actions()}
             self._moves_key, self._moves_cache = key, moves
         return self._moves_cache
+
+    def _move_name(self, player: int, action: int) -> str:
+        if self._names is None:
+            return self.state.action_to_string(player, action)
+        name = self._names.get((player, action))
+        if name is None:
+            name = self._names[player, action] = self.state.action_to_string(player, action)
+        return name
 
     def _apply(self, action: int) -> None:
         self.state.apply_action(action)
@@ -242,7 +253,7 @@ class GameEnv(ToolEnv):
             else:
                 a = self.bots[p].choose(s, p, move_seed(self.task_seed, p, self._ply))
                 if self.perfect:
-                    seen.append(f"Player {p} played {s.action_to_string(p, a)}.")
+                    seen.append(f"Player {p} played {self._move_name(p, a)}.")
                 self._apply(a)
 
     def _turn_text(self, lines: list[str]) -> str:

@@ -15,7 +15,10 @@ seat, never ``str(state)`` of an imperfect-information game (which shows every h
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import threading
 from collections.abc import Callable
 
 import pyspiel
@@ -73,10 +76,7 @@ def parse_move(
         return found[0]
     legal = set(moves.values())
     if len(want) <= 32 and _TOKEN.fullmatch(want) and not want.isdigit():
-        try:
-            a = state.string_to_action(player, text.strip())
-        except Exception:  # pyspiel raises SpielError (or worse) for a string it cannot read
-            a = None
+        a = _string_to_action(state, player, text.strip())
         if a in legal:
             return a
     if want.isdigit() and int(want) in legal:
@@ -98,6 +98,32 @@ def make_viewer(game: pyspiel.Game) -> Callable[[pyspiel.State, int], str]:
     if kind.provides_observation_string:
         return lambda state, player: state.observation_string(player)
     return lambda state, player: "(this game shows no observation)"
+
+
+_QUIET = threading.Lock()
+
+
+def _string_to_action(state: pyspiel.State, player: int, text: str) -> int | None:
+    """The game's own parser, or None; pyspiel prints "OpenSpiel exception: ..." on stderr before it
+    raises, which is kept out of the logs (a model's bad move is not an error of the program)."""
+    with _QUIET:
+        saved = None
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        try:
+            return state.string_to_action(player, text)
+        except Exception:  # SpielError for a string the game cannot read
+            return None
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
 
 
 def observation(state: pyspiel.State, player: int) -> str:
