@@ -26,8 +26,9 @@ from agentgym.envs.code.sandbox import Limits, RunResult, Sandbox, SandboxError,
 
 DEFAULT_IMAGE = "python:3.11-slim"
 USER = "65534:65534"
-MAX_PAYLOAD = 1 << 20
-"""bytes of files (tar, before base64) one run may carry: they travel in the environment"""
+MAX_PAYLOAD = 1_400_000
+"""bytes of files (tar, before base64) one run may carry: they travel in the environment, which
+execve caps at about 2 MB (the session's own files are capped at 1 MiB)"""
 
 _LOADER = r"""
 import base64, io, os, resource, shutil, sys, tarfile

@@ -214,6 +214,14 @@ class CodeEnv(ToolEnv):
         self.trajectory.metadata["hidden_tests"] = {"passed": result.passed, "total": result.total}
         return Score(total=result.score, breakdown={"hidden_tests": result.score, "submitted": 1.0})
 
+    def finish(self, truncated: bool, info: dict[str, Any]) -> None:
+        """Score, then close the episode's sandbox (a docker container is removed) even on error."""
+        try:
+            super().finish(truncated, info)
+        finally:
+            if self.session is not None:
+                self.session.close()
+
     def close(self) -> None:
         if self.session is not None:
             self.session.close()

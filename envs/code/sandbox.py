@@ -109,7 +109,8 @@ class RunResult:
 
 
 MAX_FILES = 200
-MAX_FILE_BYTES = 1 << 20
+MAX_TOTAL_BYTES = 1 << 20
+"""bytes of a session's files together (each run copies them into its sandbox)"""
 
 
 def check_path(path: str, reserved_ok: bool = False) -> str:
@@ -148,8 +149,11 @@ class Sandbox:
         """Store a file every later run sees at ``/work/<path>``; returns the normalised path."""
         norm = check_path(path)
         data = content.encode() if isinstance(content, str) else bytes(content)
-        if len(data) > MAX_FILE_BYTES:
-            raise ValueError(f"file {norm!r} is {len(data)} bytes; the limit is {MAX_FILE_BYTES}")
+        total = sum(len(d) for p, d in self.files.items() if p != norm) + len(data)
+        if total > MAX_TOTAL_BYTES:
+            raise ValueError(
+                f"files would total {total} bytes; the limit is {MAX_TOTAL_BYTES} for all files together"
+            )
         if norm not in self.files and len(self.files) >= MAX_FILES:
             raise ValueError(f"too many files (limit {MAX_FILES})")
         if any(p.startswith(norm + "/") for p in self.files) or any(

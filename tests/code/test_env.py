@@ -29,7 +29,7 @@ def play(env, messages, task_id="clamp"):
 
 @pytest.fixture
 def env(bwrap_ready):
-    e = agentgym.make("code/python_functions-v0", backend="bwrap", max_output=300)
+    e = agentgym.make("code/python_functions-v0", backend="bwrap", max_output=300, timeout=4)
     yield e
     e.close()
 

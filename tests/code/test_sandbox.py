@@ -106,3 +106,18 @@ def test_docker_container_is_removed_on_close_even_after_an_error():
     assert attrs["HostConfig"]["ReadonlyRootfs"] and attrs["HostConfig"]["NetworkMode"] == "none"
     box.close()
     assert not client.containers.list(all=True, filters={"id": cid})
+
+
+def test_session_files_are_capped_and_clashes_refused():
+    from agentgym.envs.code.sandbox import MAX_TOTAL_BYTES, Sandbox
+
+    box = Sandbox()
+    box.write_file("a.py", "x" * (MAX_TOTAL_BYTES // 2))
+    with pytest.raises(ValueError, match="for all files together"):
+        box.write_file("b.py", "y" * (MAX_TOTAL_BYTES // 2 + 1))
+    box.write_file("a.py", "small")  # replacing a file frees its bytes
+    box.write_file("b.py", "y" * (MAX_TOTAL_BYTES // 2 + 1))
+    with pytest.raises(ValueError, match="clashes"):
+        box.write_file("a.py/c.py", "z")
+    with pytest.raises(FileNotFoundError, match="files: a.py, b.py"):
+        box.read_file("missing.py")
