@@ -39,7 +39,10 @@ async def raw_playwright(site, urls: list[str]) -> dict:
     finally:
         await browser.close()
         await pw.stop()
-    return {"first_observation_s": round(statistics.median(firsts), 3), "page_loads_per_s": round(statistics.median(loads), 2)}
+    return {
+        "first_observation_s": round(statistics.median(firsts), 3),
+        "page_loads_per_s": round(statistics.median(loads), 2),
+    }
 
 
 def main() -> None:
@@ -65,7 +68,10 @@ def main() -> None:
     env.close()
 
     out: dict = {"env": args.env, "episodes": args.episodes}
-    out["first_observation_s"] = {"cold_with_browser_launch": round(cold, 3), "warm_median": round(statistics.median(warm), 3)}
+    out["first_observation_s"] = {
+        "cold_with_browser_launch": round(cold, 3),
+        "warm_median": round(statistics.median(warm), 3),
+    }
     for conc in (1, 4):
         t1 = time.perf_counter()
         trajs = run_rollouts(args.env, "teacher", n=args.episodes, concurrency=conc, seed=0)
@@ -76,7 +82,12 @@ def main() -> None:
             "mean_score": sum(t.score for t in trajs) / len(trajs),
             "statuses": sorted({t.status for t in trajs}),
         }
-    sizes = [len(m["content"]) for t in trajs for m in t.messages if m["role"] in ("tool", "user") and "URL:" in (m.get("content") or "")]
+    sizes = [
+        len(m["content"])
+        for t in trajs
+        for m in t.messages
+        if m["role"] in ("tool", "user") and "URL:" in (m.get("content") or "")
+    ]
     out["observation_chars"] = {"mean": round(statistics.mean(sizes)), "max": max(sizes)}
     out["observation_tokens_est"] = {"mean": round(statistics.mean(sizes) / 4), "max": round(max(sizes) / 4)}
     out["raw_playwright"] = asyncio.run(raw_playwright(site, urls))
