@@ -4,9 +4,9 @@ Each run starts ``prlimit ... bwrap ...`` as a fresh unprivileged uid (one per r
 limits and the leftover check never mix two runs). Inside: new user, pid, network, ipc, uts and
 cgroup namespaces (``--unshare-all``, no nested user namespaces); ``/usr`` read-only and nothing
 else of the host (no /etc, /home, /root, /tmp, no repository); size-limited tmpfs ``/work`` and
-``/tmp`` holding a fresh copy of the session's files; an empty environment. rlimits bound CPU
-time, address space, file size and processes; the wall clock kills the whole process group, and
-since bwrap's init is pid 1 of the run's pid namespace, every process of the run (daemons too)
+``/tmp`` holding a fresh copy of the session's files; the root and /dev read-only, a small
+/dev/shm; an empty environment. rlimits bound CPU time, address space, file size and processes;
+the wall clock kills the whole process group, and since bwrap's init is pid 1 of the run's pid namespace, every process of the run (daemons too)
 dies with it. Afterwards the host is checked for any process still owned by the run's uid.
 
 Run it: ``agentgym sandbox run --backend bwrap FILE.py``.
@@ -26,6 +26,7 @@ import subprocess
 import time
 from functools import lru_cache
 
+from agentgym.envs.code.cgroup import ENTER_SCRIPT, RunCgroup
 from agentgym.envs.code.sandbox import Limits, RunResult, Sandbox, SandboxError
 
 PYTHONS = ("/usr/bin/python3.11", "/usr/bin/python3")
@@ -117,6 +118,7 @@ class BwrapSandbox(Sandbox):
             cmd += ["--tmpfs", hidden]
         for mount in ("/tmp", "/work"):
             cmd += ["--size", str(limits.disk_mb * mb), "--tmpfs", mount]
+        cmd += ["--size", str(min(limits.disk_mb, 16) * mb), "--tmpfs", "/dev/shm"]
         made = {"/work"}
         for path, data in sorted(files.items()):
             parent = posixpath.dirname("/work/" + path)
@@ -126,7 +128,8 @@ class BwrapSandbox(Sandbox):
             cmd += ["--perms", "0644", "--file", memfd(data), "/work/" + path]
         for path, data in sorted(ro.items()):
             cmd += ["--perms", "0444", "--ro-bind-data", memfd(data), path]
-        cmd += ["--chdir", "/work", "--clearenv"]
+        # bwrap's own root and /dev are unbounded tmpfs: make them read-only once everything is in place
+        cmd += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/work", "--clearenv"]
         for key, value in env.items():
             cmd += ["--setenv", key, value]
         if argv and argv[0] == "python":
@@ -145,10 +148,19 @@ class BwrapSandbox(Sandbox):
             "PYTHONDONTWRITEBYTECODE": "1",
             "AGENTGYM_CHANNEL_FD": str(chan_w),
         }
+        mb = 1 << 20
+        cgroup = RunCgroup.create(
+            f"agentgym-{uid}",
+            uid,
+            (limits.memory_mb + 2 * limits.disk_mb + 16 + 64) * mb,
+            limits.processes + 2,
+        )
         try:
             cmd = self._command(argv, limits, files, ro, fds, uid, env)
             i = cmd.index("--unshare-all")
             cmd[i:i] = ["--json-status-fd", str(stat_w)]
+            if cgroup is not None:
+                cmd = ["/bin/sh", "-c", ENTER_SCRIPT, "sh", *cgroup.procs_files, "--", *cmd]
             start = time.monotonic()
             try:
                 proc = subprocess.Popen(
@@ -164,6 +176,8 @@ class BwrapSandbox(Sandbox):
                     env={"PATH": "/usr/bin:/bin"},
                 )
             except OSError as e:
+                if cgroup is not None:
+                    cgroup.remove()
                 raise SandboxError(f"could not start bwrap: {e}") from e
         finally:
             for fd in (chan_w, stat_w, *fds):
@@ -175,6 +189,10 @@ class BwrapSandbox(Sandbox):
             os.close(stat_r)
         duration = time.monotonic() - start
         leftovers = kill_uid(uid)
+        oom = False
+        if cgroup is not None:
+            oom = cgroup.oom_killed()
+            cgroup.remove()
         started = b'"child-pid"' in status
         if not started:
             raise SandboxError(
@@ -189,7 +207,7 @@ class BwrapSandbox(Sandbox):
         if code is not None and 128 < code <= 128 + 64:
             code = -(code - 128)
         if limit is None:
-            limit = infer_limit(code, err)
+            limit = "memory" if oom else infer_limit(code, err)
         cap = limits.output_bytes
         return RunResult(
             stdout=out[:cap].decode(errors="replace"),
@@ -200,7 +218,7 @@ class BwrapSandbox(Sandbox):
             truncated=len(out) > cap or len(err) > cap,
             channel=chan,
             backend=self.backend,
-            details={"uid": uid, "leftover_processes_killed": leftovers},
+            details={"uid": uid, "leftover_processes_killed": leftovers, "cgroup": cgroup is not None},
         )
 
 
