@@ -249,7 +249,7 @@ def _collect(proc: subprocess.Popen, extra: list[int], limits: Limits, start: fl
                 sel.unregister(key.fd)
                 continue
             buf = bufs[key.fd]
-            cap = caps.get(key.fd, 64 << 20)
+            cap = caps.get(key.fd, 16 << 20)
             if len(buf) < cap:
                 buf += chunk[: cap - len(buf)]
             elif not killed:
