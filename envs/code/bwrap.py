@@ -80,9 +80,7 @@ class BwrapSandbox(Sandbox):
                 f"no system Python found at {' or '.join(PYTHONS)}; install it: apt-get install python3"
             )
 
-    def _command(
-        self, argv: list[str], limits: Limits, files, ro, fds: list[int], uid: int, env: dict[str, str]
-    ):
+    def _command(self, argv: list[str], limits: Limits, files, ro, fds: list[int], env: dict[str, str]):
         def memfd(data: bytes) -> str:
             fd = os.memfd_create("agentgym")
             os.write(fd, data)
@@ -156,7 +154,7 @@ class BwrapSandbox(Sandbox):
             limits.processes + 2,
         )
         try:
-            cmd = self._command(argv, limits, files, ro, fds, uid, env)
+            cmd = self._command(argv, limits, files, ro, fds, env)
             i = cmd.index("--unshare-all")
             cmd[i:i] = ["--json-status-fd", str(stat_w)]
             if cgroup is not None:

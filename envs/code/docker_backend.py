@@ -182,7 +182,12 @@ class DockerSandbox(Sandbox):
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        reader.join(limits.timeout + 5)
+        deadline = start + limits.timeout + 5
+        while reader.is_alive() and time.monotonic() < deadline:
+            reader.join(0.1)
+            if reader.is_alive() and not api.exec_inspect(exec_id).get("Running", True):
+                self._kill_all()  # the program ended but a daemon still holds its output open
+                reader.join(5)
         if reader.is_alive():
             state["limit"] = "timeout"
             self._kill_all()
