@@ -105,7 +105,6 @@ class GameEnv(ToolEnv):
     """
 
     ends_on_text = False
-    system_prompt = "You are playing a game. Call the move tool with one legal move on each of your turns."
 
     def __init__(
         self,
@@ -119,7 +118,8 @@ class GameEnv(ToolEnv):
     ):
         super().__init__(max_turns=max_turns, **kwargs)
         self.game = load_game(game, params)
-        self.name = self.game.get_type().short_name
+        self.name = game.split("(", 1)[0].strip()
+        """the game's short name, as in task ids (``connect_four-12``)"""
         n = self.game.num_players()
         if seat is not None and not 0 <= seat < n:
             raise ValueError(f"seat must be a player number in 0..{n - 1} for {self.name}, got {seat}")
@@ -184,9 +184,8 @@ class GameEnv(ToolEnv):
         self._ply = 0
         self.done = False
         seen = self._advance()
-        return Task(
-            task_id=f"{self.name}-{k}", prompt=self._turn_text(seen), info={"seed": k, "seat": self.seat}
-        )
+        tid = f"{self.name}-{k}" if task_id is None else str(task_id)
+        return Task(task_id=tid, prompt=self._turn_text(seen), info={"seed": k, "seat": self.seat})
 
     def initial_messages(self, task: Task) -> list[Message]:
         if self.seat not in self._system:

@@ -27,11 +27,6 @@ _PREFIX = re.compile(r"^[a-z]+(?=[\d(])")
 _KUHN_CARDS = "JQK"
 
 
-def legal_moves(state: pyspiel.State, player: int) -> list[str]:
-    """The legal moves of ``player`` in the game's own notation."""
-    return [state.action_to_string(player, a) for a in state.legal_actions(player)]
-
-
 def _aliases(move: str) -> list[str]:
     """Other ways models write a move: without the player's mark (``x3`` -> ``3``,
     ``x(1,1)`` -> ``(1,1)`` and ``1,1``)."""

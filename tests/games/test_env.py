@@ -117,6 +117,15 @@ def test_a_reply_without_a_move_gets_a_reminder_with_the_legal_moves():
     assert "x0" in replies[-1]["content"] and "move tool" in replies[-1]["content"]
 
 
+def test_running_out_of_turns_is_truncated_not_a_forfeit():
+    env = agentgym.make("games/tic_tac_toe-v0", max_turns=2)
+    env.reset(options={"task_id": "tic_tac_toe-0"})
+    env.step({"role": "assistant", "content": "thinking"})
+    _, reward, terminated, truncated, info = env.step({"role": "assistant", "content": "still thinking"})
+    assert truncated and not terminated and reward == 0.0
+    assert env.trajectory.status == "truncated" and env.trajectory.metadata["forfeit"] is False
+
+
 def test_rewards_map_returns_to_win_draw_loss():
     env = agentgym.make("games/tic_tac_toe-v0", opponent="mcts:sims=200")
     mcts = env.make_policy(agentgym.parse_spec("mcts:sims=200"))
@@ -172,3 +181,15 @@ def test_records_are_json_and_parameters_reach_the_game():
     assert info["legal_moves"] == ["x0", "x1", "x2", "x3", "x4"]
     traj = play(env, env.make_policy(agentgym.parse_spec("random")), "x-1")
     json.dumps(traj.to_record())
+
+
+def test_any_openspiel_game_by_name_including_simultaneous_ones():
+    for game, task in [
+        ("goofspiel(num_cards=4)", "goofspiel-3"),
+        ("liars_dice", "7"),
+        ("breakthrough(rows=5,columns=5)", "b-2"),
+    ]:
+        env = agentgym.make("games/openspiel-v0", game=game)
+        traj = play(env, env.make_policy(agentgym.parse_spec("random")), task)
+        assert traj.task_id == task and traj.status == "ok" and traj.metadata["returns"] is not None
+        assert env.name == game.split("(")[0]
