@@ -213,9 +213,10 @@ class ToolEnv(gymnasium.Env):
         (or, when ``ends_on_text`` is False, a reminder to call a tool)."""
         calls = action.get("tool_calls")
         errors: list[str] = []
+        decoded: list[Any] = []
         if not calls:
             parsed = parse_tool_calls(action.get("content") or "", self.tool_format)
-            calls, errors = parsed.tool_calls, parsed.errors
+            calls, errors, decoded = parsed.tool_calls, parsed.errors, parsed.arguments
         replies: list[Message] = [{"role": "tool", "name": "error", "content": f"Error: {e}"} for e in errors]
         if not calls and not errors:
             if self.ends_on_text:
@@ -224,14 +225,16 @@ class ToolEnv(gymnasium.Env):
                 names = ", ".join(self._tools)
                 replies.append({"role": "user", "content": f"Please call one of the tools ({names})."})
             return replies
-        for call in calls:
-            replies.append(self.call_tool(call))
+        for i, call in enumerate(calls):
+            replies.append(self.call_tool(call, decoded[i] if i < len(decoded) else None))
             if self.done:
                 break
         return replies
 
-    def call_tool(self, call: Any) -> Message:
-        """Execute one tool call; every model mistake becomes an error message, never an exception."""
+    def call_tool(self, call: Any, arguments: dict[str, Any] | None = None) -> Message:
+        """Execute one tool call; every model mistake becomes an error message, never an exception.
+
+        ``arguments`` are the call's already-decoded arguments, when the parser has them."""
         try:
             fn = call["function"]
             name, raw = fn["name"], fn.get("arguments", "{}")
@@ -245,7 +248,9 @@ class ToolEnv(gymnasium.Env):
                 f"Error: unknown tool {name!r}. Available tools: {', '.join(self._tools) or 'none'}."
             )
             return out
-        if isinstance(raw, str):
+        if arguments is not None:
+            args = arguments
+        elif isinstance(raw, str):
             try:
                 args = json.loads(raw) if raw.strip() else {}
             except (json.JSONDecodeError, RecursionError) as e:

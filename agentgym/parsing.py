@@ -37,10 +37,12 @@ class ParseResult:
     tool_calls: list[ToolCall] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     """one readable reason per malformed call, for the model to see"""
+    arguments: list[dict[str, Any]] = field(default_factory=list)
+    """the decoded arguments of each call in ``tool_calls`` (so they are not decoded again)"""
 
 
-def _to_call(obj: Any, index: int) -> ToolCall | str:
-    """A decoded JSON value as a ToolCall, or the reason it is not one."""
+def _to_call(obj: Any, index: int) -> tuple[ToolCall, dict[str, Any]] | str:
+    """A decoded JSON value as a ToolCall with its decoded arguments, or the reason it is not one."""
     if not isinstance(obj, dict):
         return f"tool call {index} must be a JSON object with 'name' and 'arguments'"
     name = obj.get("name")
@@ -58,7 +60,11 @@ def _to_call(obj: Any, index: int) -> ToolCall | str:
         encoded = json.dumps(args, ensure_ascii=False)
     except (ValueError, RecursionError):
         return f"tool call {index} has arguments that cannot be encoded"
-    return {"id": f"call_{index - 1}", "type": "function", "function": {"name": name, "arguments": encoded}}
+    return {
+        "id": f"call_{index - 1}",
+        "type": "function",
+        "function": {"name": name, "arguments": encoded},
+    }, args
 
 
 def _decode(text: str) -> tuple[Any, str | None]:
@@ -91,7 +97,8 @@ def _parse_hermes(text: str) -> ParseResult:
         if isinstance(call, str):
             result.errors.append(call)
         else:
-            result.tool_calls.append(call)
+            result.tool_calls.append(call[0])
+            result.arguments.append(call[1])
     return result
 
 
@@ -123,7 +130,8 @@ def _parse_json(text: str) -> ParseResult:
         if isinstance(call, str):
             result.errors.append(call)
         else:
-            result.tool_calls.append(call)
+            result.tool_calls.append(call[0])
+            result.arguments.append(call[1])
     return result
 
 
