@@ -11,7 +11,8 @@ weights. The model is untrained (it writes noise) but every backend loads it: tr
 vLLM (GPU or CPU; head_dim is 32 so the CPU attention kernels accept it) and vLLM's server.
 
 The tokenizer is a byte-level BPE with no merges: 4 special tokens plus the 256 bytes, so any
-text round-trips exactly. The chat template is ChatML-style: tools are listed in the system turn,
+text round-trips exactly. The chat template is ChatML-style: tools are listed compactly (name and parameters) in the
+system turn, so prompts stay short for a model this small;
 assistant tool calls render as Hermes ``<tool_call>`` JSON blocks, tool results as ``tool`` turns.
 """
 
@@ -27,17 +28,9 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 CHAT_TEMPLATE = """\
 {%- if tools %}<|im_start|>system
 {% if messages[0].role == 'system' %}{{ messages[0].content }}
-
-{% endif %}# Tools
-
-You may call functions. Their signatures:
-<tools>
-{% for t in tools %}{{ t | tojson }}
-{% endfor %}</tools>
-To call one, reply with:
-<tool_call>
-{"name": <function-name>, "arguments": <arguments-json-object>}
-</tool_call><|im_end|>
+{% endif %}Tools: {% for t in tools %}{{ t.function.name }}(\
+{{ (t.function.parameters.properties or {}).keys() | join(', ') }}){% if not loop.last %}, {% endif %}{% endfor %}{{ "\\n" }}\
+Call one with <tool_call>{"name": ..., "arguments": {...}}</tool_call><|im_end|>
 {% elif messages[0].role == 'system' %}<|im_start|>system
 {{ messages[0].content }}<|im_end|>
 {% endif %}
@@ -145,7 +138,7 @@ def build_tiny_model(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> 
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(torch.float32)
     model.generation_config = GenerationConfig(
-        eos_token_id=[tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>")],
+        eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         bos_token_id=None,
         do_sample=False,
@@ -156,3 +149,62 @@ def build_tiny_model(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> 
     (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     (out / "agentgym_tiny.json").write_text(json.dumps({"size": size, "seed": seed}) + "\n")
     return out
+
+
+def fine_tune(
+    model_dir: str | Path,
+    conversations: list[list[dict]],
+    tools: list[dict] | None = None,
+    steps: int = 100,
+    lr: float = 5e-3,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> Path:
+    """Teach a small model some conversations in place (loss on assistant tokens only).
+
+    Enough to make the tiny model follow a format: about 100 steps on 32 scripted calculator
+    conversations make it call the tool, read the result and answer, so rollouts on it are
+    multi-turn. Runs on one CPU thread (faster than several for matrices this small).
+
+    Args:
+        model_dir: a model directory (rewritten in place).
+        conversations: chat messages (OpenAI format), tokenized with ``agentgym.chat``.
+        tools: the tool schemas shown in the prompts.
+        steps: optimizer steps of ``batch_size`` conversations drawn at random.
+        lr: AdamW learning rate.
+        batch_size: conversations per step.
+        seed: the result depends only on the inputs and this seed.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agentgym.chat import ChatRenderer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        renderer = ChatRenderer(tok, tools)
+        rows = [renderer.tokenize_messages(c) for c in conversations]
+        width = max(len(ids) for ids, _ in rows)
+        ids = torch.full((len(rows), width), tok.pad_token_id)
+        labels = torch.full((len(rows), width), -100)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (x, m) in enumerate(rows):
+            ids[i, : len(x)] = torch.tensor(x)
+            attn[i, : len(x)] = 1
+            labels[i, : len(x)] = torch.where(torch.tensor(m) == 1, torch.tensor(x), -100)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        model.train()
+        for _ in range(steps):
+            batch = torch.randint(0, len(rows), (batch_size,))
+            loss = model(input_ids=ids[batch], attention_mask=attn[batch], labels=labels[batch]).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        model.save_pretrained(model_dir)
+    finally:
+        torch.set_num_threads(threads)
+    return Path(model_dir)

@@ -1,0 +1,198 @@
+"""``hf:PATH``: a policy on transformers ``generate`` (CPU or GPU), batching concurrent turns.
+
+    agentgym eval --env toy/calculator-v0 --policy hf:/tmp/tiny,temperature=0,max_tokens=64
+
+Concurrent ``generate`` calls are collected for ``batch_window`` seconds (or until ``max_batch``)
+and run as one left-padded batch in a worker thread, so the event loop never blocks. Logprobs
+are the model's own log-softmax (before temperature), as vLLM reports them.
+
+Spec options besides the sampling ones: ``device`` (cpu, cuda, ...), ``dtype`` (float32,
+bfloat16, float16), ``max_batch``, ``batch_window``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from agentgym.policies.llm import LLMPolicy, check_spec_keys, load_tokenizer, sampling_from_spec
+
+from agentgym.policy import Completion, PolicySpec, SamplingParams
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    sampling: SamplingParams
+    future: concurrent.futures.Future
+
+
+class HFGenerator:
+    """Token-level generation with a transformers causal LM.
+
+    Args:
+        model: a model directory or hub id, or an already loaded ``PreTrainedModel``.
+        tokenizer: its tokenizer (for pad/eos ids and stop strings).
+        device: where to run (default: cuda when available, else cpu).
+        dtype: torch dtype name for loading.
+        max_batch: most prompts in one ``generate`` call.
+        batch_window: seconds to wait for more concurrent requests before running a batch.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: str | None = None,
+        dtype: str = "float32",
+        max_batch: int = 16,
+        batch_window: float = 0.01,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if isinstance(model, str):
+            model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.max_batch = max_batch
+        self.batch_window = batch_window
+        self.lock = threading.Lock()
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="agentgym-hf-generate", daemon=True)
+        self._thread.start()
+
+    async def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Completion]:
+        futures = []
+        for p in prompts:
+            fut: concurrent.futures.Future = concurrent.futures.Future()
+            self._queue.put(_Request(list(p), sampling, fut))
+            futures.append(asyncio.wrap_future(fut))
+        return list(await asyncio.gather(*futures))
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.batch_window
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+            groups: dict[str, list[_Request]] = {}
+            for req in batch:
+                groups.setdefault(repr(req.sampling), []).append(req)
+            for reqs in groups.values():
+                try:
+                    with self.lock:
+                        outs = self._run([r.prompt for r in reqs], reqs[0].sampling)
+                    for r, out in zip(reqs, outs, strict=True):
+                        r.future.set_result(out)
+                except Exception as e:  # delivered to every waiting caller
+                    for r in reqs:
+                        if not r.future.done():
+                            r.future.set_exception(e)
+
+    def _run(self, prompts: list[list[int]], s: SamplingParams) -> list[Completion]:
+        torch = self.torch
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            attn[i, width - len(p) :] = 1
+        kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "do_sample": s.temperature > 0}
+        if s.temperature > 0:
+            kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
+        if s.stop:
+            kwargs.update(stop_strings=list(s.stop), tokenizer=self.tokenizer)
+        if s.seed is not None:
+            torch.manual_seed(s.seed)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=attn.to(self.device),
+                eos_token_id=self.eos_id,
+                pad_token_id=self.pad_id,
+                return_dict_in_generate=True,
+                output_logits=True,
+                **kwargs,
+            )
+        new = out.sequences[:, width:].cpu()
+        logps = torch.stack(out.logits, dim=1).float().log_softmax(-1).cpu() if out.logits else None
+        results = []
+        for i in range(len(prompts)):
+            row = new[i].tolist()
+            n = len(row)
+            if self.eos_id in row:
+                n = row.index(self.eos_id) + 1
+            row = row[:n]
+            if s.stop and (not row or row[-1] != self.eos_id):
+                row = self._cut_at_stop(row, s.stop)
+                n = len(row)
+            lp = [float(logps[i, t, tok]) for t, tok in enumerate(row)] if logps is not None else [0.0] * n
+            text = self.tokenizer.decode(row, skip_special_tokens=False)
+            stopped = (row and row[-1] == self.eos_id) or any(text.endswith(x) for x in s.stop)
+            finish = "stop" if stopped or n < s.max_tokens else "length"
+            results.append(Completion(ids=row, logprobs=lp, text=text, finish_reason=finish))
+        return results
+
+    def _cut_at_stop(self, row: list[int], stop: list[str]) -> list[int]:
+        for n in range(1, len(row) + 1):
+            text = self.tokenizer.decode(row[:n], skip_special_tokens=False)
+            if any(x in text for x in stop):
+                return row[:n]
+        return row
+
+    def update_weights(self, weights: Any, timeout: float = 300.0) -> None:
+        """Load new weights into the model: a state dict or an iterable of ``(name, tensor)``.
+
+        Raises ``TimeoutError`` when the model stays busy past ``timeout`` seconds, and
+        ``ValueError`` naming the parameters that do not belong to the model.
+        """
+        state = dict(weights.items() if hasattr(weights, "items") else weights)
+        if not self.lock.acquire(timeout=timeout):
+            raise TimeoutError(f"the hf model stayed busy for {timeout} s; weights were not updated")
+        try:
+            missing = self.model.load_state_dict(state, strict=False).unexpected_keys
+            if missing:
+                raise ValueError(f"{len(missing)} weights do not belong to the model, e.g. {missing[:3]}")
+        finally:
+            self.lock.release()
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+
+def from_spec(spec: PolicySpec, env: Any = None) -> LLMPolicy:
+    """``hf:PATH[,device=cuda][,dtype=bfloat16][,temperature=...]``."""
+    check_spec_keys(spec, ("device", "dtype", "max_batch", "batch_window"))
+    if len(spec.args) != 1:
+        raise ValueError(f"policy {spec}: give one model path, e.g. hf:/tmp/tiny")
+    tok = load_tokenizer(spec.args[0], spec.kwargs.get("chat_template"))
+    gen = HFGenerator(
+        spec.args[0],
+        tok,
+        device=spec.kwargs.get("device"),
+        dtype=spec.get("dtype", "float32"),
+        max_batch=spec.get("max_batch", 16, int),
+        batch_window=spec.get("batch_window", 0.01, float),
+    )
+    max_len = getattr(gen.model.config, "max_position_embeddings", None)
+    return LLMPolicy(gen, tok, sampling_from_spec(spec), max_model_len=max_len)
