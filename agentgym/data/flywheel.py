@@ -68,7 +68,7 @@ class FlywheelConfig:
     """samples per task (best-of-K)"""
     temperature: float = 1.0
     """sampling temperature of 'model' generation"""
-    max_tokens: int = 64
+    max_tokens: int = 128
     """most new tokens per assistant turn (generation and evaluation)"""
     min_score: float = 1.0
     """lowest score kept by the filter (and counted as a pass)"""

@@ -49,7 +49,7 @@ class QuickstartConfig:
     """calculator difficulty (1: 'What is 7 + 5?')"""
     demos: int = 128
     """teacher demonstrations for SFT"""
-    sft_steps: int = 60
+    sft_steps: int = 40
     """SFT optimizer steps"""
     grpo_steps: int = 12
     """GRPO steps (each: tasks_per_step x group rollouts, then one update)"""
@@ -67,7 +67,7 @@ class QuickstartConfig:
     """learning rate of GRPO and DPO"""
     batch_size: int = 16
     """sequences per optimizer step"""
-    max_tokens: int = 48
+    max_tokens: int = 128
     """most new tokens per assistant turn"""
 
     def __post_init__(self) -> None:

@@ -53,7 +53,7 @@ def smoothed_multiplier(passed_prev: int, n_prev: int, passed: int, n: int) -> f
     """The odds multiplier from counts, with half a pass and half a failure added to each side.
 
     >>> round(smoothed_multiplier(0, 10, 5, 10), 3)
-    11.0
+    21.0
     """
     if n_prev <= 0 or n <= 0:
         return None
@@ -180,7 +180,7 @@ def training_table(rows: list[dict[str, Any]], max_rows: int = 20) -> str:
         for k in ("loss", "mean_score", "pass_rate", "reward_accuracy", "eval_loss", "elapsed_s")
         if any(k in r for r in steps)
     ]
-    stride = max(1, len(steps) // max_rows)
+    stride = max(1, -(-len(steps) // max_rows))
     shown = steps[::stride]
     if steps and shown[-1] is not steps[-1]:
         shown.append(steps[-1])
