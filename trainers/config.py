@@ -235,6 +235,8 @@ class GRPOConfig(TrainConfig):
     """seconds a weight push to the sampler may take before the run fails"""
     gpu_memory_utilization: float = 0.3
     """share of GPU memory for the vLLM engine (sampler 'vllm' only)"""
+    enforce_eager: bool = False
+    """run the vLLM engine without graph compilation: starts much faster on CPU (sampler 'vllm' only)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -262,10 +264,6 @@ class GRPOConfig(TrainConfig):
             raise ValueError(f"need 0 < clip_low ({self.clip_low}) < 1 and clip_high ({self.clip_high}) > 0")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 for GRPO's exploration, got {self.temperature}")
-
-    @property
-    def policy_spec(self) -> str:
-        return f"temperature={self.temperature},max_tokens={self.max_tokens}"
 
 
 def check_choices(cfg: Any) -> None:

@@ -11,6 +11,7 @@ or ``train_grpo(GRPOConfig(...))``. Each step reads top to bottom:
 3. group advantages from the env verifier's scores; zero-variance groups are dropped (counted);
 4. ``inner_epochs`` passes of PPO-clip over the agent tokens, the ratio taken against the
    sampler's log-probs, optional k3 KL to the frozen starting model;
+   Every rollout is appended to ``output_dir/rollouts.jsonl`` (DPO pairs and data-engine input);
 5. the new weights are pushed to the sampler; a push that does not finish in ``push_timeout``
    seconds raises.
 """
@@ -22,6 +23,7 @@ import concurrent.futures
 import inspect
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,7 +44,7 @@ from agentgym.trainers.config import GRPOConfig
 from agentgym.trainers.losses import group_advantages, ppo_clip_loss
 from agentgym.trainers.sft import accumulate
 
-from agentgym.types import Trajectory
+from agentgym.types import Trajectory, write_jsonl
 
 
 def make_sampler(cfg: GRPOConfig, model, tokenizer, env):
@@ -50,7 +52,7 @@ def make_sampler(cfg: GRPOConfig, model, tokenizer, env):
     training model itself (hf; nothing to push)."""
     from agentgym.policies.llm import LLMPolicy
 
-    from agentgym.policy import SamplingParams, parse_spec
+    from agentgym.policy import SamplingParams
 
     sampling = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
     if cfg.sampler == "hf":
@@ -60,12 +62,13 @@ def make_sampler(cfg: GRPOConfig, model, tokenizer, env):
             model, tokenizer, device=str(next(model.parameters()).device), max_batch=cfg.concurrency
         )
         return LLMPolicy(gen, tokenizer, sampling)
-    from agentgym.policies import vllm as vllm_backend
+    from agentgym.policies.vllm import VLLMGenerator
 
-    spec = parse_spec(
-        f"vllm:{cfg.model},{cfg.policy_spec},gpu_memory_utilization={cfg.gpu_memory_utilization}"
-    )
-    return vllm_backend.from_spec(spec, env)
+    kwargs: dict[str, Any] = {"enforce_eager": cfg.enforce_eager}
+    if torch.cuda.is_available():
+        kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+    gen = VLLMGenerator(cfg.model, max_model_len=cfg.max_length, **kwargs)
+    return LLMPolicy(gen, tokenizer, sampling, max_model_len=cfg.max_length)
 
 
 def push_weights(policy, state: dict[str, torch.Tensor], timeout: float) -> float:
@@ -74,7 +77,11 @@ def push_weights(policy, state: dict[str, torch.Tensor], timeout: float) -> floa
     t0 = time.perf_counter()
 
     def call():
-        out = gen.update_weights(state)
+        out = (
+            gen.update_weights(state, timeout=timeout)
+            if "timeout" in inspect.signature(gen.update_weights).parameters
+            else gen.update_weights(state)
+        )
         if inspect.iscoroutine(out):
             asyncio.run(out)
 
@@ -175,6 +182,8 @@ def train_grpo(cfg: GRPOConfig) -> dict:
                 progress=False,
             )
             rollout_s = time.perf_counter() - t0
+            if acc.is_main_process:
+                write_jsonl(Path(cfg.output_dir) / "rollouts.jsonl", trajs, append=True)
             evidence = [t for t in trajs if t.is_evidence]
             mean_score = sum(t.score for t in evidence) / max(len(evidence), 1)
             scores.append(mean_score)
