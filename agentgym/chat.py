@@ -186,7 +186,7 @@ class ChatRenderer:
         """Run ``check_trajectory`` and record the outcome in ``traj.metadata["token_check"]``
         (``"ok"`` or the list of problems). Returns True when it passed."""
         problems = check_trajectory(traj, self)
-        traj.metadata["token_check"] = "ok" if not problems else problems
+        traj.metadata["token_check"] = problems or "ok"
         return not problems
 
 
