@@ -22,9 +22,10 @@ import socket
 import tempfile
 import time
 
-from agentgym.chat import ChatRenderer
 from agentgym.envs.toy import CalculatorEnv
 from agentgym.policies.tiny import build_tiny_model
+
+from agentgym.chat import ChatRenderer
 from agentgym.rollout import run_rollouts
 
 
@@ -129,6 +130,7 @@ def main() -> None:
     from agentgym.policies import openai as openai_backend
     from agentgym.policies import vllm as vllm_backend
     from agentgym.policies.server import VLLMServer
+
     from agentgym.policy import parse_spec
 
     model = build_tiny_model(tempfile.mkdtemp(prefix="agentgym-bench-") + "/model", size=args.size)

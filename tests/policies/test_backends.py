@@ -11,8 +11,8 @@ import threading
 import time
 
 import pytest
-
 from agentgym.envs.toy import CalculatorEnv
+
 from agentgym.policy import SamplingParams, parse_spec, resolve_policy
 from agentgym.rollout import run_rollouts
 from agentgym.testing import need
