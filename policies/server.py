@@ -130,11 +130,15 @@ def _has_gpu() -> bool:
         return False
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_forever(model: str, port: int = 8000, extra_args: list[str] | None = None) -> int:
     """Run the server until Ctrl-C or SIGTERM; prints the base URL once it is healthy."""
     extra = [a for a in (extra_args or []) if a != "--"]
     server = VLLMServer(model, port=port, extra_args=extra)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         print(f"starting vLLM for {model} on 127.0.0.1:{port} (log: {server._log.name})", file=sys.stderr)
         server.start()
