@@ -12,7 +12,7 @@ Every evaluation is greedy on the same held-out tasks and written to ``OUT/eval_
 the table is counted from those files. Each finished stage writes ``OUT/stages/<stage>.json``, so
 a rerun of the same command skips what is done.
 
-    agentgym quickstart                 # ~10 minutes on 2 CPU cores
+    agentgym quickstart                 # under 15 minutes on 2 CPU cores
     agentgym quickstart --fast          # a smaller budget for smoke tests
     agentgym report runs/quickstart     # the table again, from the files
 """
@@ -49,9 +49,9 @@ class QuickstartConfig:
     """calculator difficulty (1: 'What is 7 + 5?')"""
     demos: int = 128
     """teacher demonstrations for SFT"""
-    sft_steps: int = 40
+    sft_steps: int = 200
     """SFT optimizer steps"""
-    grpo_steps: int = 12
+    grpo_steps: int = 16
     """GRPO steps (each: tasks_per_step x group rollouts, then one update)"""
     group: int = 4
     """rollouts per task in GRPO groups and DPO sampling"""
@@ -72,7 +72,7 @@ class QuickstartConfig:
 
     def __post_init__(self) -> None:
         if self.fast:
-            self.demos, self.sft_steps, self.grpo_steps = 64, 30, 4
+            self.demos, self.sft_steps, self.grpo_steps = 64, 60, 4
             self.dpo_tasks, self.dpo_steps, self.eval_tasks = 16, 8, 32
 
 

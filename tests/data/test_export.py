@@ -132,3 +132,52 @@ def test_hf_directory_round_trips_losslessly(raw, tmp_path):
 def test_unknown_format_is_a_clear_error(raw, tmp_path):
     with pytest.raises(ValueError, match="choose one of trl-sft, trl-dpo, ms-swift, hf"):
         export_file(raw, "parquet", tmp_path / "x")
+
+
+SWIFT_CHECK = """
+import json, sys
+from swift.dataset import load_dataset
+train, val = load_dataset([sys.argv[1]], strict=True, remove_unused_columns=False)
+print(json.dumps({"n": len(train), "rows": [dict(messages=r["messages"], tools=r["tools"]) for r in train]}))
+"""
+
+
+def swift_python() -> str:
+    """An interpreter with ms-swift: $AGENTGYM_MS_SWIFT_PYTHON (ms-swift pins datasets < 5 and
+    trl < 1, so it usually lives in its own virtualenv), else this one when it imports swift."""
+    import importlib.util
+    import os
+    import sys
+
+    path = os.environ.get("AGENTGYM_MS_SWIFT_PYTHON")
+    if path:
+        return path
+    need(
+        module="swift",
+        install="python -m venv /opt/ms-swift && /opt/ms-swift/bin/pip install ms-swift, "
+        "then set AGENTGYM_MS_SWIFT_PYTHON=/opt/ms-swift/bin/python",
+    )
+    assert importlib.util.find_spec("swift") is not None
+    return sys.executable
+
+
+def test_ms_swift_loads_in_ms_swift(raw, tmp_path):
+    import subprocess
+
+    python = swift_python()
+    recs = records(raw)
+    out = tmp_path / "swift.jsonl"
+    export_records(recs, "ms-swift", out)
+    p = subprocess.run(
+        [python, "-c", SWIFT_CHECK, str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    loaded = json.loads(p.stdout.strip().splitlines()[-1])
+    assert loaded["n"] == len(recs) == 18
+    for row, src in zip(loaded["rows"], recs, strict=True):
+        assert row["tools"][0]["function"]["name"] == "calculator"
+        calls = [json.loads(m["content"]) for m in row["messages"] if m["role"] == "tool_call"]
+        responses = [m["content"] for m in row["messages"] if m["role"] == "tool_response"]
+        assert responses == [m["content"] for m in src["messages"] if m["role"] == "tool"]
+        assert len(calls) == len(responses) and all(set(c) == {"name", "arguments"} for c in calls)
+        assert row["messages"][1] == {"role": "user", "content": src["messages"][1]["content"]}
