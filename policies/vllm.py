@@ -62,6 +62,19 @@ def completion_from_output(c: Any) -> Completion:
     return Completion(ids=ids, logprobs=lps, text=c.text, finish_reason=finish)
 
 
+def checkpoint_names(model: str) -> set[str]:
+    """The tensor names in a local model directory's safetensors files (empty if none)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    names: set[str] = set()
+    for f in sorted(Path(model).glob("*.safetensors")) if Path(model).is_dir() else []:
+        with safe_open(str(f), framework="pt") as st:
+            names.update(st.keys())
+    return names
+
+
 class VLLMGenerator:
     """Token-level generation on an in-process vLLM ``AsyncLLM`` engine.
 
@@ -153,8 +166,12 @@ class VLLMGenerator:
         new; the prefix cache is cleared. Raises ``TimeoutError`` after ``timeout`` seconds."""
         from safetensors.torch import save
 
-        items = weights.items() if hasattr(weights, "items") else weights
-        blob = save({name: t.detach().to("cpu").contiguous() for name, t in items})
+        items = dict(weights.items() if hasattr(weights, "items") else weights)
+        known = checkpoint_names(self.model)
+        unknown = sorted(set(items) - known) if known else []
+        if unknown:  # refused here: a half-applied reload would leave the engine unusable
+            raise ValueError(f"{len(unknown)} weights are not in the model's checkpoint, e.g. {unknown[:3]}")
+        blob = save({name: t.detach().to("cpu").contiguous() for name, t in items.items()})
         self._call(self._update(blob), timeout)
 
     def close(self) -> None:

@@ -13,10 +13,11 @@ class WeightSync:
         try:
             from safetensors.torch import load
 
-            runner = self.model_runner  # type: ignore[attr-defined]
-            model = runner.get_model() if hasattr(runner, "get_model") else runner.model
-            weights = load(blob)
-            model.load_weights(weights=list(weights.items()))
+            # reload_weights undoes and redoes the kernel-format processing done after the first
+            # load (vLLM's CPU backend repacks linear weights and frees the originals)
+            self.model_runner.reload_weights(  # type: ignore[attr-defined]
+                weights_iterator=list(load(blob).items()), is_checkpoint_format=True
+            )
             return ""
         except Exception as e:
             return f"{type(e).__name__}: {e}"
