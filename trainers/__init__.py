@@ -1,1 +1,27 @@
-"""Trainers: SFT, GRPO, DPO."""
+"""Trainers: SFT warm start, online trajectory GRPO, DPO on trajectory pairs.
+
+Python entry points (each takes its config dataclass and returns a summary dict)::
+
+    from agentgym.trainers import SFTConfig, train_sft, GRPOConfig, train_grpo, DPOConfig, train_dpo
+
+Command line: ``agentgym train sft|grpo|dpo --help``. Importing this package stays light; torch is
+imported when a trainer function is first used.
+"""
+
+from agentgym.trainers.config import DPOConfig, GRPOConfig, SFTConfig, load_config
+
+_LAZY = {
+    "train_sft": "agentgym.trainers.sft",
+    "train_grpo": "agentgym.trainers.grpo",
+    "train_dpo": "agentgym.trainers.dpo",
+}
+
+__all__ = ["DPOConfig", "GRPOConfig", "SFTConfig", "load_config", "train_dpo", "train_grpo", "train_sft"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'agentgym.trainers' has no attribute {name!r}")
