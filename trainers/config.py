@@ -235,6 +235,8 @@ class GRPOConfig(TrainConfig):
     """seconds a weight push to the sampler may take before the run fails"""
     gpu_memory_utilization: float = 0.3
     """share of GPU memory for the vLLM engine (sampler 'vllm' only)"""
+    check_sync: bool = False
+    """after each push, compare the sampler's log-probs of a fixed sequence with the trainer's (logged as sync_gap)"""
     enforce_eager: bool = False
     """run the vLLM engine without graph compilation: starts much faster on CPU (sampler 'vllm' only)"""
 

@@ -164,6 +164,8 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     if step and cfg.sampler == "vllm":
         push_weights(policy, trainable_state(acc.unwrap_model(model)), cfg.push_timeout)
     scores: list[float] = []
+    sync_gaps: list[float] = []
+    sync_prompt: list[int] | None = None
     try:
         while step < cfg.max_steps:
             start = (step * cfg.tasks_per_step) % len(pool)
@@ -232,6 +234,12 @@ def train_grpo(cfg: GRPOConfig) -> dict:
                 row["push_s"] = push_weights(
                     policy, trainable_state(acc.unwrap_model(model)), cfg.push_timeout
                 )
+            if cfg.check_sync and evidence:
+                if sync_prompt is None:
+                    first = next(t for t in evidence if t.tokens)
+                    sync_prompt = first.tokens[: first.mask.index(1)]
+                row["sync_gap"] = check_sync(policy, acc.unwrap_model(model), sync_prompt)
+                sync_gaps.append(row["sync_gap"])
             step += 1
             metrics.log(step, **row)
             if cfg.save_every and step % cfg.save_every == 0:
@@ -246,6 +254,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
         "mean_scores": scores,
         "first_score": scores[0] if scores else None,
         "last_score": scores[-1] if scores else None,
+        "sync_gaps": sync_gaps,
         "model_dir": str(final),
     }
     metrics.log(step, event="done", first_score=summary["first_score"], last_score=summary["last_score"])
