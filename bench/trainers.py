@@ -121,6 +121,7 @@ def trl_grpo(model_dir, seqs, tok, repeats, workdir):
         processing_class=tok,
     )
     trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); one step, no accumulation
     trainer.create_optimizer_and_scheduler(num_training_steps=100)
     opt = trainer.optimizer
     pad = tok.pad_token_id
