@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import tempfile
 import time
@@ -126,6 +127,7 @@ def main() -> None:
     ap.add_argument("--size", default="tiny", choices=["tiny", "small"])
     ap.add_argument("--only", choices=["vllm", "openai"], default=None)
     args = ap.parse_args()
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM logs to stdout; keep it for the JSON
 
     from agentgym.policies import openai as openai_backend
     from agentgym.policies import vllm as vllm_backend
