@@ -50,7 +50,9 @@ def sft_run(tiny_model_dir, tmp_path_factory):
         max_steps=100,
         batch_size=8,
         micro_batch_size=8,
-        learning_rate=3e-3,
+        learning_rate=1e-2,
+        warmup_steps=10,
+        lr_scheduler="cosine",
         quiet=True,
     )
     return train_sft(cfg)
@@ -81,7 +83,7 @@ def grpo_run(sft_run, tmp_path_factory):
         max_steps=20,
         batch_size=32,
         micro_batch_size=16,
-        learning_rate=3e-3,
+        learning_rate=5e-4,
         sampler="vllm",
         enforce_eager=True,
         temperature=1.0,

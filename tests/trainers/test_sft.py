@@ -48,6 +48,7 @@ def test_data_position_is_a_function_of_the_step():
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_model_dir, tmp_path):
     data = _token_records(tmp_path / "d.jsonl")
     common = dict(
