@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import pytest
 import torch
 from agentgym.trainers.config import SFTConfig
 from agentgym.trainers.sft import batch_indices, train_sft
