@@ -15,8 +15,7 @@ Needs a Docker engine and ``pip install 'agentgym[sandbox]'``. Run it:
 from __future__ import annotations
 
 import base64
-import io
-import tarfile
+import json
 import threading
 import time
 import weakref
@@ -26,21 +25,25 @@ from agentgym.envs.code.sandbox import Limits, RunResult, Sandbox, SandboxError,
 
 DEFAULT_IMAGE = "python:3.11-slim"
 USER = "65534:65534"
-MAX_PAYLOAD = 1_400_000
-"""bytes of files (tar, before base64) one run may carry: they travel in the environment, which
-execve caps at about 2 MB (the session's own files are capped at 1 MiB)"""
+MAX_PAYLOAD = 1_500_000
+"""bytes of one run's files (as JSON of base64) one run may carry: they travel in the
+environment, which execve caps at about 2 MB"""
 
 _LOADER = r"""
-import base64, io, os, resource, shutil, sys, tarfile
+import base64, json, os, resource, shutil, sys
 for root in ("/work", "/tmp"):
     for name in os.listdir(root):
         p = os.path.join(root, name)
         shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
-data = b"".join(base64.b64decode(os.environ.pop(k)) for k in sorted(k for k in os.environ if k.startswith("AGENTGYM_TAR_")))
-with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-    tar.extractall("/", filter="data")
-for p in filter(None, os.environ.pop("AGENTGYM_RO", "").split(",")):
-    os.chmod(p, 0o444)
+keys = sorted(k for k in os.environ if k.startswith("AGENTGYM_FILES_"))
+files = json.loads("".join(os.environ.pop(k) for k in keys))
+for path, (data, mode) in files.items():
+    if not path.startswith(("/work/", "/opt/agentgym/")) or "/../" in path:
+        raise SystemExit(f"refused path {path!r}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(base64.b64decode(data))
+    os.chmod(path, mode)
 resource.setrlimit(resource.RLIMIT_AS, (int(os.environ.pop("AGENTGYM_AS")),) * 2)
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(os.environ.pop("AGENTGYM_FSIZE")),) * 2)
 resource.setrlimit(resource.RLIMIT_CPU, (int(os.environ.pop("AGENTGYM_CPU")),) * 2)
@@ -107,13 +110,13 @@ class DockerSandbox(Sandbox):
                 mem_limit=f"{lim.memory_mb}m",
                 memswap_limit=f"{lim.memory_mb}m",
                 nano_cpus=int(lim.cpus * 1e9),
-                pids_limit=lim.processes + 8,
+                pids_limit=lim.processes + 3,  # + the container's init, `timeout`, a clean-up exec
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 tmpfs={
-                    "/work": f"rw,size={lim.disk_mb}m,mode=1777",
-                    "/tmp": f"rw,size={lim.disk_mb}m,mode=1777",
-                    "/opt/agentgym": "rw,size=8m,mode=1777",
+                    "/work": f"rw,size={lim.disk_mb}m,uid=65534,gid=65534,mode=0755",
+                    "/tmp": f"rw,size={lim.disk_mb}m,uid=65534,gid=65534,mode=0755",
+                    "/opt/agentgym": "rw,size=8m,uid=65534,gid=65534,mode=0755",
                 },
                 working_dir="/work",
                 labels={"agentgym.sandbox": "1"},
@@ -123,31 +126,22 @@ class DockerSandbox(Sandbox):
         self._finalizer = weakref.finalize(self, _remove, self.client, self.container.id)
 
     def _run(self, argv: list[str], limits: Limits, files, ro) -> RunResult:
-        tar_bytes = io.BytesIO()
-        with tarfile.open(fileobj=tar_bytes, mode="w") as tar:
-            for path, data in [
-                *((f"work/{p}", d) for p, d in files.items()),
-                *((p.lstrip("/"), d) for p, d in ro.items()),
-            ]:
-                info = tarfile.TarInfo(path)
-                info.size = len(data)
-                info.mode = 0o644
-                tar.addfile(info, io.BytesIO(data))
-        payload = tar_bytes.getvalue()
+        entries = {f"/work/{p}": (base64.b64encode(d).decode(), 0o644) for p, d in files.items()}
+        entries.update({p: (base64.b64encode(d).decode(), 0o444) for p, d in ro.items()})
+        payload = json.dumps(entries)
         if len(payload) > MAX_PAYLOAD:
             raise ValueError(
-                f"the files of one run total {len(payload)} bytes; the docker backend carries {MAX_PAYLOAD}"
+                f"the files of one run take {len(payload)} bytes encoded; the docker backend carries {MAX_PAYLOAD}"
             )
-        b64 = base64.b64encode(payload).decode()
         env = {
-            f"AGENTGYM_TAR_{i:04d}": b64[j : j + 100_000] for i, j in enumerate(range(0, len(b64), 100_000))
+            f"AGENTGYM_FILES_{i:04d}": payload[j : j + 100_000]
+            for i, j in enumerate(range(0, len(payload), 100_000))
         }
         mb = 1 << 20
         env.update(
             AGENTGYM_AS=str(limits.memory_mb * mb),
             AGENTGYM_FSIZE=str(limits.file_size_mb * mb),
             AGENTGYM_CPU=str(limits.cpu_seconds),
-            AGENTGYM_RO=",".join(ro),
             AGENTGYM_CHANNEL_FD="1",
             HOME="/work",
             PYTHONDONTWRITEBYTECODE="1",
@@ -166,42 +160,45 @@ class DockerSandbox(Sandbox):
         except Exception as e:
             raise SandboxError(f"docker exec failed: {e}") from e
         out, err = bytearray(), bytearray()
-        state = {"limit": None}
         cap = 8 * limits.output_bytes
+        flooded = threading.Event()
 
-        def pump() -> None:
+        def pump() -> None:  # drains the stream to its end; output past the cap is dropped
             for o, e in stream:
                 if o:
                     out.extend(o[: max(0, cap - len(out))])
                 if e:
                     err.extend(e[: max(0, cap - len(err))])
                 if len(out) >= cap or len(err) >= cap:
-                    state["limit"] = "output"
-                    self._kill_all()
-                    break
+                    flooded.set()
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
+        limit = None
         deadline = start + limits.timeout + 5
         while reader.is_alive() and time.monotonic() < deadline:
             reader.join(0.1)
-            if reader.is_alive() and not api.exec_inspect(exec_id).get("Running", True):
+            if not reader.is_alive():
+                break
+            if flooded.is_set() and limit is None:
+                limit = "output"
+                self._kill_all()
+            elif not api.exec_inspect(exec_id).get("Running", True):
                 self._kill_all()  # the program ended but a daemon still holds its output open
-                reader.join(5)
         if reader.is_alive():
-            state["limit"] = "timeout"
+            limit = limit or "timeout"
             self._kill_all()
             reader.join(5)
         duration = time.monotonic() - start
         code = api.exec_inspect(exec_id).get("ExitCode")
         self._kill_all()
-        if code == 137 and state["limit"] is None and duration >= limits.timeout - 0.5:
-            state["limit"] = "timeout"
+        if code == 137 and limit is None and duration >= limits.timeout - 0.5:
+            limit = "timeout"
         if code is not None and 128 < code <= 192:
             code = -(code - 128)
         from agentgym.envs.code.bwrap import infer_limit
 
-        limit = state["limit"] or infer_limit(code, bytes(err))
+        limit = limit or infer_limit(code, bytes(err))
         # the program's stdout is the result channel here (the grader's harness moves the
         # program's own prints to stderr); the grader trusts only values, never this channel
         ocap = limits.output_bytes
@@ -221,6 +218,12 @@ class DockerSandbox(Sandbox):
         """Kill every process of the sandbox user (daemons included); the container's init stays."""
         try:
             self.container.exec_run(["sh", "-c", "kill -9 -1"], user=USER)
+            return
+        except Exception:
+            pass  # e.g. no pid left for the exec: restart the container instead
+        try:
+            self.container.kill()
+            self.container.start()
         except Exception as e:
             raise SandboxError(f"could not clean up the container: {e}") from e
 

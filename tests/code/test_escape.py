@@ -194,17 +194,15 @@ except OSError as e:
     print("fork failed after", children, type(e).__name__, flush=True)
     sys.exit(1)
 """
-    start = time.monotonic()
     r = run(backend, code, processes=16)
-    assert time.monotonic() - start < 15
+    assert r.duration < 10
     assert "fork failed after" in r.stdout
     assert int(r.stdout.split()[3]) <= 16
     assert_clean(backend, r, marker)
     # the classic form: every process forks forever; the cap holds until the first process dies of it
     # (which ends the run) or the wall clock kills them all
-    start = time.monotonic()
     r = run(backend, f"import os\n# {marker}\nwhile True:\n    os.fork()", processes=16, timeout=2)
-    assert r.limit in ("processes", "timeout") and time.monotonic() - start < 15
+    assert r.limit in ("processes", "timeout") and r.duration < 10
     assert_clean(backend, r, marker)
 
 
@@ -285,10 +283,9 @@ print("done")
     "code", ["while True:\n    pass", "import time\ntime.sleep(60)"], ids=["busy", "sleep"]
 )
 def test_running_past_the_timeout_is_killed(backend, code):
-    start = time.monotonic()
     r = run(backend, code, timeout=1.5)
     assert r.limit == "timeout" and r.exit_code is not None and r.exit_code < 0
-    assert time.monotonic() - start < 8
+    assert r.duration < 6
     assert_clean(backend, r)
 
 
@@ -334,14 +331,13 @@ print("after kills")
 
 
 def test_printing_100_mb_is_cut_short(backend):
-    start = time.monotonic()
     r = run(
         backend,
         "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(100):\n    sys.stdout.write(chunk)\nprint('END')",
     )
     assert r.limit == "output" and r.truncated
     assert len(r.stdout) == Limits().output_bytes and "END" not in r.stdout
-    assert time.monotonic() - start < 15
+    assert r.duration < 15
     assert_clean(backend, r)
 
 
