@@ -1,7 +1,9 @@
 """Commands of the policies layer: ``agentgym tiny-model`` and ``agentgym serve``.
 
     agentgym tiny-model /tmp/tiny [--size small] [--seed 0]
-    agentgym serve /tmp/tiny [--port 8000]        # prints the base URL; Ctrl-C stops it
+    agentgym serve /tmp/tiny [--port 8000] [--vllm-args "--max-model-len 2048"]
+
+``serve`` prints the base URL once the server is healthy; Ctrl-C or SIGTERM stops it.
 
 Nothing heavy is imported at module level; each command imports what it needs.
 """
@@ -9,6 +11,7 @@ Nothing heavy is imported at module level; each command imports what it needs.
 from __future__ import annotations
 
 import argparse
+import shlex
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
@@ -22,7 +25,7 @@ def _tiny_model(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from agentgym.policies.server import serve_forever
 
-    return serve_forever(args.model, port=args.port, extra_args=args.vllm_args)
+    return serve_forever(args.model, port=args.port, extra_args=shlex.split(args.vllm_args))
 
 
 def add_commands(subparsers) -> None:
@@ -40,6 +43,6 @@ def add_commands(subparsers) -> None:
     p.add_argument("model", help="model directory (or hub id already in the local cache)")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     p.add_argument(
-        "vllm_args", nargs=argparse.REMAINDER, help="further arguments passed to vLLM's server after '--'"
+        "--vllm-args", default="", help="further arguments for vLLM's server, e.g. '--max-model-len 2048'"
     )
     p.set_defaults(func=_serve)

@@ -136,8 +136,7 @@ def _stop_on_sigterm(signum, frame) -> None:
 
 def serve_forever(model: str, port: int = 8000, extra_args: list[str] | None = None) -> int:
     """Run the server until Ctrl-C or SIGTERM; prints the base URL once it is healthy."""
-    extra = [a for a in (extra_args or []) if a != "--"]
-    server = VLLMServer(model, port=port, extra_args=extra)
+    server = VLLMServer(model, port=port, extra_args=extra_args)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         print(f"starting vLLM for {model} on 127.0.0.1:{port} (log: {server._log.name})", file=sys.stderr)
