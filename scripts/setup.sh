@@ -9,6 +9,9 @@ VENV=${VENV:-.venv}
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
+# the code sandbox runs programs with the system python as an unprivileged uid, under prlimit
+[ -x /usr/bin/python3.11 ] || need_apt+=(python3.11)
+command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "setup: installing ${need_apt[*]} with apt-get"
