@@ -63,7 +63,7 @@ class QuickstartConfig:
     """held-out tasks in each evaluation"""
     learning_rate: float = 3e-3
     """learning rate of SFT"""
-    rl_learning_rate: float = 1e-3
+    rl_learning_rate: float = 1e-4
     """learning rate of GRPO and DPO"""
     batch_size: int = 16
     """sequences per optimizer step"""
