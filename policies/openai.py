@@ -23,10 +23,11 @@ the way a trainer pushes new weights to a server.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import random
-import urllib.error
-import urllib.request
+import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,6 +38,15 @@ from agentgym.policy import Completion, PolicySpec, SamplingParams
 
 class ServerUnavailable(RuntimeError):
     """No server answered the request after every retry; the message says what each one did."""
+
+
+class HTTPStatusError(RuntimeError):
+    """The server answered with an error status."""
+
+    def __init__(self, code: int, detail: str):
+        super().__init__(f"HTTP {code}: {detail}")
+        self.code = code
+        self.detail = detail
 
 
 class OpenAIGenerator:
@@ -68,14 +78,29 @@ class OpenAIGenerator:
         self.retries = retries
         self.backoff = backoff
         self.in_flight = [0] * len(self.urls)
+        self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="agentgym-openai")
 
     def _post(self, url: str, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        req = urllib.request.Request(
-            url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())
+        """POST JSON on this thread's kept-alive connection to the server (reconnecting once it
+        breaks); returns the decoded answer."""
+        parts = urllib.parse.urlsplit(url)
+        conns = self._local.__dict__.setdefault("conns", {})
+        conn = conns.get(parts.netloc)
+        if conn is None:
+            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            conn = conns[parts.netloc] = kind(parts.netloc, timeout=timeout)
+        try:
+            conn.request("POST", parts.path + path, json.dumps(body), {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            data = r.read()
+        except BaseException:
+            conn.close()
+            del conns[parts.netloc]
+            raise
+        if r.status >= 400:
+            raise HTTPStatusError(r.status, data.decode(errors="replace")[:300])
+        return json.loads(data) if data.strip().startswith((b"{", b"[")) else {}
 
     def request_body(self, prompt: list[int], s: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -114,13 +139,12 @@ class OpenAIGenerator:
                     self._pool, self._post, url, "/completions", body, self.timeout
                 )
                 return parse_completion(data)
-            except urllib.error.HTTPError as e:
-                detail = e.read().decode(errors="replace")[:300]
+            except HTTPStatusError as e:
                 if e.code < 500:  # the request itself is wrong: retrying cannot help
-                    raise ValueError(f"{url} refused the request ({e.code}): {detail}") from None
-                errors.append(f"{url}: HTTP {e.code} {detail}")
-            except (urllib.error.URLError, OSError, TimeoutError, json.JSONDecodeError) as e:
-                errors.append(f"{url}: {type(e).__name__}: {getattr(e, 'reason', e)}")
+                    raise ValueError(f"{url} refused the request ({e.code}): {e.detail}") from None
+                errors.append(f"{url}: {e}")
+            except (OSError, http.client.HTTPException, json.JSONDecodeError) as e:
+                errors.append(f"{url}: {type(e).__name__}: {e}")
             finally:
                 self.in_flight[k] -= 1
             if attempt < self.retries:
@@ -139,12 +163,8 @@ class OpenAIGenerator:
                 self._post(
                     root, "/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path)}, timeout
                 )
-            except urllib.error.HTTPError as e:
-                raise RuntimeError(
-                    f"{url} did not load adapter {name!r}: {e.read().decode(errors='replace')[:300]}"
-                ) from None
-            except json.JSONDecodeError:
-                pass  # vLLM answers with plain text on success
+            except HTTPStatusError as e:
+                raise RuntimeError(f"{url} did not load adapter {name!r}: {e.detail}") from None
         self.model = name
 
     def update_weights(self, weights: Any, timeout: float = 300.0) -> None:
