@@ -5,7 +5,9 @@ A policy answers a conversation with one assistant message::
     async def act(self, traj: Trajectory, env: ToolEnv) -> Message
 
 It reads ``traj.messages`` and, when it samples tokens, extends the token record
-(``traj.tokens`` / ``mask`` / ``logprobs``) with exactly what it sampled. Players that need to
+(``traj.tokens`` / ``mask`` / ``logprobs``) with exactly what it sampled. A policy may also
+define ``finish(traj, env)``, which the rollout runner calls once when an episode with a token
+record ends (model policies check the record there and set ``traj.metadata["token_check"]``). Players that need to
 know the environment (teachers, search bots, reference solutions) are built by the env itself
 (``ToolEnv.make_policy``); model backends (``hf``, ``vllm``, ``openai``) live in
 ``agentgym.policies`` and implement the token-level ``Generator`` protocol below.

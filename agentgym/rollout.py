@@ -211,6 +211,12 @@ class Runner:
             healthy = False
         finally:
             slot.end_episode()
+        finish = getattr(policy, "finish", None)
+        if finish is not None and traj.tokens is not None:
+            try:
+                finish(traj, env)  # e.g. the token-record check of model policies
+            except Exception as e:
+                traj.metadata["token_check"] = [f"the check itself failed: {type(e).__name__}: {e}"]
         if traj.status not in ("ok", "truncated"):
             traj.score = 0.0
         traj.env = self.env_id

@@ -89,6 +89,12 @@ def to_sequence(
     """A trajectory as a training sequence: its own token record when it has one (exactly what
     was sampled), else its messages tokenized by ``tokenize(traj) -> (ids, mask)``."""
     if traj.tokens is not None:
+        check = traj.metadata.get("token_check", "ok")
+        if check != "ok":
+            raise TokenizeError(
+                f"trajectory {traj.task_id} of {traj.env!r} failed its token check ({check}); it is never "
+                "trained on: drop it from the data, or remove its token record to re-tokenize its messages"
+            )
         if traj.mask is None or len(traj.mask) != len(traj.tokens):
             raise TokenizeError(
                 f"trajectory {traj.task_id}: token record has no mask of the same length as its ids"

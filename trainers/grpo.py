@@ -107,7 +107,7 @@ def make_groups(trajs: list[Trajectory], scale: str) -> tuple[list[tuple[Traject
     for t in trajs:
         if not t.is_evidence:
             counts["excluded_status"] += 1
-        elif t.tokens is None or t.metadata.get("token_check") is False:
+        elif t.tokens is None or t.metadata.get("token_check", "ok") != "ok":
             counts["excluded_tokens"] += 1
         else:
             groups[t.task_id].append(t)
