@@ -33,3 +33,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/pip" install -q -e ".[all]"
   echo "$want" > "$stamp"
 fi
+
+# ms-swift pins older datasets / trl / peft than the rest of the stack, so it gets a virtualenv of
+# its own, layered over .venv (a .pth file) so torch and transformers are not installed twice.
+# Only the export test uses it: files written for ms-swift are loaded with ms-swift's own loader.
+SWIFT=${SWIFT_VENV:-.venv-swift}
+if ! "$SWIFT/bin/python" -c "import swift.dataset" >/dev/null 2>&1; then
+  [ -x "$SWIFT/bin/python" ] || "$PY" -m venv "$SWIFT"
+  base=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  layer=$("$SWIFT/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "$(cd "$base" && pwd)" > "$layer/zz_agentgym_venv.pth"
+  "$SWIFT/bin/pip" install -q "ms-swift==4.6.0"
+fi

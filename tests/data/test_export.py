@@ -144,19 +144,24 @@ print(json.dumps({"n": len(train), "rows": [dict(messages=r["messages"], tools=r
 
 
 def swift_python() -> str:
-    """An interpreter with ms-swift: $AGENTGYM_MS_SWIFT_PYTHON (ms-swift pins datasets < 5 and
-    trl < 1, so it usually lives in its own virtualenv), else this one when it imports swift."""
+    """An interpreter with ms-swift: $AGENTGYM_MS_SWIFT_PYTHON, else the .venv-swift that
+    scripts/setup.sh builds (ms-swift pins datasets < 5 and trl < 1, so it lives in a virtualenv
+    of its own), else this one when it imports swift."""
     import importlib.util
     import os
     import sys
+    from pathlib import Path
 
     path = os.environ.get("AGENTGYM_MS_SWIFT_PYTHON")
     if path:
         return path
+    layered = Path(__file__).parents[2] / ".venv-swift" / "bin" / "python"
+    if layered.exists():
+        return str(layered)
     need(
         module="swift",
-        install="python -m venv /opt/ms-swift && /opt/ms-swift/bin/pip install ms-swift, "
-        "then set AGENTGYM_MS_SWIFT_PYTHON=/opt/ms-swift/bin/python",
+        install="bash scripts/setup.sh (it builds .venv-swift with ms-swift), "
+        "or set AGENTGYM_MS_SWIFT_PYTHON to a python that imports swift",
     )
     assert importlib.util.find_spec("swift") is not None
     return sys.executable
