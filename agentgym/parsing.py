@@ -19,6 +19,7 @@ tool call but is malformed becomes an entry in ``errors``, which the environment
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -136,9 +137,17 @@ def _parse_json(text: str) -> ParseResult:
 
 
 def parse_tool_calls(text: Any, fmt: Format = "auto") -> ParseResult:
-    """Find the tool calls in a model's reply. Never raises; non-text input gives no calls."""
+    """Find the tool calls in a model's reply. Never raises; non-text input gives no calls.
+
+    Results are memoised (an env, its verifier and the format reward all parse the same reply),
+    so treat the returned object as read-only."""
     if not isinstance(text, str):
         return ParseResult()
+    return _parse_cached(text, fmt)
+
+
+@functools.lru_cache(maxsize=2048)
+def _parse_cached(text: str, fmt: Format) -> ParseResult:
     if OPEN not in text:
         # Fast path for the common final answer: no tag, and not JSON-looking.
         head = text.lstrip()[:1]

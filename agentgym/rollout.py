@@ -159,6 +159,7 @@ class Runner:
         self.episode_timeout = episode_timeout
         self.on_trajectory = on_trajectory
         self.turns = 0
+        self._spec_str: str | None = None
 
     def new_env(self):
         return make(self.env_id, **self.env_kwargs)
@@ -226,8 +227,10 @@ class Runner:
         return traj, healthy
 
     def policy_spec_str(self) -> str:
-        spec = self.policy_spec
-        return str(spec) if isinstance(spec, str | PolicySpec) else type(spec).__name__
+        if self._spec_str is None:
+            spec = self.policy_spec
+            self._spec_str = str(spec) if isinstance(spec, str | PolicySpec) else type(spec).__name__
+        return self._spec_str
 
     async def run(
         self, jobs: Sequence[Job], out: str | None = None, progress: bool | None = None
