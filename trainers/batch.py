@@ -77,6 +77,12 @@ class TokenBatch:
         return int(self.attention_mask.sum().item())
 
 
+def passed_token_check(traj: Trajectory) -> bool:
+    """False when the trajectory's token record was checked and failed (mask-1 spans that do not
+    decode to the assistant's messages); such a record is never trained on."""
+    return traj.metadata.get("token_check", "ok") == "ok"
+
+
 class TokenizeError(ValueError):
     """A trajectory cannot be turned into a training sequence; the message says why and what to do."""
 
@@ -89,10 +95,10 @@ def to_sequence(
     """A trajectory as a training sequence: its own token record when it has one (exactly what
     was sampled), else its messages tokenized by ``tokenize(traj) -> (ids, mask)``."""
     if traj.tokens is not None:
-        check = traj.metadata.get("token_check", "ok")
-        if check != "ok":
+        if not passed_token_check(traj):
             raise TokenizeError(
-                f"trajectory {traj.task_id} of {traj.env!r} failed its token check ({check}); it is never "
+                f"trajectory {traj.task_id} of {traj.env!r} failed its token check "
+                f"({traj.metadata['token_check']}); it is never "
                 "trained on: drop it from the data, or remove its token record to re-tokenize its messages"
             )
         if traj.mask is None or len(traj.mask) != len(traj.tokens):

@@ -19,7 +19,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from agentgym.trainers.batch import Sequence, collate, forward_logprobs
+from agentgym.trainers.batch import Sequence, collate, forward_logprobs, passed_token_check
 from agentgym.trainers.common import (
     Metrics,
     Tokenizer,
@@ -45,8 +45,9 @@ class Pair:
 
 
 def build_pairs(trajs: list[Trajectory], min_margin: float = 0.0, pairs_per_task: str = "one") -> list[Pair]:
-    """Preference pairs from rollouts of the same (env, task_id); infrastructure failures are
-    left out, and a pair needs ``chosen.score - rejected.score > min_margin``.
+    """Preference pairs from rollouts of the same (env, task_id); infrastructure failures and
+    records whose token record failed its check are left out, and a pair needs
+    ``chosen.score - rejected.score > min_margin``.
 
     >>> t = lambda s: Trajectory(env="e", task_id="a", score=s)
     >>> [(p.chosen.score, p.rejected.score) for p in build_pairs([t(0.0), t(1.0), t(0.5)])]
@@ -56,7 +57,7 @@ def build_pairs(trajs: list[Trajectory], min_margin: float = 0.0, pairs_per_task
     """
     groups: dict[tuple[str, str], list[Trajectory]] = defaultdict(list)
     for t in trajs:
-        if t.is_evidence:
+        if t.is_evidence and passed_token_check(t):
             groups[(t.env, t.task_id)].append(t)
     pairs: list[Pair] = []
     for key in sorted(groups):

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from agentgym.trainers.batch import Sequence, collate, forward_logprobs
+from agentgym.trainers.batch import Sequence, collate, forward_logprobs, passed_token_check
 from agentgym.trainers.common import (
     Metrics,
     Tokenizer,
@@ -107,7 +107,7 @@ def make_groups(trajs: list[Trajectory], scale: str) -> tuple[list[tuple[Traject
     for t in trajs:
         if not t.is_evidence:
             counts["excluded_status"] += 1
-        elif t.tokens is None or t.metadata.get("token_check", "ok") != "ok":
+        elif t.tokens is None or not passed_token_check(t):
             counts["excluded_tokens"] += 1
         else:
             groups[t.task_id].append(t)

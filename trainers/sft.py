@@ -13,11 +13,12 @@ merged) is written to ``output_dir/final``.
 from __future__ import annotations
 
 import math
+import sys
 import zlib
 from contextlib import nullcontext
 
 import torch
-from agentgym.trainers.batch import Sequence, collate, forward_logprobs
+from agentgym.trainers.batch import Sequence, collate, forward_logprobs, passed_token_check
 from agentgym.trainers.common import (
     Metrics,
     Tokenizer,
@@ -41,7 +42,14 @@ def held_out(task_id: str, fraction: float) -> bool:
 
 def load_records(paths: list[str], min_score: float | None) -> list[Trajectory]:
     trajs = [t for p in paths for t in load_trajectories(p)]
-    return [t for t in trajs if t.is_evidence and (min_score is None or t.score >= min_score)]
+    kept = [t for t in trajs if t.is_evidence and (min_score is None or t.score >= min_score)]
+    usable = [t for t in kept if passed_token_check(t)]
+    if len(usable) < len(kept):
+        print(
+            f"sft: left out {len(kept) - len(usable)} records whose token record failed its check",
+            file=sys.stderr,
+        )
+    return usable
 
 
 def batch_indices(n: int, step: int, batch: int, seed: int) -> list[int]:
