@@ -13,7 +13,9 @@ import pytest
 from agentgym.testing import need
 
 TASKS = 16
-"""training tasks of toy/calculator-v0 at difficulty 1 (the easiest)"""
+"""tasks of toy/calculator-v0 at difficulty 1 (the easiest) that are evaluated; all are trained on"""
+DEMOS = 128
+"""scripted demonstrations the SFT model trains on (the first TASKS of them are evaluated)"""
 
 
 def _pass_rate(model_dir, temperature, group=1):
@@ -21,7 +23,7 @@ def _pass_rate(model_dir, temperature, group=1):
 
     trajs = run_rollouts(
         "toy/calculator-v0",
-        f"hf:{model_dir},temperature={temperature},max_tokens=96",
+        f"hf:{model_dir},temperature={temperature},max_tokens=128",
         n=TASKS,
         group=group,
         env_kwargs={"difficulty": 1},
@@ -40,19 +42,17 @@ def sft_run(tiny_model_dir, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sft")
     demos = run_rollouts(
-        "toy/calculator-v0", "scripted", n=TASKS, env_kwargs={"difficulty": 1}, progress=False
+        "toy/calculator-v0", "scripted", n=DEMOS, env_kwargs={"difficulty": 1}, progress=False
     )
     write_jsonl(root / "demos.jsonl", demos)
     cfg = SFTConfig(
         model=str(tiny_model_dir),
         data=[str(root / "demos.jsonl")],
         output_dir=str(root / "run"),
-        max_steps=100,
-        batch_size=8,
-        micro_batch_size=8,
-        learning_rate=1e-2,
-        warmup_steps=10,
-        lr_scheduler="cosine",
+        max_steps=200,
+        batch_size=16,
+        micro_batch_size=16,
+        learning_rate=3e-3,
         quiet=True,
     )
     return train_sft(cfg)
@@ -65,7 +65,7 @@ def test_sft_lowers_loss_and_solves_trained_tasks(sft_run, tiny_model_dir):
     after = _pass_rate(sft_run["model_dir"], 0)
     print(json.dumps({"untrained_pass": before, "sft_pass": after, **sft_run}))
     assert before == 0.0
-    assert after >= 0.1
+    assert after >= 0.25  # measured 0.4375 (7 of 16); untrained 0
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +87,7 @@ def grpo_run(sft_run, tmp_path_factory):
         sampler="vllm",
         enforce_eager=True,
         temperature=1.0,
-        max_tokens=96,
+        max_tokens=128,
         max_length=1024,
         output_dir=str(tmp_path_factory.mktemp("grpo") / "run"),
         check_sync=True,
@@ -105,7 +105,7 @@ def test_grpo_with_vllm_sampler_raises_mean_score(grpo_run):
     # the SFT model starts between 0.1 and 0.9 on these tasks; after each push the engine's
     # log-probs of a fixed sequence match the trainer's
     first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
-    assert 0.05 <= first <= 0.9  # measured 0.10 and 0.175 in two runs
+    assert 0.1 <= first <= 0.9
     assert max(s["sync_gaps"]) < 1e-3
     assert last > first
 
