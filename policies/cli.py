@@ -1,7 +1,7 @@
 """Commands of the policies layer: ``agentgym tiny-model`` and ``agentgym serve``.
 
     agentgym tiny-model /tmp/tiny [--size small] [--seed 0]
-    agentgym serve /tmp/tiny [--port 8000] [--vllm-args "--max-model-len 2048"]
+    agentgym serve /tmp/tiny [--port 8000] [--lora-rank 8] [--vllm-args "--max-model-len 2048"]
 
 ``serve`` prints the base URL once the server is healthy; Ctrl-C or SIGTERM stops it.
 
@@ -25,7 +25,10 @@ def _tiny_model(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from agentgym.policies.server import serve_forever
 
-    return serve_forever(args.model, port=args.port, extra_args=shlex.split(args.vllm_args))
+    extra = shlex.split(args.vllm_args)
+    if args.lora_rank:
+        extra += ["--enable-lora", "--max-lora-rank", str(args.lora_rank)]
+    return serve_forever(args.model, port=args.port, extra_args=extra)
 
 
 def add_commands(subparsers) -> None:
@@ -44,5 +47,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     p.add_argument(
         "--vllm-args", default="", help="further arguments for vLLM's server, e.g. '--max-model-len 2048'"
+    )
+    p.add_argument(
+        "--lora-rank",
+        type=int,
+        default=0,
+        help="accept LoRA adapters up to this rank at run time (what `train grpo|dpo --sampler server` pushes)",
     )
     p.set_defaults(func=_serve)

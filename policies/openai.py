@@ -90,6 +90,10 @@ class OpenAIGenerator:
         if conn is None:
             kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
             conn = conns[parts.netloc] = kind(parts.netloc, timeout=timeout)
+        elif conn.timeout != timeout:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
         try:
             conn.request("POST", parts.path + path, json.dumps(body), {"Content-Type": "application/json"})
             r = conn.getresponse()
@@ -166,6 +170,14 @@ class OpenAIGenerator:
             except HTTPStatusError as e:
                 raise RuntimeError(f"{url} did not load adapter {name!r}: {e.detail}") from None
         self.model = name
+
+    def unload_adapter(self, name: str, timeout: float = 120.0) -> None:
+        """Unload a LoRA adapter from every server (after a newer one was loaded)."""
+        for url in self.urls:
+            try:
+                self._post(url.removesuffix("/v1"), "/v1/unload_lora_adapter", {"lora_name": name}, timeout)
+            except HTTPStatusError as e:
+                raise RuntimeError(f"{url} did not unload adapter {name!r}: {e.detail}") from None
 
     def update_weights(self, weights: Any, timeout: float = 300.0) -> None:
         raise NotImplementedError(

