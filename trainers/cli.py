@@ -16,8 +16,18 @@ import json
 
 TRAINERS = {
     "sft": ("agentgym.trainers.sft", "SFTConfig", "train_sft", "supervised fine-tuning on agent tokens"),
-    "grpo": ("agentgym.trainers.grpo", "GRPOConfig", "train_grpo", "online GRPO with a vLLM or hf sampler"),
-    "dpo": ("agentgym.trainers.dpo", "DPOConfig", "train_dpo", "DPO on trajectory pairs of the same task"),
+    "grpo": (
+        "agentgym.trainers.grpo",
+        "GRPOConfig",
+        "train_grpo",
+        "online GRPO (vLLM engine, vLLM server or hf sampler)",
+    ),
+    "dpo": (
+        "agentgym.trainers.dpo",
+        "DPOConfig",
+        "train_dpo",
+        "DPO on trajectory pairs of the same task, offline or online",
+    ),
 }
 
 

@@ -153,9 +153,99 @@ class SFTConfig(TrainConfig):
 
 
 @dataclass
-class DPOConfig(TrainConfig):
+class OnlineConfig(TrainConfig):
+    """Fields of the trainers that roll the current policy out on an env (GRPO, online DPO)."""
+
+    env: str = ""
+    """env id to roll out on"""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """env constructor arguments, e.g. {difficulty: 1}"""
+    num_tasks: int = 64
+    """size of the fixed task pool (env.task_ids(num_tasks, seed))"""
+    tasks_per_step: int = 4
+    """tasks rolled out per step (GRPO) or per round (online DPO)"""
+    group_size: int = 8
+    """rollouts per task (G)"""
+    sampler: Literal["vllm", "hf", "server"] = "vllm"
+    """'vllm': an in-process vLLM engine that receives each update; 'hf': the training model samples
+    itself; 'server': vLLM OpenAI-compatible server(s) at server_url, each update pushed as a LoRA adapter"""
+    server_url: str = ""
+    """base URL(s) ending in /v1, comma-separated (sampler 'server' only); the server must share this
+    file system, run with --enable-lora --max-lora-rank >= lora_r and VLLM_ALLOW_RUNTIME_LORA_UPDATING=1"""
+    server_model: str = ""
+    """the name the server serves the base model under (sampler 'server' only; default: model)"""
+    temperature: float = 1.0
+    """sampling temperature of the rollouts"""
+    max_tokens: int = 128
+    """most new tokens per assistant turn"""
+    max_turns: int = 0
+    """assistant turns per episode (0: the env's default)"""
+    concurrency: int = 16
+    """episodes in flight during rollouts"""
+    push_timeout: float = 120.0
+    """seconds a weight push to the sampler may take before the run fails"""
+    gpu_memory_utilization: float = 0.3
+    """share of GPU memory for the vLLM engine (sampler 'vllm' only)"""
+    check_sync: bool = False
+    """after each push, compare the sampler's log-probs of a fixed sequence with the trainer's (logged as sync_gap)"""
+    enforce_eager: bool = False
+    """run the vLLM engine without graph compilation: starts much faster on CPU (sampler 'vllm' only)"""
+
+    def check_online(self) -> None:
+        """Cross-field checks of the rollout fields (called when env is set)."""
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 to compare rollouts of a task, got {self.group_size}")
+        if self.num_tasks < self.tasks_per_step:
+            raise ValueError(
+                f"num_tasks ({self.num_tasks}) must be >= tasks_per_step ({self.tasks_per_step})"
+            )
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 for exploration, got {self.temperature}")
+        defaults = {f.name: f.default for f in dataclasses.fields(OnlineConfig)}
+        only = {"gpu_memory_utilization": "vllm", "enforce_eager": "vllm", "server_url": "server"}
+        only["server_model"] = "server"
+        for name, sampler in only.items():
+            if self.sampler != sampler and getattr(self, name) != defaults[name]:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)!r}) has no effect with sampler ({self.sampler}); "
+                    f"it is for sampler {sampler}"
+                )
+        if self.sampler == "vllm" and self.lora_r > 0:
+            raise ValueError(
+                f"lora_r ({self.lora_r}) with sampler ({self.sampler}): the in-process engine takes full "
+                "weights; use lora_r 0, sampler hf, or sampler server (which takes LoRA adapters)"
+            )
+        if self.sampler == "server":
+            if not self.server_url:
+                raise ValueError(
+                    "sampler (server) needs server_url, e.g. http://127.0.0.1:8000/v1 (`agentgym serve MODEL "
+                    "--enable-lora`)"
+                )
+            if self.lora_r <= 0:
+                raise ValueError(
+                    f"sampler (server) takes each update as a LoRA adapter, but lora_r is {self.lora_r}; "
+                    "set lora_r > 0 (and start the server with --max-lora-rank >= lora_r)"
+                )
+
+    def check_offline(self) -> None:
+        """Raise when a rollout field is set but no env is (they would be ignored)."""
+        defaults = {
+            f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            for f in dataclasses.fields(OnlineConfig)
+            if f.name not in {g.name for g in dataclasses.fields(TrainConfig)}
+        }
+        for name, default in defaults.items():
+            if name != "env" and getattr(self, name) != default:
+                raise ValueError(f"{name} ({getattr(self, name)!r}) has no effect without env (empty)")
+
+
+@dataclass
+class DPOConfig(OnlineConfig):
     data: list[str] = field(default_factory=list)
-    """rollout JSONL files to build pairs from (several samples per task id)"""
+    """rollout JSONL files to build pairs from (several samples per task id); offline DPO"""
+    rounds: int = 0
+    """online DPO: rounds of (roll out tasks_per_step tasks x group_size with the current policy ->
+    pairs -> train -> push); needs env instead of data"""
     beta: float = 0.1
     """strength of the implicit KL to the reference"""
     loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
@@ -169,14 +259,27 @@ class DPOConfig(TrainConfig):
     ref_model: str = ""
     """reference model directory (empty: the starting model)"""
     epochs: float = 1.0
-    """passes over the pairs (used when max_steps is 0)"""
+    """passes over the pairs (over each round's pairs when online; used when max_steps is 0)"""
     max_steps: int = 0
-    """optimizer steps; 0 derives them from epochs"""
+    """optimizer steps (per round when online); 0 derives them from epochs"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.data:
-            raise ValueError("data is required: rollout JSONL files with several samples per task (--group)")
+        if bool(self.data) == bool(self.env):
+            raise ValueError(
+                f"give data ({self.data}) for offline DPO or env ({self.env!r}) with rounds for online DPO, "
+                "exactly one; data is rollout JSONL with several samples per task (--group)"
+            )
+        if self.env:
+            if self.rounds < 1:
+                raise ValueError(f"online DPO on env ({self.env}) needs rounds >= 1, got {self.rounds}")
+            self.check_online()
+        else:
+            if self.rounds:
+                raise ValueError(
+                    f"rounds ({self.rounds}) needs env (online DPO); data ({self.data}) is offline"
+                )
+            self.check_offline()
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.loss_type == "ipo" and self.label_smoothing:
@@ -192,31 +295,11 @@ class DPOConfig(TrainConfig):
 
 
 @dataclass
-class GRPOConfig(TrainConfig):
-    env: str = ""
-    """env id to train on"""
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    """env constructor arguments, e.g. {difficulty: 1}"""
-    num_tasks: int = 64
-    """size of the fixed training task pool (env.task_ids(num_tasks, seed))"""
-    tasks_per_step: int = 4
-    """tasks rolled out per step"""
-    group_size: int = 8
-    """rollouts per task (G)"""
+class GRPOConfig(OnlineConfig):
     max_steps: int = 20
     """online steps (rollout + update + push)"""
     inner_epochs: int = 1
     """PPO passes over each step's rollouts"""
-    sampler: Literal["vllm", "hf"] = "vllm"
-    """'vllm': an in-process vLLM engine that receives each update; 'hf': the training model samples itself"""
-    temperature: float = 1.0
-    """sampling temperature of the rollouts"""
-    max_tokens: int = 128
-    """most new tokens per assistant turn"""
-    max_turns: int = 0
-    """assistant turns per episode (0: the env's default)"""
-    concurrency: int = 16
-    """episodes in flight during rollouts"""
     clip_low: float = 0.2
     """ratio clipped below at 1 - clip_low"""
     clip_high: float = 0.28
@@ -231,41 +314,18 @@ class GRPOConfig(TrainConfig):
     """per-token importance ratio, or GSPO's sequence-level ratio"""
     kl_coef: float = 0.0
     """weight of the k3 KL to the frozen starting model (0: no reference model is loaded)"""
-    push_timeout: float = 120.0
-    """seconds a weight push to the sampler may take before the run fails"""
-    gpu_memory_utilization: float = 0.3
-    """share of GPU memory for the vLLM engine (sampler 'vllm' only)"""
-    check_sync: bool = False
-    """after each push, compare the sampler's log-probs of a fixed sequence with the trainer's (logged as sync_gap)"""
-    enforce_eager: bool = False
-    """run the vLLM engine without graph compilation: starts much faster on CPU (sampler 'vllm' only)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.env:
             raise ValueError("env is required, e.g. toy/calculator-v0 (`agentgym list` shows the ids)")
-        if self.group_size < 2:
-            raise ValueError(f"group_size must be >= 2 for group advantages, got {self.group_size}")
-        if self.num_tasks < self.tasks_per_step:
-            raise ValueError(
-                f"num_tasks ({self.num_tasks}) must be >= tasks_per_step ({self.tasks_per_step})"
-            )
+        self.check_online()
         if (self.loss_agg == "constant") != (self.loss_constant > 0):
             raise ValueError(
                 f"loss_constant ({self.loss_constant}) must be > 0 exactly when loss_agg is 'constant' (got {self.loss_agg!r})"
             )
-        if self.sampler == "hf" and self.gpu_memory_utilization != 0.3:
-            raise ValueError(
-                f"gpu_memory_utilization ({self.gpu_memory_utilization}) has no effect with sampler ({self.sampler})"
-            )
-        if self.sampler == "vllm" and self.lora_r > 0:
-            raise ValueError(
-                f"lora_r ({self.lora_r}) with sampler ({self.sampler}): merged LoRA weights are pushed; use lora_r 0 or sampler hf"
-            )
         if self.clip_low <= 0 or self.clip_low >= 1 or self.clip_high <= 0:
             raise ValueError(f"need 0 < clip_low ({self.clip_low}) < 1 and clip_high ({self.clip_high}) > 0")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 for GRPO's exploration, got {self.temperature}")
 
 
 def check_choices(cfg: Any) -> None:

@@ -3,20 +3,30 @@
     agentgym rollout --env toy/calculator-v0 --policy hf:runs/sft/final,temperature=1 --n 32 --group 4 --out r.jsonl
     agentgym train dpo --model runs/sft/final --data r.jsonl --output-dir runs/dpo --max-steps 50
 
+Online, each round samples fresh pairs from the current policy and pushes the update to the
+sampler (vLLM in-process, vLLM servers through LoRA adapters, or the model itself)::
+
+    agentgym train dpo --model runs/sft/final --env toy/calculator-v0 --env-kwargs '{difficulty: 1}' \
+        --rounds 8 --tasks-per-step 4 --group-size 8 --sampler vllm --output-dir runs/dpo-online
+
 or ``train_dpo(DPOConfig(...))``. Pairs come from the rollouts of one ``(env, task_id)``: chosen
 is the higher score, rejected the lower, at least ``min_margin`` apart; ``pairs_per_task="one"``
 takes the best against the worst, ``"all"`` every such pair. Log-probabilities are summed over
 the agent's tokens only (env and tool tokens never count; IPO uses their mean). The reference
-log-probs are computed once, before training, with the starting model, and cached.
+log-probs are computed once per pair with the reference (``ref_model``, else the starting model)
+and cached.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from agentgym.trainers.batch import Sequence, collate, forward_logprobs, passed_token_check
@@ -33,9 +43,10 @@ from agentgym.trainers.common import (
 )
 from agentgym.trainers.config import DPOConfig
 from agentgym.trainers.losses import dpo_loss
+from agentgym.trainers.sampler import check_sync, close, make_sampler, push, roll_out, step_tasks, sync_prompt
 from agentgym.trainers.sft import batch_indices
 
-from agentgym.types import Trajectory, load_trajectories
+from agentgym.types import Trajectory, load_trajectories, write_jsonl
 
 
 @dataclass
@@ -106,7 +117,12 @@ def preference_stats(policy: torch.Tensor, ref: torch.Tensor, beta: float) -> di
 
 
 def train_dpo(cfg: DPOConfig) -> dict:
-    """Run DPO; returns the summary (pairs, margins and accuracy before/after, model dir)."""
+    """Run DPO, offline on ``cfg.data`` or online for ``cfg.rounds`` rounds on ``cfg.env``;
+    returns the summary (pairs, margins and accuracy before/after, model dir; per-round scores online)."""
+    return (_online if cfg.env else _offline)(cfg)
+
+
+def _offline(cfg: DPOConfig) -> dict:
     acc = make_accelerator(cfg)
     tok = load_tokenizer(cfg.model)
     tokenize = Tokenizer(tok, cfg.max_length)
@@ -120,8 +136,7 @@ def train_dpo(cfg: DPOConfig) -> dict:
     seqs = [(tokenize(p.chosen), tokenize(p.rejected)) for p in pairs]
     mean = cfg.loss_type == "ipo"
     pad = tok.pad_token_id
-    global_batch = cfg.batch_size * acc.num_processes
-    total_steps = cfg.max_steps or math.ceil(cfg.epochs * len(seqs) / global_batch)
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * len(seqs) / (cfg.batch_size * acc.num_processes))
 
     model = load_model(cfg)
     model.train()
@@ -139,39 +154,8 @@ def train_dpo(cfg: DPOConfig) -> dict:
     if cfg.resume and (state := load_checkpoint(acc, cfg.output_dir)) is not None:
         step = state["step"]
     while step < total_steps:
-        idx = batch_indices(len(seqs), step, global_batch, cfg.seed)[acc.process_index :: acc.num_processes]
-        chunks = [idx[i : i + cfg.micro_batch_size] for i in range(0, len(idx), cfg.micro_batch_size)]
-        loss_total, margins, correct, tokens = 0.0, [], 0, 0
-        for i, chunk in enumerate(chunks):
-            sync = nullcontext() if i == len(chunks) - 1 else acc.no_sync(model)
-            with sync, acc.autocast():
-                lp = pair_logps(model, [seqs[j][0] for j in chunk] + [seqs[j][1] for j in chunk], pad, mean)
-                r = ref_lp[chunk].to(lp.device)
-                n = len(chunk)
-                loss, cr, rr = dpo_loss(
-                    lp[:n], lp[n:], r[:, 0], r[:, 1], cfg.beta, cfg.loss_type, cfg.label_smoothing
-                )
-                acc.backward(loss * n / len(idx))
-            loss_total += float(loss) * n / len(idx)
-            margins += (cr - rr).tolist()
-            correct += int((cr > rr).sum())
-            tokens += sum(len(seqs[j][0]) + len(seqs[j][1]) for j in chunk)
-        grad_norm = (
-            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
-        )
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        row = dpo_step(acc, model, opt, sched, cfg, seqs, ref_lp, step, pad)
         step += 1
-        row = {
-            "loss": loss_total,
-            "reward_margin": sum(margins) / len(margins),
-            "reward_accuracy": correct / len(margins),
-            "tokens": tokens,
-            "lr": sched.get_last_lr()[0],
-        }
-        if grad_norm is not None:
-            row["grad_norm"] = float(grad_norm)
         metrics.log(step, **row)
         if cfg.save_every and step % cfg.save_every == 0:
             save_checkpoint(acc, cfg.output_dir, step, {"pairs": len(seqs)})
@@ -185,5 +169,143 @@ def train_dpo(cfg: DPOConfig) -> dict:
         "model_dir": str(final),
     }
     metrics.log(step, event="done", **{k: v for k, v in summary.items() if k != "model_dir"})
+    acc.end_training()
+    return summary
+
+
+def dpo_step(acc, model, opt, sched, cfg: DPOConfig, seqs, ref_lp: torch.Tensor, step: int, pad: int) -> dict:
+    """One optimizer step on the pairs of global step ``step`` (gradient accumulation over
+    micro-batches); returns its metrics row."""
+    global_batch = cfg.batch_size * acc.num_processes
+    mean = cfg.loss_type == "ipo"
+    idx = batch_indices(len(seqs), step, global_batch, cfg.seed)[acc.process_index :: acc.num_processes]
+    chunks = [idx[i : i + cfg.micro_batch_size] for i in range(0, len(idx), cfg.micro_batch_size)]
+    loss_total, margins, correct, tokens = 0.0, [], 0, 0
+    for i, chunk in enumerate(chunks):
+        sync = nullcontext() if i == len(chunks) - 1 else acc.no_sync(model)
+        with sync, acc.autocast():
+            lp = pair_logps(model, [seqs[j][0] for j in chunk] + [seqs[j][1] for j in chunk], pad, mean)
+            r = ref_lp[chunk].to(lp.device)
+            n = len(chunk)
+            loss, cr, rr = dpo_loss(
+                lp[:n], lp[n:], r[:, 0], r[:, 1], cfg.beta, cfg.loss_type, cfg.label_smoothing
+            )
+            acc.backward(loss * n / len(idx))
+        loss_total += loss.item() * n / len(idx)
+        margins += (cr - rr).tolist()
+        correct += int((cr > rr).sum())
+        tokens += sum(len(seqs[j][0]) + len(seqs[j][1]) for j in chunk)
+    grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    row = {
+        "loss": loss_total,
+        "reward_margin": sum(margins) / len(margins),
+        "reward_accuracy": correct / len(margins),
+        "tokens": tokens,
+        "lr": sched.get_last_lr()[0],
+    }
+    if grad_norm is not None:
+        row["grad_norm"] = float(grad_norm)
+    return row
+
+
+def _online(cfg: DPOConfig) -> dict:
+    """Online DPO: each round rolls ``tasks_per_step`` tasks out ``group_size`` times with the
+    current policy, pairs them, trains on the pairs against the frozen reference (``ref_model`` or
+    the starting model) and pushes the new weights to the sampler. Checkpoints are taken at the
+    end of a round (when ``save_every`` > 0), so a resumed run starts at the next round."""
+    from agentgym.registry import make
+
+    acc = make_accelerator(cfg)
+    tok = load_tokenizer(cfg.model)
+    tokenize = Tokenizer(tok, cfg.max_length)
+    env = make(cfg.env, **cfg.env_kwargs)
+    pool = env.task_ids(cfg.num_tasks, cfg.seed)
+    env.close()
+    mean = cfg.loss_type == "ipo"
+    pad = tok.pad_token_id
+    global_batch = cfg.batch_size * acc.num_processes
+    most_pairs = cfg.tasks_per_step * (1 if cfg.pairs_per_task == "one" else math.comb(cfg.group_size, 2))
+    per_round = cfg.max_steps or math.ceil(cfg.epochs * most_pairs / global_batch)
+
+    model = load_model(cfg)
+    model.train()
+    ref = load_model(cfg, cfg.ref_model or cfg.model, trainable=False).to(acc.device)
+    opt, sched = make_optimizer(cfg, model, per_round * cfg.rounds)
+    model, opt, sched = acc.prepare(model, opt, sched)
+    metrics = Metrics(acc, cfg, "dpo")
+    step, first_round, total_pairs = 0, 0, 0
+    if cfg.resume and (state := load_checkpoint(acc, cfg.output_dir)) is not None:
+        step, first_round, total_pairs = state["step"], state["round"], state["pairs"]
+    policy = make_sampler(cfg, acc.unwrap_model(model), tok)
+    if first_round:
+        push(cfg, policy, acc.unwrap_model(model), first_round)
+    scores: list[float] = []
+    rounds: list[dict] = []
+    sync_gaps: list[float] = []
+    fixed_prompt: list[int] | None = None
+    try:
+        for rnd in range(first_round, cfg.rounds):
+            t0 = time.perf_counter()
+            trajs = roll_out(cfg, policy, step_tasks(pool, rnd, cfg.tasks_per_step), rnd)
+            rollout_s = time.perf_counter() - t0
+            if acc.is_main_process:
+                write_jsonl(Path(cfg.output_dir) / "rollouts.jsonl", trajs, append=True)
+            evidence = [t for t in trajs if t.is_evidence]
+            score = sum(t.score for t in evidence) / max(len(evidence), 1)
+            scores.append(score)
+            pairs = build_pairs(trajs, cfg.min_margin, cfg.pairs_per_task)
+            seqs = [(tokenize(p.chosen), tokenize(p.rejected)) for p in pairs]
+            total_pairs += len(seqs)
+            row: dict[str, Any] = {
+                "round": rnd + 1,
+                "mean_score": score,
+                "pass_rate": sum(t.score >= 1.0 for t in evidence) / max(len(evidence), 1),
+                "episodes": len(trajs),
+                "statuses": dict(Counter(t.status for t in trajs)),
+                "pairs": len(seqs),
+                "rollout_s": rollout_s,
+            }
+            if seqs:
+                ref_lp = all_logps(acc, ref, seqs, cfg.micro_batch_size, pad, mean)
+                before = preference_stats(
+                    all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean), ref_lp, cfg.beta
+                )
+                t1 = time.perf_counter()
+                steps = cfg.max_steps or math.ceil(cfg.epochs * len(seqs) / global_batch)
+                for k in range(steps):
+                    last = dpo_step(acc, model, opt, sched, cfg, seqs, ref_lp, k, pad)
+                    step += 1
+                after = preference_stats(
+                    all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean), ref_lp, cfg.beta
+                )
+                row.update(steps=steps, update_s=time.perf_counter() - t1, loss=last["loss"])
+                row.update({f"{k}_before": v for k, v in before.items()})
+                row.update({f"{k}_after": v for k, v in after.items()})
+                row["push_s"] = push(cfg, policy, acc.unwrap_model(model), rnd + 1)
+            fixed_prompt = fixed_prompt or sync_prompt(evidence)
+            if cfg.check_sync and fixed_prompt:
+                row["sync_gap"] = check_sync(policy, acc.unwrap_model(model), fixed_prompt)
+                sync_gaps.append(row["sync_gap"])
+            rounds.append(metrics.log(step, **row))
+            if cfg.save_every:
+                save_checkpoint(acc, cfg.output_dir, step, {"round": rnd + 1, "pairs": total_pairs})
+    finally:
+        close(policy)
+    final = save_model(acc, model, tok, f"{cfg.output_dir}/final")
+    summary = {
+        "steps": step,
+        "rounds": cfg.rounds,
+        "pairs": total_pairs,
+        "mean_scores": scores,
+        "first_score": scores[0] if scores else None,
+        "last_score": scores[-1] if scores else None,
+        "round_metrics": rounds,
+        "sync_gaps": sync_gaps,
+        "model_dir": str(final),
+    }
+    metrics.log(step, event="done", first_score=summary["first_score"], last_score=summary["last_score"])
     acc.end_training()
     return summary

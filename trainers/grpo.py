@@ -12,22 +12,20 @@ or ``train_grpo(GRPOConfig(...))``. Each step reads top to bottom:
 4. ``inner_epochs`` passes of PPO-clip over the agent tokens, the ratio taken against the
    sampler's log-probs, optional k3 KL to the frozen starting model;
    Every rollout is appended to ``output_dir/rollouts.jsonl`` (DPO pairs and data-engine input);
-5. the new weights are pushed to the sampler; a push that does not finish in ``push_timeout``
-   seconds raises.
+5. the new weights reach the sampler (``agentgym.trainers.sampler``): full weights into the
+   in-process engine, or a new LoRA adapter loaded by the servers; a push that does not finish in
+   ``push_timeout`` seconds raises.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import inspect
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from agentgym.trainers.batch import Sequence, collate, forward_logprobs, passed_token_check
+from agentgym.trainers.batch import forward_logprobs, passed_token_check
 from agentgym.trainers.common import (
     Metrics,
     Tokenizer,
@@ -38,63 +36,21 @@ from agentgym.trainers.common import (
     make_optimizer,
     save_checkpoint,
     save_model,
-    trainable_state,
 )
 from agentgym.trainers.config import GRPOConfig
 from agentgym.trainers.losses import group_advantages, ppo_clip_loss
+from agentgym.trainers.sampler import (
+    check_sync,
+    close,
+    make_sampler,
+    push,
+    roll_out,
+    step_tasks,
+    sync_prompt,
+)
 from agentgym.trainers.sft import accumulate
 
 from agentgym.types import Trajectory, write_jsonl
-
-
-def make_sampler(cfg: GRPOConfig, model, tokenizer, env):
-    """The rollout policy: an ``LLMPolicy`` on vLLM (weights pushed after each update) or on the
-    training model itself (hf; nothing to push)."""
-    from agentgym.policies.llm import LLMPolicy
-
-    from agentgym.policy import SamplingParams
-
-    sampling = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
-    if cfg.sampler == "hf":
-        from agentgym.policies.hf import HFGenerator
-
-        gen = HFGenerator(
-            model, tokenizer, device=str(next(model.parameters()).device), max_batch=cfg.concurrency
-        )
-        return LLMPolicy(gen, tokenizer, sampling)
-    from agentgym.policies.vllm import VLLMGenerator
-
-    kwargs: dict[str, Any] = {"enforce_eager": cfg.enforce_eager}
-    if torch.cuda.is_available():
-        kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-    gen = VLLMGenerator(cfg.model, max_model_len=cfg.max_length, **kwargs)
-    return LLMPolicy(gen, tokenizer, sampling, max_model_len=cfg.max_length)
-
-
-def push_weights(policy, state: dict[str, torch.Tensor], timeout: float) -> float:
-    """Send new weights to the sampler's generator; raises ``TimeoutError`` after ``timeout`` s."""
-    gen = policy.generator
-    t0 = time.perf_counter()
-
-    def call():
-        out = (
-            gen.update_weights(state, timeout=timeout)
-            if "timeout" in inspect.signature(gen.update_weights).parameters
-            else gen.update_weights(state)
-        )
-        if inspect.iscoroutine(out):
-            asyncio.run(out)
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        fut = pool.submit(call)
-        try:
-            fut.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            raise TimeoutError(
-                f"pushing weights to the {type(gen).__name__} sampler took over {timeout} s (push_timeout); "
-                "the sampler is hung or too slow"
-            ) from None
-    return time.perf_counter() - t0
 
 
 def make_groups(trajs: list[Trajectory], scale: str) -> tuple[list[tuple[Trajectory, float]], dict[str, int]]:
@@ -127,31 +83,16 @@ def make_groups(trajs: list[Trajectory], scale: str) -> tuple[list[tuple[Traject
     return list(zip(kept, adv.tolist(), strict=True)), dict(counts)
 
 
-@torch.no_grad()
-def check_sync(policy, model, prompt: list[int], max_tokens: int = 16) -> float:
-    """Largest gap between the sampler's and the trainer's log-probs of a greedy continuation of
-    ``prompt`` (the check that a weight push arrived)."""
-    from agentgym.policy import SamplingParams
-
-    [c] = asyncio.run(
-        policy.generator.generate([prompt], SamplingParams(temperature=0.0, max_tokens=max_tokens))
-    )
-    seq = Sequence(ids=list(prompt) + list(c.ids), mask=[0] * len(prompt) + [1] * len(c.ids))
-    batch = collate([seq], pad_id=0).to(next(model.parameters()).device)
-    mine = forward_logprobs(model, batch)[0, len(prompt) - 1 :]
-    return float((mine.cpu() - torch.tensor(c.logprobs)).abs().max())
-
-
 def train_grpo(cfg: GRPOConfig) -> dict:
     """Run online GRPO; returns the summary (mean score per step, first/last, model dir)."""
     from agentgym.registry import make
-    from agentgym.rollout import run_rollouts
 
     acc = make_accelerator(cfg)
     tok = load_tokenizer(cfg.model)
     tokenize = Tokenizer(tok, cfg.max_length)
     env = make(cfg.env, **cfg.env_kwargs)
     pool = env.task_ids(cfg.num_tasks, cfg.seed)
+    env.close()
     model = load_model(cfg)
     ref = load_model(cfg, trainable=False).to(acc.device) if cfg.kl_coef > 0 else None
     opt, sched = make_optimizer(cfg, model, cfg.max_steps * cfg.inner_epochs)
@@ -160,29 +101,16 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     step = 0
     if cfg.resume and (state := load_checkpoint(acc, cfg.output_dir)) is not None:
         step = state["step"]
-    policy = make_sampler(cfg, acc.unwrap_model(model), tok, env)
-    if step and cfg.sampler == "vllm":
-        push_weights(policy, trainable_state(acc.unwrap_model(model)), cfg.push_timeout)
+    policy = make_sampler(cfg, acc.unwrap_model(model), tok)
+    if step:
+        push(cfg, policy, acc.unwrap_model(model), step)
     scores: list[float] = []
     sync_gaps: list[float] = []
-    sync_prompt: list[int] | None = None
+    fixed_prompt: list[int] | None = None
     try:
         while step < cfg.max_steps:
-            start = (step * cfg.tasks_per_step) % len(pool)
-            tasks = [pool[(start + i) % len(pool)] for i in range(cfg.tasks_per_step)]
             t0 = time.perf_counter()
-            trajs = run_rollouts(
-                cfg.env,
-                policy,
-                n=len(tasks),
-                group=cfg.group_size,
-                task_ids=tasks,
-                seed=cfg.seed * 1_000 + step,
-                env_kwargs=cfg.env_kwargs,
-                max_turns=cfg.max_turns or None,
-                concurrency=cfg.concurrency,
-                progress=False,
-            )
+            trajs = roll_out(cfg, policy, step_tasks(pool, step, cfg.tasks_per_step), step)
             rollout_s = time.perf_counter() - t0
             if acc.is_main_process:
                 write_jsonl(Path(cfg.output_dir) / "rollouts.jsonl", trajs, append=True)
@@ -230,24 +158,18 @@ def train_grpo(cfg: GRPOConfig) -> dict:
             if losses:
                 row["loss"] = sum(losses) / len(losses)
                 row.update({k: sum(v) / len(v) for k, v in stats_all.items()})
-            if cfg.sampler == "vllm" and seqs:
-                row["push_s"] = push_weights(
-                    policy, trainable_state(acc.unwrap_model(model)), cfg.push_timeout
-                )
-            if cfg.check_sync and evidence:
-                if sync_prompt is None:
-                    first = next(t for t in evidence if t.tokens)
-                    sync_prompt = first.tokens[: first.mask.index(1)]
-                row["sync_gap"] = check_sync(policy, acc.unwrap_model(model), sync_prompt)
+            if seqs and (took := push(cfg, policy, acc.unwrap_model(model), step + 1)) is not None:
+                row["push_s"] = took
+            fixed_prompt = fixed_prompt or sync_prompt(evidence)
+            if cfg.check_sync and fixed_prompt:
+                row["sync_gap"] = check_sync(policy, acc.unwrap_model(model), fixed_prompt)
                 sync_gaps.append(row["sync_gap"])
             step += 1
             metrics.log(step, **row)
             if cfg.save_every and step % cfg.save_every == 0:
                 save_checkpoint(acc, cfg.output_dir, step, {"tasks_seen": step * cfg.tasks_per_step})
     finally:
-        close = getattr(policy.generator, "close", None)
-        if close is not None:
-            close()
+        close(policy)
     final = save_model(acc, model, tok, f"{cfg.output_dir}/final")
     summary = {
         "steps": step,

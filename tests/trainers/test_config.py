@@ -53,6 +53,14 @@ def test_every_field_is_documented_once():
         ),
         (GRPOConfig, {"num_tasks": 2, "tasks_per_step": 4}, ["num_tasks (2)", "tasks_per_step (4)"]),
         (GRPOConfig, {"loss_agg": "sum"}, ["loss_agg", "'sum'"]),
+        (GRPOConfig, {"sampler": "server", "lora_r": 8}, ["server_url"]),
+        (GRPOConfig, {"sampler": "server", "server_url": "http://h/v1"}, ["sampler (server)", "lora_r is 0"]),
+        (GRPOConfig, {"server_url": "http://h/v1"}, ["server_url ('http://h/v1')", "sampler (vllm)"]),
+        (GRPOConfig, {"sampler": "hf", "enforce_eager": True}, ["enforce_eager (True)", "sampler (hf)"]),
+        (DPOConfig, {"group_size": 4}, ["group_size (4)", "without env"]),
+        (DPOConfig, {"rounds": 3}, ["rounds (3)", "data (['d.jsonl'])"]),
+        (DPOConfig, {"env": "toy/calculator-v0"}, ["data (['d.jsonl'])", "env ('toy/calculator-v0')"]),
+        (DPOConfig, {"data": [], "env": "toy/calculator-v0"}, ["rounds >= 1", "toy/calculator-v0"]),
     ],
 )
 def test_cross_field_errors_name_both_values(cls, overrides, words):

@@ -4,7 +4,8 @@ import threading
 
 import pytest
 import torch
-from agentgym.trainers.grpo import make_groups, push_weights
+from agentgym.trainers.grpo import make_groups
+from agentgym.trainers.sampler import push_weights
 
 from agentgym.types import Trajectory
 

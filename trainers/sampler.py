@@ -1,0 +1,180 @@
+"""The rollout side of online training: the sampler policy, its task schedule, and weight pushes.
+
+Three samplers, chosen by ``OnlineConfig.sampler``:
+
+- ``vllm``: an in-process vLLM engine; after each update the full weights are loaded into it;
+- ``hf``: the training model samples itself (nothing to push);
+- ``server``: one or more vLLM OpenAI-compatible servers; after each update the trainer's LoRA
+  adapter is saved to ``output_dir/adapters/step-N`` and loaded by every server under a new name,
+  and the previous adapter is unloaded. The servers read the adapter from the path, so they must
+  share the trainer's file system.
+
+Every push runs under ``push_timeout``: a sampler that hangs fails the run instead of stalling it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from agentgym.trainers.batch import Sequence, collate, forward_logprobs
+from agentgym.trainers.config import OnlineConfig
+
+from agentgym.types import Trajectory
+
+
+def make_sampler(cfg: OnlineConfig, model, tokenizer):
+    """The rollout policy: an ``LLMPolicy`` over the generator ``cfg.sampler`` names."""
+    from agentgym.policies.llm import LLMPolicy
+
+    from agentgym.policy import SamplingParams
+
+    sampling = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    if cfg.sampler == "hf":
+        from agentgym.policies.hf import HFGenerator
+
+        gen = HFGenerator(
+            model, tokenizer, device=str(next(model.parameters()).device), max_batch=cfg.concurrency
+        )
+        return LLMPolicy(gen, tokenizer, sampling)
+    if cfg.sampler == "server":
+        from agentgym.policies.openai import OpenAIGenerator
+
+        urls = [u for u in cfg.server_url.split(",") if u]
+        gen = OpenAIGenerator(urls, cfg.server_model or cfg.model, timeout=cfg.push_timeout)
+        return LLMPolicy(gen, tokenizer, sampling, max_model_len=cfg.max_length)
+    from agentgym.policies.vllm import VLLMGenerator
+
+    kwargs: dict[str, Any] = {"enforce_eager": cfg.enforce_eager}
+    if torch.cuda.is_available():
+        kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+    gen = VLLMGenerator(cfg.model, max_model_len=cfg.max_length, **kwargs)
+    return LLMPolicy(gen, tokenizer, sampling, max_model_len=cfg.max_length)
+
+
+def step_tasks(pool: list[str], step: int, per_step: int) -> list[str]:
+    """The tasks of one step: consecutive slices of the pool, wrapping around."""
+    start = (step * per_step) % len(pool)
+    return [pool[(start + i) % len(pool)] for i in range(per_step)]
+
+
+def roll_out(cfg: OnlineConfig, policy, tasks: list[str], step: int) -> list[Trajectory]:
+    """``group_size`` rollouts of each task with the current policy (seeded by the step)."""
+    from agentgym.rollout import run_rollouts
+
+    return run_rollouts(
+        cfg.env,
+        policy,
+        n=len(tasks),
+        group=cfg.group_size,
+        task_ids=tasks,
+        seed=cfg.seed * 1_000 + step,
+        env_kwargs=cfg.env_kwargs,
+        max_turns=cfg.max_turns or None,
+        concurrency=cfg.concurrency,
+        progress=False,
+    )
+
+
+def _with_timeout(fn, timeout: float, what: str) -> float:
+    """Run ``fn`` (which may return a coroutine) on a worker thread; raise ``TimeoutError`` after
+    ``timeout`` seconds. Returns the seconds it took."""
+    t0 = time.perf_counter()
+
+    def call():
+        out = fn()
+        if inspect.iscoroutine(out):
+            asyncio.run(out)
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    fut = pool.submit(call)
+    try:
+        fut.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(
+            f"{what} took over {timeout} s (push_timeout); the sampler is hung or too slow"
+        ) from None
+    finally:
+        pool.shutdown(wait=False)
+    return time.perf_counter() - t0
+
+
+def push_weights(policy, state: dict[str, torch.Tensor], timeout: float) -> float:
+    """Send new full weights to the sampler's generator; raises ``TimeoutError`` after ``timeout`` s."""
+    gen = policy.generator
+
+    def call():
+        if "timeout" in inspect.signature(gen.update_weights).parameters:
+            return gen.update_weights(state, timeout=timeout)
+        return gen.update_weights(state)
+
+    return _with_timeout(call, timeout, f"pushing weights to the {type(gen).__name__} sampler")
+
+
+def push_adapter(policy, model, output_dir: str, step: int, timeout: float) -> float:
+    """Save the LoRA adapter of ``model`` (a peft model) and load it on every server of the
+    sampler under the name ``agentgym-step-N``; the previous adapter is unloaded and its files
+    removed. Raises ``TimeoutError`` after ``timeout`` seconds, or the server's refusal."""
+    gen = policy.generator
+    root = Path(output_dir).resolve() / "adapters"
+    path = root / f"step-{step}"
+    model.save_pretrained(str(path))
+    previous = gen.model if str(gen.model).startswith("agentgym-step-") else None
+    name = f"agentgym-step-{step}"
+    took = _with_timeout(
+        lambda: gen.load_adapter(name, str(path), timeout=timeout), timeout, f"loading adapter {name}"
+    )
+    if previous is not None and previous != name:
+        gen.unload_adapter(previous, timeout=timeout)
+        shutil.rmtree(root / previous.removeprefix("agentgym-"), ignore_errors=True)
+    return took
+
+
+def push(cfg: OnlineConfig, policy, model, step: int) -> float | None:
+    """Bring the sampler up to date with ``model`` after an update; returns seconds, or None when
+    the sampler is the model itself."""
+    from agentgym.trainers.common import trainable_state
+
+    if cfg.sampler == "vllm":
+        return push_weights(policy, trainable_state(model), cfg.push_timeout)
+    if cfg.sampler == "server":
+        return push_adapter(policy, model, cfg.output_dir, step, cfg.push_timeout)
+    return None
+
+
+def close(policy) -> None:
+    closer = getattr(policy.generator, "close", None)
+    if closer is not None:
+        closer()
+
+
+@torch.no_grad()
+def check_sync(policy, model, prompt: list[int], max_tokens: int = 16) -> float:
+    """Largest gap between the sampler's and the trainer's log-probs of a greedy continuation of
+    ``prompt`` (the check that a weight push arrived)."""
+    from agentgym.policy import SamplingParams
+
+    [c] = asyncio.run(
+        policy.generator.generate([prompt], SamplingParams(temperature=0.0, max_tokens=max_tokens))
+    )
+    seq = Sequence(ids=list(prompt) + list(c.ids), mask=[0] * len(prompt) + [1] * len(c.ids))
+    batch = collate([seq], pad_id=0).to(next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    mine = forward_logprobs(model, batch)[0, len(prompt) - 1 :]
+    model.train(was_training)
+    return float((mine.cpu() - torch.tensor(c.logprobs)).abs().max())
+
+
+def sync_prompt(trajs: list[Trajectory]) -> list[int] | None:
+    """A fixed prompt for ``check_sync``: the first agent turn's context of the first token record."""
+    for t in trajs:
+        if t.tokens and 1 in (t.mask or []):
+            return list(t.tokens[: t.mask.index(1)])
+    return None
