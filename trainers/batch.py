@@ -64,9 +64,18 @@ class TokenBatch:
     """[B, T-1] the sampler's log-prob of each target (0 where unknown or masked)"""
     advantages: torch.Tensor
     """[B] one advantage per sequence"""
+    prefix_ids: torch.Tensor | None = None
+    """[G, P] with shared prefixes (``collate(share_prefix=True)``): the G distinct prefixes,
+    right-padded; every field above then holds only what follows a row's prefix"""
+    prefix_mask: torch.Tensor | None = None
+    """[G, P] 1 on the real prefix tokens"""
+    prefix_index: torch.Tensor | None = None
+    """[B] which prefix each row continues"""
 
     def to(self, device: torch.device | str) -> TokenBatch:
-        return TokenBatch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+        return TokenBatch(
+            *(None if (v := getattr(self, f)) is None else v.to(device) for f in self.__dataclass_fields__)
+        )
 
     @property
     def num_agent_tokens(self) -> int:
@@ -126,10 +135,79 @@ def to_sequence(
     )
 
 
-def collate(seqs: list[Sequence], pad_id: int) -> TokenBatch:
-    """Right-pad sequences to the longest one in this list and build the shifted tensors."""
+def prompt_of(seq: Sequence) -> tuple[int, ...]:
+    """The ids before a sequence's first agent token: what the rollouts of one task share."""
+    return tuple(seq.ids[: seq.mask.index(1)] if 1 in seq.mask else seq.ids)
+
+
+def shared_prefixes(seqs: list[Sequence]) -> tuple[list[list[int]], list[int], list[int]]:
+    """Split sequences into shared prefixes and their continuations: sequences whose ids agree up
+    to their first agent token (the rollouts of one task: same system prompt, tools and task)
+    form a group, and the group's prefix is their longest common prefix, stopping one token before
+    the earliest agent token so that every agent token is still predicted from a continuation.
+
+    Returns ``(prefixes, index, cut)``: the distinct prefixes, the prefix of each sequence and
+    where each sequence's continuation starts.
+
+    >>> a = Sequence(ids=[1, 2, 3, 4, 5], mask=[0, 0, 0, 1, 1])
+    >>> b = Sequence(ids=[1, 2, 3, 9], mask=[0, 0, 0, 1])
+    >>> c = Sequence(ids=[7, 2, 3, 4], mask=[0, 0, 1, 1])
+    >>> shared_prefixes([a, b, c])
+    ([[1, 2], [7]], [0, 0, 1], [2, 2, 1])
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, s in enumerate(seqs):
+        groups.setdefault(prompt_of(s), []).append(i)
+    prefixes: list[list[int]] = []
+    index = [0] * len(seqs)
+    cut = [0] * len(seqs)
+    for members in groups.values():
+        k = min(len(seqs[i]) for i in members) - 1
+        for i in members:
+            s = seqs[i]
+            k = min(k, (s.mask.index(1) if 1 in s.mask else len(s)) - 1)
+        ids0 = seqs[members[0]].ids
+        for i in members[1:]:
+            other = seqs[i].ids
+            j = 0
+            while j < k and other[j] == ids0[j]:
+                j += 1
+            k = j
+        k = max(k, 1)
+        for i in members:
+            index[i], cut[i] = len(prefixes), k
+        prefixes.append(list(ids0[:k]))
+    return prefixes, index, cut
+
+
+def collate(seqs: list[Sequence], pad_id: int, share_prefix: bool = False) -> TokenBatch:
+    """Right-pad sequences to the longest one in this list and build the shifted tensors.
+
+    With ``share_prefix`` (and at least two sequences of one prompt in the list), the prefix that
+    a group of sequences has in common (``shared_prefixes``) is stored once in ``prefix_ids`` and the other fields hold only the continuations;
+    ``forward_logprobs`` runs each prefix once and gives the same log-probs, with the same
+    gradient, as the padded batch."""
     if not seqs:
         raise ValueError("cannot collate an empty list of sequences")
+    prefix_ids = prefix_mask = prefix_index = None
+    if share_prefix and all(len(s) >= 2 for s in seqs) and len({prompt_of(s) for s in seqs}) < len(seqs):
+        prefixes, index, cut = shared_prefixes(seqs)
+        seqs = [
+            Sequence(
+                ids=s.ids[k:],
+                mask=s.mask[k:],
+                logprobs=s.logprobs[k:] if s.logprobs is not None else None,
+                advantage=s.advantage,
+            )
+            for s, k in zip(seqs, cut, strict=True)
+        ]
+        width = max(len(p) for p in prefixes)
+        prefix_ids = torch.full((len(prefixes), width), pad_id, dtype=torch.long)
+        prefix_mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+        for g, p in enumerate(prefixes):
+            prefix_ids[g, : len(p)] = torch.tensor(p, dtype=torch.long)
+            prefix_mask[g, : len(p)] = 1
+        prefix_index = torch.tensor(index, dtype=torch.long)
     width = max(len(s) for s in seqs)
     n = len(seqs)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -150,6 +228,9 @@ def collate(seqs: list[Sequence], pad_id: int) -> TokenBatch:
         loss_mask=mask[:, 1:] * attention[:, 1:],
         old_logprobs=lps[:, 1:] * mask[:, 1:],
         advantages=torch.tensor([s.advantage for s in seqs], dtype=torch.float32),
+        prefix_ids=prefix_ids,
+        prefix_mask=prefix_mask,
+        prefix_index=prefix_index,
     )
 
 
@@ -177,10 +258,47 @@ def micro_batches(
 def forward_logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
     """``[B, T-1]`` log-probs the model gives each target token (with gradient if enabled).
 
-    Only the attention mask goes to the model; the loss mask is applied by the caller's loss."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-    logits = out.logits[:, :-1, :]
-    return token_logprobs(logits, batch.targets)
+    Only the attention mask goes to the model; the loss mask is applied by the caller's loss.
+    A batch with shared prefixes runs them once, keeps their keys and values (with gradient) and
+    runs every continuation on top of its prefix's cache, so a group of G rollouts of one task
+    pays for its prompt once instead of G times (the idea of Prefix Grouper, Liu et al. 2025,
+    arXiv:2506.05433, here through the model's own KV cache)."""
+    if batch.prefix_ids is None:
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        return token_logprobs(out.logits[:, :-1, :], batch.targets)
+    from transformers import DynamicCache
+
+    # The prefix pass goes to the module itself: under DDP its gradient reaches the same
+    # parameters within the one backward, and only the continuation pass is a DDP forward.
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    cache = DynamicCache(config=_config(inner))
+    inner(
+        input_ids=batch.prefix_ids,
+        attention_mask=batch.prefix_mask,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(0, batch.prefix_index)
+        layer.values = layer.values.index_select(0, batch.prefix_index)
+    lengths = batch.prefix_mask.sum(-1).index_select(0, batch.prefix_index)
+    width = batch.input_ids.shape[1]
+    positions = lengths[:, None] + torch.arange(width, device=lengths.device)[None, :]
+    attention = torch.cat([batch.prefix_mask.index_select(0, batch.prefix_index), batch.attention_mask], 1)
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=attention,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return token_logprobs(out.logits[:, :-1, :], batch.targets)
+
+
+def _config(model: torch.nn.Module):
+    config = getattr(model, "config", None)
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
 def sequence_logprob_sums(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:

@@ -39,6 +39,21 @@ def make_accelerator(cfg: TrainConfig):
     return acc
 
 
+def shares_prefix(cfg: TrainConfig, acc) -> bool:
+    """Whether this run collates with shared prefixes (``TrainConfig.share_prefix``): the prefix
+    pass calls the module outside its distributed wrapper, which DDP allows and sharded setups
+    (FSDP, DeepSpeed) do not."""
+    from accelerate.utils import DistributedType
+
+    sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if cfg.share_prefix == "on" and sharded:
+        raise ValueError(
+            f"share_prefix (on) is not supported with distributed type ({acc.distributed_type.value}); "
+            "use share_prefix auto or off"
+        )
+    return cfg.share_prefix != "off" and not sharded
+
+
 def load_model(cfg: TrainConfig, path: str | None = None, trainable: bool = True):
     """Load a causal LM in fp32 (autocast handles bf16), with LoRA adapters when ``lora_r > 0``."""
     from transformers import AutoModelForCausalLM

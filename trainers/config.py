@@ -57,6 +57,10 @@ class TrainConfig:
     """longest sequence in tokens; a longer one is an error naming the record (never silently cut)"""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """autocast precision (bf16 on GPU; 'no' keeps fp32, as CPU tests use)"""
+    share_prefix: Literal["auto", "on", "off"] = "auto"
+    """run a prompt that several sequences of a micro-batch share (GRPO's rollouts of one task, a
+    DPO pair's two sides) once, through the KV cache: the same loss and gradient for less compute.
+    auto: on in one process and under DDP, off under FSDP / DeepSpeed (where 'on' is refused)"""
     save_every: int = 0
     """save a resumable checkpoint every N optimizer steps (0: only at the end)"""
     resume: bool = False
@@ -77,6 +81,8 @@ class TrainConfig:
     """do not print metrics to stdout (they still go to metrics.jsonl)"""
 
     def __post_init__(self) -> None:
+        if isinstance(self.share_prefix, bool):  # YAML reads on / off as booleans
+            self.share_prefix = "on" if self.share_prefix else "off"
         if not self.model:
             raise ValueError(
                 "model is required: a model directory (e.g. from `agentgym tiny-model DIR`) or hub id"

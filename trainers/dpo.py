@@ -41,6 +41,7 @@ from agentgym.trainers.common import (
     make_optimizer,
     save_checkpoint,
     save_model,
+    shares_prefix,
 )
 from agentgym.trainers.config import DPOConfig
 from agentgym.trainers.losses import dpo_loss
@@ -84,16 +85,25 @@ def build_pairs(trajs: list[Trajectory], min_margin: float = 0.0, pairs_per_task
     return pairs
 
 
-def pair_logps(model, seqs: list[Sequence], pad_id: int, mean: bool) -> torch.Tensor:
-    """Summed (or mean) agent-token log-probs of each sequence, in one forward pass."""
-    batch = collate(seqs, pad_id).to(next(model.parameters()).device)
+def pair_logps(
+    model, seqs: list[Sequence], pad_id: int, mean: bool, share_prefix: bool = False
+) -> torch.Tensor:
+    """Summed (or mean) agent-token log-probs of each sequence, in one forward pass (the prompt a
+    pair's two sides share runs once with ``share_prefix``)."""
+    batch = collate(seqs, pad_id, share_prefix).to(next(model.parameters()).device)
     lp = (forward_logprobs(model, batch) * batch.loss_mask).sum(-1)
     return lp / batch.loss_mask.sum(-1).clamp(min=1) if mean else lp
 
 
 @torch.no_grad()
 def all_logps(
-    acc, model, pairs: list[tuple[Sequence, Sequence]], micro: int, pad_id: int, mean: bool
+    acc,
+    model,
+    pairs: list[tuple[Sequence, Sequence]],
+    micro: int,
+    pad_id: int,
+    mean: bool,
+    share_prefix: bool = False,
 ) -> torch.Tensor:
     """``[n, 2]`` (chosen, rejected) log-probs of every pair; used for the cached reference."""
     model.eval()
@@ -101,7 +111,8 @@ def all_logps(
     for i in range(0, len(pairs), micro):
         chunk = pairs[i : i + micro]
         with acc.autocast():
-            lp = pair_logps(model, [c for c, _ in chunk] + [r for _, r in chunk], pad_id, mean).float().cpu()
+            seqs = [c for c, _ in chunk] + [r for _, r in chunk]
+            lp = pair_logps(model, seqs, pad_id, mean, share_prefix).float().cpu()
         out.append(torch.stack([lp[: len(chunk)], lp[len(chunk) :]], dim=1))
     model.train()
     return torch.cat(out) if out else torch.zeros(0, 2)
@@ -138,6 +149,7 @@ def _offline(cfg: DPOConfig) -> dict:
         )
     seqs = [(tokenize(p.chosen), tokenize(p.rejected)) for p in pairs]
     mean = cfg.loss_type == "ipo"
+    share = shares_prefix(cfg, acc)
     pad = tok.pad_token_id
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * len(seqs) / (cfg.batch_size * acc.num_processes))
 
@@ -145,14 +157,16 @@ def _offline(cfg: DPOConfig) -> dict:
     model.train()
     if cfg.ref_model:
         ref = load_model(cfg, cfg.ref_model, trainable=False).to(acc.device)
-        ref_lp = all_logps(acc, ref, seqs, cfg.micro_batch_size, pad, mean)
+        ref_lp = all_logps(acc, ref, seqs, cfg.micro_batch_size, pad, mean, share)
         del ref
     else:
-        ref_lp = all_logps(acc, model.to(acc.device), seqs, cfg.micro_batch_size, pad, mean)
+        ref_lp = all_logps(acc, model.to(acc.device), seqs, cfg.micro_batch_size, pad, mean, share)
     opt, sched = make_optimizer(cfg, model, total_steps)
     model, opt, sched = acc.prepare(model, opt, sched)
     metrics = Metrics(acc, cfg, "dpo")
-    before = preference_stats(all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean), ref_lp, cfg.beta)
+    before = preference_stats(
+        all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean, share), ref_lp, cfg.beta
+    )
     step = 0
     if cfg.resume and (state := load_checkpoint(acc, cfg.output_dir)) is not None:
         step = state["step"]
@@ -162,7 +176,9 @@ def _offline(cfg: DPOConfig) -> dict:
         metrics.log(step, **row)
         if cfg.save_every and step % cfg.save_every == 0:
             save_checkpoint(acc, cfg.output_dir, step, {"pairs": len(seqs)})
-    after = preference_stats(all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean), ref_lp, cfg.beta)
+    after = preference_stats(
+        all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean, share), ref_lp, cfg.beta
+    )
     final = save_model(acc, model, tok, f"{cfg.output_dir}/final")
     summary = {
         "steps": step,
@@ -181,13 +197,15 @@ def dpo_step(acc, model, opt, sched, cfg: DPOConfig, seqs, ref_lp: torch.Tensor,
     micro-batches); returns its metrics row."""
     global_batch = cfg.batch_size * acc.num_processes
     mean = cfg.loss_type == "ipo"
+    share = shares_prefix(cfg, acc)
     idx = batch_indices(len(seqs), step, global_batch, cfg.seed)[acc.process_index :: acc.num_processes]
     chunks = [idx[i : i + cfg.micro_batch_size] for i in range(0, len(idx), cfg.micro_batch_size)]
     loss_total, nll_total, margins, correct, tokens = 0.0, 0.0, [], 0, 0
     for i, chunk in enumerate(chunks):
         sync = nullcontext() if i == len(chunks) - 1 else acc.no_sync(model)
         with sync, acc.autocast():
-            lp = pair_logps(model, [seqs[j][0] for j in chunk] + [seqs[j][1] for j in chunk], pad, mean)
+            both = [seqs[j][0] for j in chunk] + [seqs[j][1] for j in chunk]
+            lp = pair_logps(model, both, pad, mean, share)
             r = ref_lp[chunk].to(lp.device)
             n = len(chunk)
             loss, cr, rr = dpo_loss(
@@ -235,6 +253,7 @@ def _online(cfg: DPOConfig) -> dict:
     pool = env.task_ids(cfg.num_tasks, cfg.seed)
     env.close()
     mean = cfg.loss_type == "ipo"
+    share = shares_prefix(cfg, acc)
     pad = tok.pad_token_id
     global_batch = cfg.batch_size * acc.num_processes
     most_pairs = cfg.tasks_per_step * (1 if cfg.pairs_per_task == "one" else math.comb(cfg.group_size, 2))
@@ -279,9 +298,9 @@ def _online(cfg: DPOConfig) -> dict:
                 "rollout_s": rollout_s,
             }
             if seqs:
-                ref_lp = all_logps(acc, ref, seqs, cfg.micro_batch_size, pad, mean)
+                ref_lp = all_logps(acc, ref, seqs, cfg.micro_batch_size, pad, mean, share)
                 before = preference_stats(
-                    all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean), ref_lp, cfg.beta
+                    all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean, share), ref_lp, cfg.beta
                 )
                 t1 = time.perf_counter()
                 steps = cfg.max_steps or math.ceil(cfg.epochs * len(seqs) / global_batch)
@@ -289,7 +308,7 @@ def _online(cfg: DPOConfig) -> dict:
                     last = dpo_step(acc, model, opt, sched, cfg, seqs, ref_lp, k, pad)
                     step += 1
                 after = preference_stats(
-                    all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean), ref_lp, cfg.beta
+                    all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean, share), ref_lp, cfg.beta
                 )
                 row.update(steps=steps, update_s=time.perf_counter() - t1, loss=last["loss"])
                 row.update({f"{k}_before": v for k, v in before.items()})

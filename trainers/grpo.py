@@ -36,6 +36,7 @@ from agentgym.trainers.common import (
     make_optimizer,
     save_checkpoint,
     save_model,
+    shares_prefix,
 )
 from agentgym.trainers.config import GRPOConfig
 from agentgym.trainers.losses import group_advantages, ppo_clip_loss
@@ -98,6 +99,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     opt, sched = make_optimizer(cfg, model, cfg.max_steps * cfg.inner_epochs)
     model, opt, sched = acc.prepare(model, opt, sched)
     metrics = Metrics(acc, cfg, "grpo")
+    share = shares_prefix(cfg, acc)
     step = 0
     if cfg.resume and (state := load_checkpoint(acc, cfg.output_dir)) is not None:
         step = state["step"]
@@ -143,6 +145,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
                         cfg.micro_batch_size,
                         tok.pad_token_id,
                         _loss_fn(cfg, ref, stats_all),
+                        share,
                     )
                     if cfg.max_grad_norm > 0:
                         acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

@@ -18,7 +18,7 @@ import zlib
 from contextlib import nullcontext
 
 import torch
-from agentgym.trainers.batch import Sequence, collate, forward_logprobs, passed_token_check
+from agentgym.trainers.batch import Sequence, collate, forward_logprobs, passed_token_check, prompt_of
 from agentgym.trainers.common import (
     Metrics,
     Tokenizer,
@@ -29,6 +29,7 @@ from agentgym.trainers.common import (
     make_optimizer,
     save_checkpoint,
     save_model,
+    shares_prefix,
 )
 from agentgym.trainers.config import SFTConfig
 
@@ -67,18 +68,19 @@ def batch_indices(n: int, step: int, batch: int, seed: int) -> list[int]:
 
 
 def accumulate(
-    acc, model, seqs: list[Sequence], micro_size: int, pad_id: int, loss_sum_fn
+    acc, model, seqs: list[Sequence], micro_size: int, pad_id: int, loss_sum_fn, share_prefix: bool = False
 ) -> tuple[float, int]:
-    """Forward/backward over micro-batches of ``seqs`` (sorted by length for tight padding) so that
+    """Forward/backward over micro-batches of ``seqs`` (sorted by length for tight padding; with
+    ``share_prefix``, by prompt first, so the sequences of one prompt share a micro-batch) so that
     the gradient equals that of ``sum(loss) / agent tokens`` over the whole batch.
 
     ``loss_sum_fn(model, batch) -> scalar`` returns the summed loss of one micro-batch."""
-    seqs = sorted(seqs, key=len)
+    seqs = sorted(seqs, key=lambda s: (prompt_of(s), len(s)) if share_prefix else len(s))
     total = max(sum(s.num_agent_tokens for s in seqs), 1)
     chunks = [seqs[i : i + micro_size] for i in range(0, len(seqs), micro_size)]
     loss_total = 0.0
     for i, chunk in enumerate(chunks):
-        batch = collate(chunk, pad_id).to(acc.device)
+        batch = collate(chunk, pad_id, share_prefix).to(acc.device)
         sync = nullcontext() if i == len(chunks) - 1 else acc.no_sync(model)
         with sync, acc.autocast():
             loss_sum = loss_sum_fn(model, batch)
@@ -130,6 +132,7 @@ def train_sft(cfg: SFTConfig) -> dict:
     opt, sched = make_optimizer(cfg, model, total_steps)
     model, opt, sched = acc.prepare(model, opt, sched)
     metrics = Metrics(acc, cfg, "sft")
+    share = shares_prefix(cfg, acc)
     step = 0
     if cfg.resume and (state := load_checkpoint(acc, cfg.output_dir)) is not None:
         step = state["step"]
@@ -138,7 +141,7 @@ def train_sft(cfg: SFTConfig) -> dict:
     while step < total_steps:
         idx = batch_indices(len(train), step, global_batch, cfg.seed)[acc.process_index :: acc.num_processes]
         loss, tokens = accumulate(
-            acc, model, [train[i] for i in idx], cfg.micro_batch_size, tok.pad_token_id, nll_sum
+            acc, model, [train[i] for i in idx], cfg.micro_batch_size, tok.pad_token_id, nll_sum, share
         )
         grad_norm = (
             acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None

@@ -9,6 +9,7 @@ from agentgym.trainers.batch import (
     collate,
     forward_logprobs,
     micro_batches,
+    shared_prefixes,
     to_sequence,
 )
 
@@ -104,3 +105,84 @@ def test_message_only_trajectory_needs_a_tokenizer():
         to_sequence(t)
     with pytest.raises(TokenizeError, match="no agent tokens"):
         to_sequence(t, tokenize=lambda _: ([1, 2], [0, 0]))
+
+
+def _rollout_like(prompt: list[int], n: int, rng) -> Sequence:
+    """prompt, n sampled tokens, an env reply, 3 more sampled tokens"""
+    sampled = [int(x) for x in rng.integers(3, 250, n)]
+    env = [int(x) for x in rng.integers(3, 250, 5)]
+    ids = prompt + sampled + env + sampled[:3]
+    mask = [0] * len(prompt) + [1] * n + [0] * 5 + [1] * 3
+    return Sequence(ids=ids, mask=mask, logprobs=[-1.0] * len(ids), advantage=float(rng.normal()))
+
+
+def _grouped_sequences():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = [int(x) for x in rng.integers(3, 250, 40)]
+    b = a[:20] + [int(x) for x in rng.integers(3, 250, 7)]  # shares a system prompt with a, not the task
+    return (
+        [_rollout_like(a, n, rng) for n in (5, 9, 12)]
+        + [_rollout_like(b, n, rng) for n in (3, 14)]
+        + [_rollout_like(a[:5], 4, rng)]
+    )
+
+
+def test_shared_prefixes_stop_before_the_first_agent_token():
+    seqs = _grouped_sequences()
+    prefixes, index, cut = shared_prefixes(seqs)
+    assert [len(p) for p in prefixes] == [39, 26, 4] and index == [0, 0, 0, 1, 1, 2]
+    for i, s in enumerate(seqs):
+        assert s.ids[: cut[i]] == prefixes[index[i]] and 1 not in s.mask[: cut[i] + 1]
+    shared = collate(seqs, pad_id=0, share_prefix=True)
+    plain = collate(seqs, pad_id=0)
+    assert shared.prefix_ids.shape == (3, 39) and shared.input_ids.shape[1] < plain.input_ids.shape[1]
+    # every agent token is still a target of the continuations, with its sampler log-prob
+    assert shared.loss_mask.sum(-1).tolist() == plain.loss_mask.sum(-1).tolist()
+    assert shared.old_logprobs.sum(-1).tolist() == plain.old_logprobs.sum(-1).tolist()
+    # no prompt repeats: nothing to share, the plain batch
+    assert collate(seqs[2:4], pad_id=0, share_prefix=True).prefix_ids is None
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_shared_prefix_forward_gives_the_same_logprobs_and_gradient(tiny_model_dir, lora):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        model = get_peft_model(model, cfg)
+    seqs = _grouped_sequences()
+
+    def run(share):
+        model.zero_grad()
+        batch = collate(seqs, pad_id=0, share_prefix=share)
+        sums = (forward_logprobs(model, batch) * batch.loss_mask).sum(-1)
+        (sums * batch.advantages).sum().backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        return sums.detach(), grads
+
+    plain_sums, plain_grads = run(False)
+    shared_sums, shared_grads = run(True)
+    assert torch.allclose(shared_sums, plain_sums, atol=1e-4)
+    assert torch.allclose(shared_grads, plain_grads, atol=1e-4 * plain_grads.abs().max().item())
+    assert plain_grads.abs().max() > 0
+
+
+def test_share_prefix_on_is_refused_where_sharded():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+    from agentgym.trainers.common import shares_prefix
+    from agentgym.trainers.config import SFTConfig
+
+    fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP)  # only the field shares_prefix reads
+    ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_GPU)
+    assert shares_prefix(SFTConfig(model="m", data=["d"]), ddp)
+    assert not shares_prefix(SFTConfig(model="m", data=["d"]), fsdp)
+    assert not shares_prefix(SFTConfig(model="m", data=["d"], share_prefix="off"), ddp)
+    with pytest.raises(ValueError, match=r"share_prefix \(on\).*FSDP"):
+        shares_prefix(SFTConfig(model="m", data=["d"], share_prefix="on"), fsdp)
