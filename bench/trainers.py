@@ -1,18 +1,24 @@
 """Training throughput of the GRPO update and the DPO step, against TRL on the same model and batches.
 
-    python bench/trainers.py [--n 16] [--repeats 3] [--size tiny] [--full [--trl-vllm try|patched|skip]]
+    python bench/trainers.py [--n 16] [--group 4] [--repeats 3] [--size tiny] [--full [--trl-vllm try|patched|skip]]
 
-Builds the tiny offline model, tokenizes scripted toy/calculator trajectories with the chat
-template (the same token ids for both sides), then times, per optimizer step:
+Builds the tiny offline model, tokenizes toy/calculator trajectories with the chat template (the
+same token ids for both sides), then times, per optimizer step:
 
-- GRPO update: our ``forward_logprobs`` + ``ppo_clip_loss`` + backward + AdamW step, against
+- GRPO update: on a GRPO-shaped batch (``--group`` rollouts of each of ``--n / --group`` tasks),
+  our ``forward_logprobs`` + ``ppo_clip_loss`` + backward + AdamW step, against
   ``trl.GRPOTrainer.compute_loss`` on the same sequences split into prompt and completion (with
   TRL's ``tool_mask`` set to our agent mask, so both train exactly the same tokens);
 - DPO step: our ``pair_logps`` + ``dpo_loss`` against ``trl.DPOTrainer.compute_loss`` on the
-  same pairs (reference log-probs precomputed on both sides).
+  same pairs (scripted against random rollouts of ``--n`` tasks; reference log-probs
+  precomputed on both sides).
 
-Prints one JSON object: tokens/s (real, non-padding tokens through forward+backward per second)
-and the peak RSS of the process that ran it (each side runs in its own forked process). TRL is needed only here: ``pip install trl``.
+Ours runs twice: as the trainers run by default (a prompt shared by a group's rollouts or a
+pair's two sides runs once, ``share_prefix``), and with ``share_prefix`` off (``*_plain``).
+
+Prints one JSON object: tokens/s (real, non-padding tokens of the sequences trained on per
+second of forward+backward+optimizer step) and the peak RSS of the process that ran it (each
+side runs in its own forked process). TRL is needed only here: ``pip install trl``.
 
 ``--full`` adds, in the same run, a full optimizer step in each library's own training loop
 (``--full-steps`` steps each; the first is warm-up and is not timed):
@@ -85,31 +91,34 @@ def timed(fn, repeats: int) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def build_data(model_dir: str, n: int):
+def build_data(model_dir: str, n: int, group: int):
     from agentgym.trainers.common import Tokenizer, load_tokenizer
 
     from agentgym.rollout import run_rollouts
 
     tok = load_tokenizer(model_dir)
     tokenize = Tokenizer(tok, 4096)
-    good = run_rollouts("toy/calculator-v0", "scripted", n=n, env_kwargs={"difficulty": 2}, progress=False)
-    bad = run_rollouts(
-        "toy/calculator-v0", "random", n=n, env_kwargs={"difficulty": 2}, max_turns=2, progress=False
+    kw = {"env_kwargs": {"difficulty": 2}, "progress": False}
+    good = run_rollouts("toy/calculator-v0", "scripted", n=n, **kw)
+    bad = run_rollouts("toy/calculator-v0", "random", n=n, max_turns=2, **kw)
+    # a GRPO batch: `group` rollouts of each of n / group tasks (random tool calls, 1-3 turns)
+    rollouts = run_rollouts(
+        "toy/calculator-v0", "random", n=max(n // group, 1), group=group, max_turns=3, **kw
     )
     gen = torch.Generator().manual_seed(0)
-    seqs = [tokenize(t, advantage=float(torch.randn(1, generator=gen))) for t in good]
+    seqs = [tokenize(t, advantage=float(torch.randn(1, generator=gen))) for t in rollouts]
     pairs = [(tokenize(g), tokenize(b)) for g, b in zip(good, bad, strict=True)]
     return tok, seqs, pairs
 
 
-def ours_grpo(model_dir, seqs, pad_id, repeats):
+def ours_grpo(model_dir, seqs, pad_id, repeats, share=True):
     from agentgym.trainers.batch import collate, forward_logprobs
     from agentgym.trainers.losses import ppo_clip_loss
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    batch = collate(seqs, pad_id)
+    batch = collate(seqs, pad_id, share_prefix=share)
     with torch.no_grad():
         batch.old_logprobs = forward_logprobs(model, batch) * batch.loss_mask
 
@@ -120,7 +129,7 @@ def ours_grpo(model_dir, seqs, pad_id, repeats):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return timed(step, repeats), batch.num_tokens
+    return timed(step, repeats), sum(len(s) for s in seqs)
 
 
 def trl_grpo(model_dir, seqs, tok, repeats, workdir):
@@ -189,7 +198,7 @@ def trl_grpo(model_dir, seqs, tok, repeats, workdir):
     return timed(step, repeats), int(sum(len(s) for s in seqs))
 
 
-def ours_dpo(model_dir, pairs, pad_id, repeats):
+def ours_dpo(model_dir, pairs, pad_id, repeats, share=True):
     from agentgym.trainers.dpo import pair_logps
     from agentgym.trainers.losses import dpo_loss
     from transformers import AutoModelForCausalLM
@@ -199,10 +208,10 @@ def ours_dpo(model_dir, pairs, pad_id, repeats):
     seqs = [c for c, _ in pairs] + [r for _, r in pairs]
     n = len(pairs)
     with torch.no_grad():
-        ref = pair_logps(model, seqs, pad_id, mean=False)
+        ref = pair_logps(model, seqs, pad_id, mean=False, share_prefix=share)
 
     def step():
-        lp = pair_logps(model, seqs, pad_id, mean=False)
+        lp = pair_logps(model, seqs, pad_id, mean=False, share_prefix=share)
         loss, _, _ = dpo_loss(lp[:n], lp[n:], ref[:n], ref[n:], beta=0.1)
         loss.backward()
         opt.step()
@@ -839,6 +848,7 @@ def full_comparison(args, work: str, model_dir: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=16, help="sequences per GRPO batch and pairs per DPO batch")
+    parser.add_argument("--group", type=int, default=4, help="rollouts per task in the GRPO batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", default="tiny", choices=["tiny", "small"])
     parser.add_argument("--full", action="store_true", help="also time full steps in each library's own loop")
@@ -863,10 +873,15 @@ def main() -> None:
 
     work = tempfile.mkdtemp(prefix="agentgym-bench-trainers-")
     model_dir = str(build_tiny_model(os.path.join(work, "model"), size=args.size))
-    tok, seqs, pairs = build_data(model_dir, args.n)
+    tok, seqs, pairs = build_data(model_dir, args.n, args.group)
     pad = tok.pad_token_id
     torch.manual_seed(0)
-    res: dict = {"model": args.size, "n": args.n, "torch_threads": torch.get_num_threads()}
+    res: dict = {
+        "model": args.size,
+        "n": args.n,
+        "group": args.group,
+        "torch_threads": torch.get_num_threads(),
+    }
     runs = {
         "grpo_update": (
             (ours_grpo, model_dir, seqs, pad, args.repeats),
@@ -879,13 +894,17 @@ def main() -> None:
     }
     for name, (ours, theirs) in runs.items():
         s1, t1, m1 = isolated(*ours)
+        s0, t0, m0 = isolated(*ours, False)
         s2, t2, m2 = isolated(*theirs)
         res[name] = {
             "tokens": t1,
             "agentgym_tokens_per_s": round(t1 / s1, 1),
+            "agentgym_plain_tokens_per_s": round(t0 / s0, 1),
             "trl_tokens_per_s": round(t2 / s2, 1),
             "speedup": round((t1 / s1) / (t2 / s2), 2),
+            "speedup_plain": round((t0 / s0) / (t2 / s2), 2),
             "agentgym_peak_rss_mb": round(m1, 1),
+            "agentgym_plain_peak_rss_mb": round(m0, 1),
             "trl_peak_rss_mb": round(m2, 1),
         }
     if args.full:
