@@ -258,13 +258,16 @@ def micro_batches(
 def forward_logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
     """``[B, T-1]`` log-probs the model gives each target token (with gradient if enabled).
 
-    Only the attention mask goes to the model; the loss mask is applied by the caller's loss.
+    Only the attention mask goes to the model (and only where padding is not all at the ends of
+    the rows, see ``_mask_for``); the loss mask is applied by the caller's loss.
     A batch with shared prefixes runs them once, keeps their keys and values (with gradient) and
     runs every continuation on top of its prefix's cache, so a group of G rollouts of one task
     pays for its prompt once instead of G times (the idea of Prefix Grouper, Liu et al. 2025,
     arXiv:2506.05433, here through the model's own KV cache)."""
     if batch.prefix_ids is None:
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        out = model(
+            input_ids=batch.input_ids, attention_mask=_mask_for(model, batch.attention_mask), use_cache=False
+        )
         return token_logprobs(out.logits[:, :-1, :], batch.targets)
     from transformers import DynamicCache
 
@@ -274,7 +277,7 @@ def forward_logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
     cache = DynamicCache(config=_config(inner))
     inner(
         input_ids=batch.prefix_ids,
-        attention_mask=batch.prefix_mask,
+        attention_mask=_mask_for(inner, batch.prefix_mask),
         past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
@@ -288,12 +291,25 @@ def forward_logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
     attention = torch.cat([batch.prefix_mask.index_select(0, batch.prefix_index), batch.attention_mask], 1)
     out = model(
         input_ids=batch.input_ids,
-        attention_mask=attention,
+        attention_mask=_mask_for(model, attention),
         position_ids=positions,
         past_key_values=cache,
         use_cache=True,
     )
     return token_logprobs(out.logits[:, :-1, :], batch.targets)
+
+
+def _mask_for(model: torch.nn.Module, mask: torch.Tensor) -> torch.Tensor | None:
+    """The attention mask to give the model, or None where it changes nothing: when every row's
+    padding is at its end, causal attention already keeps real tokens from seeing it (the padded
+    positions' own outputs are never trained on), and without a mask the attention kernel takes
+    its faster causal path. Flash-attention models get the mask anyway: it lets them skip the
+    padding altogether."""
+    config = _config(model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model)
+    if "flash" in str(getattr(config, "_attn_implementation", "")):
+        return mask
+    right_padded = bool((mask.cumprod(-1).sum(-1) == mask.sum(-1)).all())
+    return None if right_padded else mask
 
 
 def _config(model: torch.nn.Module):
