@@ -83,25 +83,37 @@ class OpenAIGenerator:
 
     def _post(self, url: str, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         """POST JSON on this thread's kept-alive connection to the server (reconnecting once it
-        breaks); returns the decoded answer."""
+        breaks); returns the decoded answer. A kept-alive connection that the server has closed
+        in the meantime (servers drop idle ones after a few seconds) is replaced and the request
+        sent again on a fresh one."""
         parts = urllib.parse.urlsplit(url)
         conns = self._local.__dict__.setdefault("conns", {})
-        conn = conns.get(parts.netloc)
-        if conn is None:
-            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            conn = conns[parts.netloc] = kind(parts.netloc, timeout=timeout)
-        elif conn.timeout != timeout:
-            conn.timeout = timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
-        try:
-            conn.request("POST", parts.path + path, json.dumps(body), {"Content-Type": "application/json"})
-            r = conn.getresponse()
-            data = r.read()
-        except BaseException:
-            conn.close()
-            del conns[parts.netloc]
-            raise
+        for fresh in (False, True):
+            conn = conns.get(parts.netloc)
+            if conn is None:
+                kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+                conn = conns[parts.netloc] = kind(parts.netloc, timeout=timeout)
+                fresh = True
+            elif conn.timeout != timeout:
+                conn.timeout = timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeout)
+            try:
+                conn.request(
+                    "POST", parts.path + path, json.dumps(body), {"Content-Type": "application/json"}
+                )
+                r = conn.getresponse()
+                data = r.read()
+                break
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                conn.close()
+                del conns[parts.netloc]
+                if fresh:
+                    raise
+            except BaseException:
+                conn.close()
+                del conns[parts.netloc]
+                raise
         if r.status >= 400:
             raise HTTPStatusError(r.status, data.decode(errors="replace")[:300])
         return json.loads(data) if data.strip().startswith((b"{", b"[")) else {}
