@@ -169,7 +169,7 @@ class OnlineConfig(TrainConfig):
     num_tasks: int = 64
     """size of the fixed task pool (env.task_ids(num_tasks, seed))"""
     tasks_per_step: int = 4
-    """tasks rolled out per step (GRPO) or per round (online DPO)"""
+    """tasks rolled out per step (GRPO) or per round (online DPO), by each process"""
     group_size: int = 8
     """rollouts per task (G)"""
     sampler: Literal["vllm", "hf", "server"] = "vllm"

@@ -45,7 +45,7 @@ from agentgym.trainers.common import (
 )
 from agentgym.trainers.config import DPOConfig
 from agentgym.trainers.losses import dpo_loss
-from agentgym.trainers.sampler import check_sync, close, make_sampler, push, roll_out, step_tasks, sync_prompt
+from agentgym.trainers.sampler import check_sync, close, make_sampler, push, roll_out, sync_prompt
 from agentgym.trainers.sft import batch_indices
 
 from agentgym.types import Trajectory, load_trajectories, write_jsonl
@@ -278,7 +278,7 @@ def _online(cfg: DPOConfig) -> dict:
     try:
         for rnd in range(first_round, cfg.rounds):
             t0 = time.perf_counter()
-            trajs = roll_out(cfg, policy, step_tasks(pool, rnd, cfg.tasks_per_step), rnd)
+            trajs = roll_out(cfg, policy, pool, rnd, acc)
             rollout_s = time.perf_counter() - t0
             if acc.is_main_process:
                 write_jsonl(Path(cfg.output_dir) / "rollouts.jsonl", trajs, append=True)

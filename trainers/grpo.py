@@ -6,7 +6,9 @@
 or ``train_grpo(GRPOConfig(...))``. Each step reads top to bottom:
 
 1. ``tasks_per_step`` tasks from a fixed pool, ``group_size`` rollouts each, through the rollout
-   runner with the current policy (vLLM in-process engine, or the training model itself via hf);
+   runner with the current policy (vLLM in-process engine, vLLM servers, or the training model
+   itself via hf); under ``accelerate launch`` each process samples tasks of its own and all
+   processes share the rollouts, then train their part of every batch;
 2. only ``ok`` / ``truncated`` trajectories with a checked token record enter a group;
 3. group advantages from the env verifier's scores; zero-variance groups are dropped (counted);
 4. ``inner_epochs`` passes of PPO-clip over the agent tokens, the ratio taken against the
@@ -46,7 +48,6 @@ from agentgym.trainers.sampler import (
     make_sampler,
     push,
     roll_out,
-    step_tasks,
     sync_prompt,
 )
 from agentgym.trainers.sft import accumulate
@@ -112,7 +113,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     try:
         while step < cfg.max_steps:
             t0 = time.perf_counter()
-            trajs = roll_out(cfg, policy, step_tasks(pool, step, cfg.tasks_per_step), step)
+            trajs = roll_out(cfg, policy, pool, step, acc)
             rollout_s = time.perf_counter() - t0
             if acc.is_main_process:
                 write_jsonl(Path(cfg.output_dir) / "rollouts.jsonl", trajs, append=True)
@@ -132,27 +133,36 @@ def train_grpo(cfg: GRPOConfig) -> dict:
             t1 = time.perf_counter()
             losses, stats_all, tokens = [], defaultdict(list), 0
             model.train()
+            procs, rank = acc.num_processes, acc.process_index
+            global_batch = cfg.batch_size * procs
             for _ in range(cfg.inner_epochs if seqs else 0):
                 order = torch.randperm(
                     len(seqs), generator=torch.Generator().manual_seed(cfg.seed + step)
                 ).tolist()
-                for b in range(0, len(order), cfg.batch_size):
-                    chunk = [seqs[i] for i in order[b : b + cfg.batch_size]]
+                for b in range(0, len(order), global_batch):
+                    # every process holds every sequence; each trains its share of the global
+                    # batch, normalised by the global batch's agent tokens (exact token mean)
+                    both = [seqs[i] for i in order[b : b + global_batch]]
+                    chunk = both[rank::procs]
+                    weight = 1.0
+                    if not chunk:  # fewer sequences than processes: join the all-reduce with zero weight
+                        chunk, weight = both[:1], 0.0
                     loss, n = accumulate(
                         acc,
                         model,
                         chunk,
                         cfg.micro_batch_size,
                         tok.pad_token_id,
-                        _loss_fn(cfg, ref, stats_all),
+                        _loss_fn(cfg, ref, stats_all, weight),
                         share,
+                        total=sum(x.num_agent_tokens for x in both) / procs,
                     )
                     if cfg.max_grad_norm > 0:
                         acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                     losses.append(loss)
-                    tokens += sum(len(s) for s in chunk)
+                    tokens += sum(len(s) for s in chunk) if weight else 0
                 sched.step()
             update_s = time.perf_counter() - t1
             row.update(
@@ -187,9 +197,10 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     return summary
 
 
-def _loss_fn(cfg: GRPOConfig, ref, stats_all: dict[str, list[float]]):
+def _loss_fn(cfg: GRPOConfig, ref, stats_all: dict[str, list[float]], weight: float = 1.0):
     """The summed PPO-clip loss of one micro-batch, for ``accumulate`` (which divides by the
-    batch's agent tokens: token-mean). Other aggregations are rescaled to match."""
+    batch's agent tokens: token-mean). Other aggregations are rescaled to match. ``weight`` 0
+    makes a process take part in the gradient all-reduce without contributing to it."""
 
     def loss_sum(model, batch):
         lp = forward_logprobs(model, batch)
@@ -210,11 +221,11 @@ def _loss_fn(cfg: GRPOConfig, ref, stats_all: dict[str, list[float]]):
             ref_logprobs=ref_lp,
             kl_coef=cfg.kl_coef,
         )
-        for k, v in stats.items():
+        for k, v in stats.items() if weight else ():
             stats_all[k].append(v)
         # accumulate() divides by the whole batch's agent tokens: weighting each micro-batch's
         # loss by its own agent tokens makes the sum exact for token-mean and a token-weighted
         # average of micro-batch losses for the other modes
-        return loss * batch.loss_mask.sum()
+        return loss * batch.loss_mask.sum() * weight
 
     return loss_sum

@@ -64,22 +64,33 @@ def step_tasks(pool: list[str], step: int, per_step: int) -> list[str]:
     return [pool[(start + i) % len(pool)] for i in range(per_step)]
 
 
-def roll_out(cfg: OnlineConfig, policy, tasks: list[str], step: int) -> list[Trajectory]:
-    """``group_size`` rollouts of each task with the current policy (seeded by the step)."""
+def roll_out(cfg: OnlineConfig, policy, pool: list[str], step: int, acc=None) -> list[Trajectory]:
+    """``group_size`` rollouts of each of this step's tasks with the current policy.
+
+    With several processes each one samples ``tasks_per_step`` tasks of its own (its slice of the
+    pool for this step) with its own sampler, and every process gets all of them back, in process
+    order, so that groups, pairs and the number of optimizer steps agree everywhere."""
     from agentgym.rollout import run_rollouts
 
-    return run_rollouts(
+    procs, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
+    tasks = step_tasks(pool, step * procs + rank, cfg.tasks_per_step)
+    trajs = run_rollouts(
         cfg.env,
         policy,
         n=len(tasks),
         group=cfg.group_size,
         task_ids=tasks,
-        seed=cfg.seed * 1_000 + step,
+        seed=(cfg.seed * 1_000 + step) * procs + rank,
         env_kwargs=cfg.env_kwargs,
         max_turns=cfg.max_turns or None,
         concurrency=cfg.concurrency,
         progress=False,
     )
+    if procs == 1:
+        return trajs
+    from accelerate.utils import gather_object
+
+    return gather_object(trajs)
 
 
 def _with_timeout(fn, timeout: float, what: str) -> float:

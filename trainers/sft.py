@@ -68,15 +68,24 @@ def batch_indices(n: int, step: int, batch: int, seed: int) -> list[int]:
 
 
 def accumulate(
-    acc, model, seqs: list[Sequence], micro_size: int, pad_id: int, loss_sum_fn, share_prefix: bool = False
-) -> tuple[float, int]:
+    acc,
+    model,
+    seqs: list[Sequence],
+    micro_size: int,
+    pad_id: int,
+    loss_sum_fn,
+    share_prefix: bool = False,
+    total: float | None = None,
+) -> tuple[float, float]:
     """Forward/backward over micro-batches of ``seqs`` (sorted by length for tight padding; with
     ``share_prefix``, by prompt first, so the sequences of one prompt share a micro-batch) so that
-    the gradient equals that of ``sum(loss) / agent tokens`` over the whole batch.
+    the gradient equals that of ``sum(loss) / total``, ``total`` being the batch's agent tokens
+    unless given (a trainer that splits one batch over processes passes the whole batch's agent
+    tokens / processes, so that DDP's average is the whole batch's token mean).
 
     ``loss_sum_fn(model, batch) -> scalar`` returns the summed loss of one micro-batch."""
     seqs = sorted(seqs, key=lambda s: (prompt_of(s), len(s)) if share_prefix else len(s))
-    total = max(sum(s.num_agent_tokens for s in seqs), 1)
+    total = max(total if total is not None else sum(s.num_agent_tokens for s in seqs), 1)
     chunks = [seqs[i : i + micro_size] for i in range(0, len(seqs), micro_size)]
     loss_total = 0.0
     for i, chunk in enumerate(chunks):

@@ -12,8 +12,23 @@ import pytest
 import torch
 
 
+def _summaries(out: str) -> list[dict]:
+    """The summary object each rank printed (the ranks share stdout, so lines can run together)."""
+    import json
+
+    decoder = json.JSONDecoder()
+    found, at = [], out.find('{"summary"')
+    while at != -1:
+        obj, end = decoder.raw_decode(out, at)
+        found.append(obj["summary"])
+        at = out.find('{"summary"', end)
+    return found
+
+
 def _launch(args: list[str], cwd) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # ACCELERATE_USE_CPU: what `accelerate launch --cpu` sets; without it accelerate runs each
+    # torchrun process on its own on a machine without GPUs
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     proc = subprocess.run(
         cmd + ["-m", "agentgym", "train", *args],
@@ -49,7 +64,7 @@ def test_dpo_under_ddp_is_the_same_with_and_without_shared_prefixes(tiny_model_d
             ["dpo", *common, "--output-dir", str(tmp_path / share), "--share-prefix", share], tmp_path
         )
         # both ranks ran to the end and report the same summary
-        summaries = [line for line in out.splitlines() if line.startswith('{"summary"')]
+        summaries = _summaries(out)
         assert len(summaries) == 2 and summaries[0] == summaries[1], out[-2000:]
         weights[share] = load_file(str(tmp_path / share / "final" / "model.safetensors"))
     start = load_file(str(tiny_model_dir / "model.safetensors"))
@@ -57,3 +72,49 @@ def test_dpo_under_ddp_is_the_same_with_and_without_shared_prefixes(tiny_model_d
     moved = max(float((weights["off"][k] - start[k]).abs().max()) for k in start)
     assert moved > 1e-3 and gap < 1e-4, (moved, gap)  # measured: moved 2.5e-3, gap 6.8e-6
     assert all(torch.isfinite(t).all() for t in weights["auto"].values())
+
+
+@pytest.mark.slow
+def test_grpo_under_ddp_shares_rollouts_and_splits_the_batch(tiny_model_dir, tmp_path):
+    import json
+
+    from agentgym.trainers import SFTConfig, train_sft
+
+    from agentgym.rollout import run_rollouts
+    from agentgym.types import load_trajectories, write_jsonl
+
+    # a model that solves some tasks, so GRPO groups have differing scores to train on
+    demos = tmp_path / "demos.jsonl"
+    write_jsonl(
+        demos,
+        run_rollouts("toy/calculator-v0", "scripted", n=64, env_kwargs={"difficulty": 1}, progress=False),
+    )
+    sft = train_sft(
+        SFTConfig(
+            model=str(tiny_model_dir),
+            data=[str(demos)],
+            output_dir=str(tmp_path / "sft"),
+            max_steps=100,
+            batch_size=16,
+            micro_batch_size=16,
+            learning_rate=3e-3,
+            quiet=True,
+        )
+    )
+    out = _launch(
+        ["grpo", "--model", sft["model_dir"], "--env", "toy/calculator-v0", "--env-kwargs", "{difficulty: 1}"]
+        + ["--sampler", "hf", "--num-tasks", "8", "--tasks-per-step", "2", "--group-size", "4"]
+        + ["--max-steps", "3", "--batch-size", "4", "--micro-batch-size", "4", "--learning-rate", "1e-4"]
+        + ["--max-tokens", "96", "--output-dir", str(tmp_path / "grpo")],
+        tmp_path,
+    )
+    summaries = _summaries(out)
+    # both ranks see the same rollouts, so they report the same scores
+    assert len(summaries) == 2 and summaries[0]["mean_scores"] == summaries[1]["mean_scores"]
+    trajs = load_trajectories(tmp_path / "grpo" / "rollouts.jsonl")
+    assert len(trajs) == 3 * 2 * 2 * 4  # steps x processes x tasks x group
+    per_step = [trajs[i * 16 : (i + 1) * 16] for i in range(3)]
+    for step in per_step:
+        assert len({t.task_id for t in step}) == 4  # each process sampled tasks of its own
+    rows = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("train_tokens", 0) > 0 for r in rows), rows
