@@ -71,6 +71,7 @@ class VLLMServer:
         """The server's environment: ours, the engine settings, and runtime LoRA loading when the
         server is started with ``--enable-lora`` (so trainers can push adapters to it)."""
         env = {**os.environ, **engine_environ()}
+        env.setdefault("PYTHONUNBUFFERED", "1")  # the log file shows what happened as it happens
         if "--enable-lora" in self.extra_args:
             env.setdefault("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True")
         return env

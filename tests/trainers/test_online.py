@@ -220,7 +220,7 @@ def test_grpo_pushes_lora_adapters_to_a_vllm_server(sft_run, tmp_path):
             quiet=True,
         )
         s = train_grpo(cfg)
-        log = server.tail(1_000_000)  # the whole log: every rollout request adds a line
+    log = server.tail(1_000_000)  # the whole log, read once the server has stopped
     print(json.dumps(s))
     rows = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
     pushed = [r["step"] for r in rows if "push_s" in r]
