@@ -51,13 +51,13 @@ class QuickstartConfig:
     """teacher demonstrations for SFT"""
     sft_steps: int = 200
     """SFT optimizer steps"""
-    grpo_steps: int = 16
+    grpo_steps: int = 96
     """GRPO steps (each: tasks_per_step x group rollouts, then one update)"""
     group: int = 4
     """rollouts per task in GRPO groups and DPO sampling"""
-    dpo_tasks: int = 32
+    dpo_tasks: int = 128
     """tasks sampled from the SFT model to build DPO pairs"""
-    dpo_steps: int = 20
+    dpo_steps: int = 40
     """DPO optimizer steps"""
     eval_tasks: int = 64
     """held-out tasks in each evaluation"""
