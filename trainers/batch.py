@@ -140,58 +140,37 @@ def prompt_of(seq: Sequence) -> tuple[int, ...]:
     return tuple(seq.ids[: seq.mask.index(1)] if 1 in seq.mask else seq.ids)
 
 
-def shared_prefixes(seqs: list[Sequence]) -> tuple[list[list[int]], list[int], list[int]]:
-    """Split sequences into shared prefixes and their continuations: sequences whose ids agree up
-    to their first agent token (the rollouts of one task: same system prompt, tools and task)
-    form a group, and the group's prefix is their longest common prefix, stopping one token before
-    the earliest agent token so that every agent token is still predicted from a continuation.
+def shared_prefixes(seqs: list[Sequence]) -> tuple[list[list[int]], list[int]]:
+    """Group sequences by their prompt (``prompt_of``: the rollouts of one task share system
+    prompt, tools and task) and give each group a prefix: its prompt less the last token, so that
+    every agent token is still predicted from the continuation that follows the prefix.
 
-    Returns ``(prefixes, index, cut)``: the distinct prefixes, the prefix of each sequence and
-    where each sequence's continuation starts.
+    Returns ``(prefixes, index)``: the distinct prefixes and the prefix of each sequence.
 
     >>> a = Sequence(ids=[1, 2, 3, 4, 5], mask=[0, 0, 0, 1, 1])
     >>> b = Sequence(ids=[1, 2, 3, 9], mask=[0, 0, 0, 1])
     >>> c = Sequence(ids=[7, 2, 3, 4], mask=[0, 0, 1, 1])
     >>> shared_prefixes([a, b, c])
-    ([[1, 2], [7]], [0, 0, 1], [2, 2, 1])
+    ([[1, 2], [7]], [0, 0, 1])
     """
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, s in enumerate(seqs):
-        groups.setdefault(prompt_of(s), []).append(i)
-    prefixes: list[list[int]] = []
-    index = [0] * len(seqs)
-    cut = [0] * len(seqs)
-    for members in groups.values():
-        k = min(len(seqs[i]) for i in members) - 1
-        for i in members:
-            s = seqs[i]
-            k = min(k, (s.mask.index(1) if 1 in s.mask else len(s)) - 1)
-        ids0 = seqs[members[0]].ids
-        for i in members[1:]:
-            other = seqs[i].ids
-            j = 0
-            while j < k and other[j] == ids0[j]:
-                j += 1
-            k = j
-        k = max(k, 1)
-        for i in members:
-            index[i], cut[i] = len(prefixes), k
-        prefixes.append(list(ids0[:k]))
-    return prefixes, index, cut
+    groups: dict[tuple[int, ...], int] = {}
+    index = [groups.setdefault(prompt_of(s), len(groups)) for s in seqs]
+    return [list(p[:-1]) for p in groups], index
 
 
 def collate(seqs: list[Sequence], pad_id: int, share_prefix: bool = False) -> TokenBatch:
     """Right-pad sequences to the longest one in this list and build the shifted tensors.
 
-    With ``share_prefix`` (and at least two sequences of one prompt in the list), the prefix that
-    a group of sequences has in common (``shared_prefixes``) is stored once in ``prefix_ids`` and the other fields hold only the continuations;
-    ``forward_logprobs`` runs each prefix once and gives the same log-probs, with the same
-    gradient, as the padded batch."""
+    With ``share_prefix``, when at least two sequences have one prompt and every prompt is at least
+    two tokens long, each group's prefix (``shared_prefixes``) is stored once in ``prefix_ids`` and
+    the other fields hold only the continuations; ``forward_logprobs`` runs each prefix once and
+    gives the same log-probs, with the same gradient, as the padded batch."""
     if not seqs:
         raise ValueError("cannot collate an empty list of sequences")
     prefix_ids = prefix_mask = prefix_index = None
-    if share_prefix and all(len(s) >= 2 for s in seqs) and len({prompt_of(s) for s in seqs}) < len(seqs):
-        prefixes, index, cut = shared_prefixes(seqs)
+    prefixes, index = shared_prefixes(seqs) if share_prefix else ([], [])
+    if 0 < len(prefixes) < len(seqs) and all(prefixes):
+        cut = [len(prefixes[g]) for g in index]
         seqs = [
             Sequence(
                 ids=s.ids[k:],
@@ -273,7 +252,7 @@ def forward_logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
 
     # The prefix pass goes to the module itself: under DDP its gradient reaches the same
     # parameters within the one backward, and only the continuation pass is a DDP forward.
-    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    inner = _unwrap_ddp(model)
     cache = DynamicCache(config=_config(inner))
     inner(
         input_ids=batch.prefix_ids,
@@ -305,11 +284,15 @@ def _mask_for(model: torch.nn.Module, mask: torch.Tensor) -> torch.Tensor | None
     positions' own outputs are never trained on), and without a mask the attention kernel takes
     its faster causal path. Flash-attention models get the mask anyway: it lets them skip the
     padding altogether."""
-    config = _config(model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model)
+    config = _config(_unwrap_ddp(model))
     if "flash" in str(getattr(config, "_attn_implementation", "")):
         return mask
     right_padded = bool((mask.cumprod(-1).sum(-1) == mask.sum(-1)).all())
     return None if right_padded else mask
+
+
+def _unwrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def _config(model: torch.nn.Module):

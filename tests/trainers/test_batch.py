@@ -131,10 +131,11 @@ def _grouped_sequences():
 
 def test_shared_prefixes_stop_before_the_first_agent_token():
     seqs = _grouped_sequences()
-    prefixes, index, cut = shared_prefixes(seqs)
+    prefixes, index = shared_prefixes(seqs)
     assert [len(p) for p in prefixes] == [39, 26, 4] and index == [0, 0, 0, 1, 1, 2]
     for i, s in enumerate(seqs):
-        assert s.ids[: cut[i]] == prefixes[index[i]] and 1 not in s.mask[: cut[i] + 1]
+        cut = len(prefixes[index[i]])
+        assert s.ids[:cut] == prefixes[index[i]] and 1 not in s.mask[: cut + 1]
     shared = collate(seqs, pad_id=0, share_prefix=True)
     plain = collate(seqs, pad_id=0)
     assert shared.prefix_ids.shape == (3, 39) and shared.input_ids.shape[1] < plain.input_ids.shape[1]
@@ -143,6 +144,9 @@ def test_shared_prefixes_stop_before_the_first_agent_token():
     assert shared.old_logprobs.sum(-1).tolist() == plain.old_logprobs.sum(-1).tolist()
     # no prompt repeats: nothing to share, the plain batch
     assert collate(seqs[2:4], pad_id=0, share_prefix=True).prefix_ids is None
+    # an agent token second in line would be predicted from inside a prefix: no sharing
+    early = [Sequence(ids=[5, 6, 7], mask=[0, 1, 1]), Sequence(ids=[5, 6, 8], mask=[0, 1, 1])]
+    assert collate(early, pad_id=0, share_prefix=True).prefix_ids is None
 
 
 @pytest.mark.parametrize("lora", [False, True])
