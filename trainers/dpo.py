@@ -23,11 +23,9 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from agentgym.trainers.batch import Sequence, collate, forward_logprobs, passed_token_check
@@ -45,10 +43,18 @@ from agentgym.trainers.common import (
 )
 from agentgym.trainers.config import DPOConfig
 from agentgym.trainers.losses import dpo_loss
-from agentgym.trainers.sampler import check_sync, close, make_sampler, push, roll_out, sync_prompt
+from agentgym.trainers.sampler import (
+    check_sync,
+    close,
+    make_sampler,
+    push,
+    rollout_step,
+    sync_prompt,
+    task_pool,
+)
 from agentgym.trainers.sft import batch_indices
 
-from agentgym.types import Trajectory, load_trajectories, write_jsonl
+from agentgym.types import Trajectory, load_trajectories
 
 
 @dataclass
@@ -244,14 +250,10 @@ def _online(cfg: DPOConfig) -> dict:
     current policy, pairs them, trains on the pairs against the frozen reference (``ref_model`` or
     the starting model) and pushes the new weights to the sampler. Checkpoints are taken at the
     end of a round (when ``save_every`` > 0), so a resumed run starts at the next round."""
-    from agentgym.registry import make
-
     acc = make_accelerator(cfg)
     tok = load_tokenizer(cfg.model)
     tokenize = Tokenizer(tok, cfg.max_length)
-    env = make(cfg.env, **cfg.env_kwargs)
-    pool = env.task_ids(cfg.num_tasks, cfg.seed)
-    env.close()
+    pool = task_pool(cfg)
     mean = cfg.loss_type == "ipo"
     share = shares_prefix(cfg, acc)
     pad = tok.pad_token_id
@@ -277,26 +279,12 @@ def _online(cfg: DPOConfig) -> dict:
     fixed_prompt: list[int] | None = None
     try:
         for rnd in range(first_round, cfg.rounds):
-            t0 = time.perf_counter()
-            trajs = roll_out(cfg, policy, pool, rnd, acc)
-            rollout_s = time.perf_counter() - t0
-            if acc.is_main_process:
-                write_jsonl(Path(cfg.output_dir) / "rollouts.jsonl", trajs, append=True)
-            evidence = [t for t in trajs if t.is_evidence]
-            score = sum(t.score for t in evidence) / max(len(evidence), 1)
-            scores.append(score)
+            trajs, row = rollout_step(cfg, policy, pool, rnd, acc)
+            scores.append(row["mean_score"])
             pairs = build_pairs(trajs, cfg.min_margin, cfg.pairs_per_task)
             seqs = [(tokenize(p.chosen), tokenize(p.rejected)) for p in pairs]
             total_pairs += len(seqs)
-            row: dict[str, Any] = {
-                "round": rnd + 1,
-                "mean_score": score,
-                "pass_rate": sum(t.score >= 1.0 for t in evidence) / max(len(evidence), 1),
-                "episodes": len(trajs),
-                "statuses": dict(Counter(t.status for t in trajs)),
-                "pairs": len(seqs),
-                "rollout_s": rollout_s,
-            }
+            row.update(round=rnd + 1, pairs=len(seqs))
             if seqs:
                 ref_lp = all_logps(acc, ref, seqs, cfg.micro_batch_size, pad, mean, share)
                 before = preference_stats(
@@ -314,7 +302,7 @@ def _online(cfg: DPOConfig) -> dict:
                 row.update({f"{k}_before": v for k, v in before.items()})
                 row.update({f"{k}_after": v for k, v in after.items()})
                 row["push_s"] = push(cfg, policy, acc.unwrap_model(model), rnd + 1)
-            fixed_prompt = fixed_prompt or sync_prompt(evidence)
+            fixed_prompt = fixed_prompt or sync_prompt(trajs)
             if cfg.check_sync and fixed_prompt:
                 row["sync_gap"] = check_sync(policy, acc.unwrap_model(model), fixed_prompt)
                 sync_gaps.append(row["sync_gap"])

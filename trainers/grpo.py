@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
-from typing import Any
 
 import torch
 from agentgym.trainers.batch import forward_logprobs, passed_token_check
@@ -47,12 +45,13 @@ from agentgym.trainers.sampler import (
     close,
     make_sampler,
     push,
-    roll_out,
+    rollout_step,
     sync_prompt,
+    task_pool,
 )
 from agentgym.trainers.sft import accumulate
 
-from agentgym.types import Trajectory, write_jsonl
+from agentgym.types import Trajectory
 
 
 def make_groups(trajs: list[Trajectory], scale: str) -> tuple[list[tuple[Trajectory, float]], dict[str, int]]:
@@ -87,14 +86,10 @@ def make_groups(trajs: list[Trajectory], scale: str) -> tuple[list[tuple[Traject
 
 def train_grpo(cfg: GRPOConfig) -> dict:
     """Run online GRPO; returns the summary (mean score per step, first/last, model dir)."""
-    from agentgym.registry import make
-
     acc = make_accelerator(cfg)
     tok = load_tokenizer(cfg.model)
     tokenize = Tokenizer(tok, cfg.max_length)
-    env = make(cfg.env, **cfg.env_kwargs)
-    pool = env.task_ids(cfg.num_tasks, cfg.seed)
-    env.close()
+    pool = task_pool(cfg)
     model = load_model(cfg)
     ref = load_model(cfg, trainable=False).to(acc.device) if cfg.kl_coef > 0 else None
     opt, sched = make_optimizer(cfg, model, cfg.max_steps * cfg.inner_epochs)
@@ -112,24 +107,11 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     fixed_prompt: list[int] | None = None
     try:
         while step < cfg.max_steps:
-            t0 = time.perf_counter()
-            trajs = roll_out(cfg, policy, pool, step, acc)
-            rollout_s = time.perf_counter() - t0
-            if acc.is_main_process:
-                write_jsonl(Path(cfg.output_dir) / "rollouts.jsonl", trajs, append=True)
-            evidence = [t for t in trajs if t.is_evidence]
-            mean_score = sum(t.score for t in evidence) / max(len(evidence), 1)
-            scores.append(mean_score)
+            trajs, row = rollout_step(cfg, policy, pool, step, acc)
+            scores.append(row["mean_score"])
             members, counts = make_groups(trajs, cfg.adv_scale)
             seqs = [tokenize(t, adv) for t, adv in members]
-            row: dict[str, Any] = {
-                "mean_score": mean_score,
-                "pass_rate": sum(t.score >= 1.0 for t in evidence) / max(len(evidence), 1),
-                "episodes": len(trajs),
-                "statuses": dict(Counter(t.status for t in trajs)),
-                "rollout_s": rollout_s,
-                **counts,
-            }
+            row.update(counts)
             t1 = time.perf_counter()
             losses, stats_all, tokens = [], defaultdict(list), 0
             model.train()
@@ -173,7 +155,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
                 row.update({k: sum(v) / len(v) for k, v in stats_all.items()})
             if seqs and (took := push(cfg, policy, acc.unwrap_model(model), step + 1)) is not None:
                 row["push_s"] = took
-            fixed_prompt = fixed_prompt or sync_prompt(evidence)
+            fixed_prompt = fixed_prompt or sync_prompt(trajs)
             if cfg.check_sync and fixed_prompt:
                 row["sync_gap"] = check_sync(policy, acc.unwrap_model(model), fixed_prompt)
                 sync_gaps.append(row["sync_gap"])

@@ -19,6 +19,7 @@ import concurrent.futures
 import inspect
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import torch
 from agentgym.trainers.batch import Sequence, collate, forward_logprobs
 from agentgym.trainers.config import OnlineConfig
 
-from agentgym.types import Trajectory
+from agentgym.types import Trajectory, write_jsonl
 
 
 def make_sampler(cfg: OnlineConfig, model, tokenizer):
@@ -56,6 +57,17 @@ def make_sampler(cfg: OnlineConfig, model, tokenizer):
         kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
     gen = VLLMGenerator(cfg.model, max_model_len=cfg.max_length, **kwargs)
     return LLMPolicy(gen, tokenizer, sampling, max_model_len=cfg.max_length)
+
+
+def task_pool(cfg: OnlineConfig) -> list[str]:
+    """The fixed pool of ``num_tasks`` task ids that the run's steps take their tasks from."""
+    from agentgym.registry import make
+
+    env = make(cfg.env, **cfg.env_kwargs)
+    try:
+        return env.task_ids(cfg.num_tasks, cfg.seed)
+    finally:
+        env.close()
 
 
 def step_tasks(pool: list[str], step: int, per_step: int) -> list[str]:
@@ -91,6 +103,26 @@ def roll_out(cfg: OnlineConfig, policy, pool: list[str], step: int, acc=None) ->
     from accelerate.utils import gather_object
 
     return gather_object(trajs)
+
+
+def rollout_step(cfg: OnlineConfig, policy, pool: list[str], step: int, acc) -> tuple[list[Trajectory], dict]:
+    """``roll_out`` for one step (GRPO) or round (online DPO): the rollouts, appended to
+    ``output_dir/rollouts.jsonl`` by the main process, and their metrics row (mean score and
+    pass rate over the rollouts that count as evidence, statuses, seconds)."""
+    t0 = time.perf_counter()
+    trajs = roll_out(cfg, policy, pool, step, acc)
+    seconds = time.perf_counter() - t0
+    if acc.is_main_process:
+        write_jsonl(Path(cfg.output_dir) / "rollouts.jsonl", trajs, append=True)
+    evidence = [t for t in trajs if t.is_evidence]
+    row = {
+        "mean_score": sum(t.score for t in evidence) / max(len(evidence), 1),
+        "pass_rate": sum(t.score >= 1.0 for t in evidence) / max(len(evidence), 1),
+        "episodes": len(trajs),
+        "statuses": dict(Counter(t.status for t in trajs)),
+        "rollout_s": seconds,
+    }
+    return trajs, row
 
 
 def _with_timeout(fn, timeout: float, what: str) -> float:
@@ -184,8 +216,9 @@ def check_sync(policy, model, prompt: list[int], max_tokens: int = 16) -> float:
 
 
 def sync_prompt(trajs: list[Trajectory]) -> list[int] | None:
-    """A fixed prompt for ``check_sync``: the first agent turn's context of the first token record."""
+    """A fixed prompt for ``check_sync``: the first agent turn's context of the first token record
+    among the rollouts that count as evidence."""
     for t in trajs:
-        if t.tokens and 1 in (t.mask or []):
+        if t.is_evidence and t.tokens and 1 in (t.mask or []):
             return list(t.tokens[: t.mask.index(1)])
     return None
