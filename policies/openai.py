@@ -88,12 +88,12 @@ class OpenAIGenerator:
         sent again on a fresh one."""
         parts = urllib.parse.urlsplit(url)
         conns = self._local.__dict__.setdefault("conns", {})
-        for fresh in (False, True):
+        reused = parts.netloc in conns
+        while True:
             conn = conns.get(parts.netloc)
             if conn is None:
                 kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
                 conn = conns[parts.netloc] = kind(parts.netloc, timeout=timeout)
-                fresh = True
             elif conn.timeout != timeout:
                 conn.timeout = timeout
                 if conn.sock is not None:
@@ -105,15 +105,13 @@ class OpenAIGenerator:
                 r = conn.getresponse()
                 data = r.read()
                 break
-            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            except BaseException as e:
                 conn.close()
                 del conns[parts.netloc]
-                if fresh:
+                stale = isinstance(e, BrokenPipeError | ConnectionResetError | http.client.RemoteDisconnected)
+                if not (reused and stale):
                     raise
-            except BaseException:
-                conn.close()
-                del conns[parts.netloc]
-                raise
+                reused = False  # once more, on a fresh connection
         if r.status >= 400:
             raise HTTPStatusError(r.status, data.decode(errors="replace")[:300])
         return json.loads(data) if data.strip().startswith((b"{", b"[")) else {}
