@@ -141,13 +141,15 @@ def test_openai_spec_errors_are_clear(env, tool_model):
 
 def test_killing_the_server_mid_run_gives_policy_errors_and_ends(server, openai, env):
     """Runs last: it kills the module's server. No episode may hang or score a fake zero."""
-    killer = threading.Timer(1.0, server.kill)
+    # killed early enough that most episodes are still to come even on a fast, idle machine
+    # (about 16 episodes finish per second here; a 1 s timer over 24 episodes was flaky)
+    killer = threading.Timer(0.5, server.kill)
     killer.start()
     t0 = time.monotonic()
     trajs = run_rollouts(
         "toy/calculator-v0",
         openai,
-        n=24,
+        n=32,
         concurrency=4,
         env_kwargs=ENV_KW,
         turn_timeout=60,
@@ -156,8 +158,8 @@ def test_killing_the_server_mid_run_gives_policy_errors_and_ends(server, openai,
     elapsed = time.monotonic() - t0
     killer.join()
     statuses = [t.status for t in trajs]
-    assert len(trajs) == 24 and elapsed < 100
-    assert statuses.count("policy_error") >= 12, statuses
+    assert len(trajs) == 32 and elapsed < 100
+    assert statuses.count("policy_error") >= 16, statuses
     failed = [t for t in trajs if t.status == "policy_error"]
     assert all("no server answered" in t.metadata["error"] for t in failed)
     assert set(statuses) <= {"ok", "truncated", "policy_error"}
