@@ -70,7 +70,7 @@ def test_dpo_under_ddp_is_the_same_with_and_without_shared_prefixes(tiny_model_d
     start = load_file(str(tiny_model_dir / "model.safetensors"))
     gap = max(float((weights["auto"][k] - weights["off"][k]).abs().max()) for k in start)
     moved = max(float((weights["off"][k] - start[k]).abs().max()) for k in start)
-    assert moved > 1e-3 and gap < 1e-4, (moved, gap)  # measured: moved 2.5e-3, gap 6.8e-6
+    assert moved > 1e-3 and gap < 1e-4, (moved, gap)  # measured with two ranks: moved 3.0e-3, gap 1.3e-5
     assert all(torch.isfinite(t).all() for t in weights["auto"].values())
 
 
