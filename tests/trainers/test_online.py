@@ -169,7 +169,8 @@ def test_online_dpo_rounds_with_the_vllm_sampler(sft_run, tmp_path):
     trained = [r for r in rounds if r["pairs"]]
     assert len(trained) >= 3 and s["steps"] == 4 * len(trained)
     # each round's update raises the chosen-over-rejected margin on that round's fresh pairs, and
-    # the implicit reward ranks them right far more often (measured 0.28 -> 0.80 on average)
+    # the implicit reward ranks them right far more often (mean over rounds: 0.28 -> 0.80 and
+    # 0.40 -> 0.90 in two runs)
     for r in trained:
         assert r["logp_margin_after"] > r["logp_margin_before"]
     mean = lambda key: sum(r[key] for r in trained) / len(trained)  # noqa: E731
