@@ -39,16 +39,22 @@ from agentgym.policy import PolicySpec, parse_spec
 
 BOT_NAMES = ("random", "mcts", "cfr")
 _MASK = (1 << 31) - 1
+_M64 = (1 << 64) - 1
 
 
 def move_seed(*parts: int) -> int:
-    """Mix integers (task seed, player, move number, spec seed) into one 31-bit seed. Python's
-    hash of a tuple of ints is not randomized per process, so seeds agree across processes.
+    """Mix integers (task seed, player, move number, spec seed) into one 31-bit seed, the same in
+    every process: Python's hash of a tuple of ints (not randomized per process) put through the
+    SplitMix64 finalizer. (The tuple hash alone is no mixer: seeds of consecutive moves came out
+    correlated, and kuhn_poker never dealt the Q-K hand.)
 
     >>> move_seed(1, 0, 3) == move_seed(1, 0, 3), move_seed(1, 0, 3) == move_seed(1, 1, 3)
     (True, False)
     """
-    return hash(parts) & _MASK
+    z = hash(parts) + 0x9E3779B97F4A7C15 & _M64
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & _M64
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB & _M64
+    return (z ^ (z >> 31)) & _MASK
 
 
 def pick(
@@ -201,7 +207,7 @@ def solve_cfr(game: pyspiel.Game, iters: int, algo: str = "cfr+") -> dict[str, l
     with _LOCK:
         if str(path) in _SOLVED:
             return _SOLVED[str(path)]
-        table = _read_cache(path)
+        table = _read_cache(path, {"game": str(game), "algo": algo, "iters": iters})
         if table is None:
             solver = pyspiel.CFRPlusSolver(game) if algo == "cfr+" else pyspiel.CFRSolver(game)
             for _ in range(iters):
@@ -215,19 +221,23 @@ def solve_cfr(game: pyspiel.Game, iters: int, algo: str = "cfr+") -> dict[str, l
         return table
 
 
-def _read_cache(path: Path) -> dict[str, list[tuple[int, float]]] | None:
+def _read_cache(path: Path, key: dict[str, Any]) -> dict[str, list[tuple[int, float]]] | None:
+    """The cached table, or None when the file is missing, damaged, or solved something else."""
     try:
         data: Any = json.loads(path.read_text())
-        return {k: [(int(a), float(p)) for a, p in v] for k, v in data["policy"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # missing or damaged: solve again
+        if any(data.get(k) != v for k, v in key.items()):
+            return None
+        table = {str(k): [(int(a), float(p)) for a, p in v] for k, v in data["policy"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # solve again (and overwrite)
+    return table if table else None
 
 
 def _write_cache(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")  # renamed into place: readers never see half a file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs solving again next time
+    except OSError:  # a read-only or full cache only costs solving again next time
+        tmp.unlink(missing_ok=True)

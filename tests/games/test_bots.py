@@ -1,5 +1,12 @@
 """Bots as opponents and as agents through the rollout runner: MCTS strength, CFR caching."""
 
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pyspiel
 import pytest
 from agentgym.envs.games import bots
 
@@ -80,3 +87,53 @@ def test_bot_seeds_change_play():
     assert [t.metadata["history"] for t in a] != [t.metadata["history"] for t in b]
     with pytest.raises(ValueError, match="sims must be at least 1"):
         env.make_policy(agentgym.parse_spec("mcts:sims=0"))
+
+
+def test_cfr_cache_is_per_game_parameters_and_iterations():
+    two, three = pyspiel.load_game("kuhn_poker"), pyspiel.load_game("kuhn_poker", {"players": 3})
+    paths = {
+        bots.cfr_cache_path(two, 100),
+        bots.cfr_cache_path(two, 200),
+        bots.cfr_cache_path(two, 100, "cfr"),
+        bots.cfr_cache_path(three, 100),
+    }
+    assert len(paths) == 4
+    assert len(bots.solve_cfr(three, 20)) > len(bots.solve_cfr(two, 20))
+
+
+@pytest.mark.parametrize(
+    "damage", ["{not json", "", "[]", '{"policy": []}', '{"policy": {"0": 5}}', "wrong game"]
+)
+def test_a_damaged_cfr_cache_is_solved_again(damage):
+    game = pyspiel.load_game("kuhn_poker")
+    good = bots.solve_cfr(game, 50)
+    path = bots.cfr_cache_path(game, 50)
+    bots._SOLVED.clear()
+    if damage == "wrong game":  # a complete file that holds another solve
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "iters": 51, "policy": {"0": [[0, 1.0]]}}))
+    else:
+        path.write_text(damage)
+    assert bots.solve_cfr(game, 50) == good
+    assert json.loads(path.read_text())["iters"] == 50  # rewritten
+
+
+def test_two_processes_solving_at_once_leave_a_whole_cache(tmp_path):
+    code = (
+        "import sys, time, pyspiel\n"
+        "from agentgym.envs.games import bots\n"
+        "while time.time() < float(sys.argv[1]): pass\n"
+        "t = bots.solve_cfr(pyspiel.load_game('leduc_poker'), 30)\n"
+        "print(len(t))\n"
+    )
+    env = {**os.environ, "AGENTGYM_CACHE": str(tmp_path / "shared")}
+    start = str(time.time() + 3)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, start], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    counts = [int(p.communicate(timeout=300)[0]) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and counts[0] == counts[1] == 936
+    files = list((tmp_path / "shared" / "cfr").iterdir())
+    assert [f.name for f in files] == ["leduc_poker-cfrplus-30.json"]  # no temporary files left
+    assert len(json.loads(files[0].read_text())["policy"]) == 936
