@@ -6,7 +6,14 @@ agent's seat (``17 % num_players``) unless ``seat`` is given, so the same task a
 same game for the same moves. Reward at the end, from the game's returns for the agent's seat:
 two-player zero-sum games score win 1, draw 0.5, loss 0; other games score the return scaled
 from [min_utility, max_utility] to [0, 1]. After ``max_illegal`` illegal or unreadable moves the
-agent forfeits: the game is over, scored 0, status ``ok``, the count in the metadata.
+agent forfeits: the game is over, scored 0, status ``ok``, the count in the metadata. One move
+is played per reply; further ``move`` calls in the same reply are answered with an error.
+
+Simultaneous-move games are played turn by turn (OpenSpiel's ``convert_to_turn_based``): a
+later seat never sees an earlier seat's move of the same round. Games of more than two players,
+or not zero-sum, score the return scaled as above and say so in the final message. The agent
+sees only its own view; the episode's metadata keeps the full ``history`` (chance outcomes
+included, for replay), and is written only when the episode ends.
 
 >>> env = GameEnv("connect_four", opponent="random")
 >>> obs, info = env.reset(options={"task_id": "connect_four-2"})
@@ -71,6 +78,15 @@ def load_game(game: str, params: dict[str, Any] | None = None) -> pyspiel.Game:
 _ZERO_SUM_2P: dict[str, bool] = {}
 
 
+def _zero_sum_2p(game: pyspiel.Game) -> bool:
+    key = str(game)
+    if key not in _ZERO_SUM_2P:
+        _ZERO_SUM_2P[key] = (
+            game.num_players() == 2 and game.get_type().utility == pyspiel.GameType.Utility.ZERO_SUM
+        )
+    return _ZERO_SUM_2P[key]
+
+
 def outcome_score(game: pyspiel.Game, returns: list[float], seat: int) -> float:
     """The agent's return mapped to [0, 1] (see the module docstring).
 
@@ -79,12 +95,7 @@ def outcome_score(game: pyspiel.Game, returns: list[float], seat: int) -> float:
     (1.0, 0.0, 0.5)
     """
     r = returns[seat]
-    key = str(game)
-    if key not in _ZERO_SUM_2P:
-        _ZERO_SUM_2P[key] = (
-            game.num_players() == 2 and game.get_type().utility == pyspiel.GameType.Utility.ZERO_SUM
-        )
-    if _ZERO_SUM_2P[key]:
+    if _zero_sum_2p(game):
         return 1.0 if r > 0 else 0.0 if r < 0 else 0.5
     lo, hi = game.min_utility(), game.max_utility()
     return min(1.0, max(0.0, (r - lo) / (hi - lo))) if hi > lo else 0.5
@@ -148,6 +159,8 @@ class GameEnv(ToolEnv):
         self._system: dict[int, str] = {}
         self._names: dict[tuple[int, int], str] | None = {} if self.name in _FIXED_MOVE_NAMES else None
         self._moves_cache: dict[str, int] = {}
+        self._moved = False
+        """a move was played in the reply being answered (one move per turn)"""
 
     # ----- tasks and episodes ------------------------------------------------------------------
 
@@ -260,7 +273,10 @@ class GameEnv(ToolEnv):
         if self.done:  # the game is over
             r = s.returns()
             score = outcome_score(self.game, r, self.seat)
-            verdict = {1.0: "You won.", 0.0: "You lost.", 0.5: "It is a draw."}.get(score, "")
+            if _zero_sum_2p(self.game):
+                verdict = {1.0: "You won.", 0.0: "You lost.", 0.5: "It is a draw."}[score]
+            else:  # no win or loss to name: the score says where the return lies
+                verdict = f"Your score: {score:.4g} (0 = the worst return, 1 = the best)."
             lines.append(f"Game over. {verdict} Returns by player: {[round(x, 4) for x in r]}.")
             lines.append(self._view(s, self.seat).rstrip())
         else:
@@ -281,6 +297,8 @@ class GameEnv(ToolEnv):
         Args:
             move: a legal move written as in the list of legal moves
         """
+        if self._moved:
+            return "Error: one move per turn; this call was not played. Look at the position and move again."
         text = str(move)
         action = parse_move(self.state, self.seat, text, self._moves())
         if action is None:
@@ -295,9 +313,11 @@ class GameEnv(ToolEnv):
                 f"{left} more illegal move{'s' if left > 1 else ''} and you forfeit."
             )
         self._apply(action)
+        self._moved = True
         return self._turn_text(self._advance())
 
     def respond(self, action: Message) -> list[Message]:
+        self._moved = False
         replies = super().respond(action)
         if not self.done and replies and replies[-1].get("role") == "user":  # a reply without a move
             replies[-1] = {

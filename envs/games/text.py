@@ -6,8 +6,8 @@ seat, never ``str(state)`` of an imperfect-information game (which shows every h
 
 >>> import pyspiel
 >>> state = pyspiel.load_game("connect_four").new_initial_state()
->>> [parse_move(state, 0, m) for m in ("x3", "3", " X3 ", "column 3", "9")]
-[3, 3, 3, None, None]
+>>> [parse_move(state, 0, m) for m in ("x3", "3", " X3 ", "column 3", "`x3`", "9")]
+[3, 3, 3, 3, 3, None]
 >>> state = pyspiel.load_game("tic_tac_toe").new_initial_state()
 >>> [parse_move(state, 0, m) for m in ("x(1,1)", "(1, 1)", "1,1", "4")]
 [4, 4, 4, 4]
@@ -24,15 +24,21 @@ from collections.abc import Callable
 import pyspiel
 
 _PREFIX = re.compile(r"^[a-z]+(?=[\d(])")
-_KUHN_CARDS = "JQK"
+_TAG = re.compile(r"^\[p\d+\]")
+_COLUMN = re.compile(r"col(?:umn)?#?(\d+)")
+_NUMBER = re.compile(r"\d+")
+_RANKS = ["2", "3", "4", "5", "6", "7", "8", "9", "10", "J", "Q", "K", "A"]
 
 
 def _aliases(move: str) -> list[str]:
     """Other ways models write a move: without the player's mark (``x3`` -> ``3``,
-    ``x(1,1)`` -> ``(1,1)`` and ``1,1``)."""
+    ``x(1,1)`` -> ``(1,1)`` and ``1,1``) or the turn-based player tag (``[p1]bid:2`` -> ``bid:2``)."""
     out = []
-    bare = _PREFIX.sub("", move)
-    if bare != move:
+    untagged = _TAG.sub("", move)
+    if untagged != move:
+        out.append(untagged)
+    bare = _PREFIX.sub("", untagged)
+    if bare != untagged:
         out.append(bare)
     if bare.startswith("(") and bare.endswith(")"):
         out.append(bare[1:-1])
@@ -56,7 +62,7 @@ def parse_move(
         return moves[text]
     if len(text) > 200:
         return None
-    raw = _SPACE.sub("", text).strip("\"'`.")
+    raw = _SPACE.sub("", text).strip("\"'`.*")
     want = raw.lower()
     if not want:
         return None
@@ -66,17 +72,56 @@ def parse_move(
     folded = [a for s, a in written.items() if s.lower() == want]
     if len(folded) == 1:  # case-insensitive, unless that confuses two moves (chess Bxc3 / bxc3)
         return folded[0]
-    found = [a for s, a in written.items() if want in _aliases(s.lower())]
+    column = _COLUMN.fullmatch(want)  # "column 3": the bare number of a move like x3
+    alias = column.group(1) if column else want
+    found = [a for s, a in written.items() if alias in _aliases(s.lower())]
     if len(found) == 1:  # an alias that fits two moves is refused
         return found[0]
+    if column:
+        return None
     legal = set(moves.values())
+    poker = _POKER.get(state.get_game().get_type().short_name)
+    if poker is not None and want in _POKER_WORDS:
+        a = poker(state, want)
+        return a if a in legal else None
     if len(want) <= 32 and _TOKEN.fullmatch(want) and not want.isdigit():
         a = _string_to_action(state, player, text.strip())
         if a in legal:
             return a
     if want.isdigit() and int(want) in legal:
-        return int(want)
+        n = int(want)
+        # an action number, unless a listed move reads as that number and is another move
+        # (goofspiel's "[P1]Bid: 1" is action 0): then "1" is ambiguous and refused
+        named = {a for s, a in written.items() if _numbers(s) == [n]}
+        return n if named <= {n} else None
     return None
+
+
+def _numbers(move: str) -> list[int]:
+    return [int(x) for x in _NUMBER.findall(_TAG.sub("", move.lower()))]
+
+
+# ----- poker words: the betting terms models use, mapped to the game's own actions ---------------
+
+_POKER_WORDS = frozenset({"check", "call", "fold", "bet", "raise"})
+
+
+def _kuhn_word(state: pyspiel.State, word: str) -> int | None:
+    """Kuhn's actions are Pass (0) and Bet (1): facing a bet, pass folds and bet calls."""
+    facing = 1 in state.history()[state.get_game().num_players() :]
+    if facing:
+        return {"call": 1, "fold": 0}.get(word)
+    return {"check": 0, "call": 0, "bet": 1, "raise": 1}.get(word)  # nothing to call: a check
+
+
+def _leduc_word(state: pyspiel.State, word: str) -> int | None:
+    """Leduc's actions are Fold (0), Call (1), Raise (2); Fold is legal only facing a bet."""
+    if 0 in state.legal_actions():
+        return None  # fold, call and raise are already the listed names; bet and check are unclear
+    return {"check": 1, "bet": 2}.get(word)
+
+
+_POKER = {"kuhn_poker": _kuhn_word, "leduc_poker": _leduc_word}
 
 
 def make_viewer(game: pyspiel.Game) -> Callable[[pyspiel.State, int], str]:
@@ -126,19 +171,31 @@ def observation(state: pyspiel.State, player: int) -> str:
     return make_viewer(state.get_game())(state, player)
 
 
+def kuhn_cards(players: int) -> list[str]:
+    """The names of Kuhn poker's cards, lowest first: J Q K for two players (the deck has one card
+    more than there are players, ending at the king), the card numbers past 12 cards.
+
+    >>> kuhn_cards(2), kuhn_cards(3)
+    (['J', 'Q', 'K'], ['10', 'J', 'Q', 'K'])
+    """
+    n = players + 1
+    return _RANKS[12 - n : 12] if n <= 12 else [str(c) for c in range(n)]
+
+
 def _kuhn(state: pyspiel.State, player: int) -> str:
     info = state.information_state_string(player)
-    if not info:
+    n = state.get_game().num_players()
+    m = re.match(r"\d+", info)
+    if m is None:
         return "No card dealt yet."
-    card, bets = info[0], info[1:]
+    card, bets = int(m.group()), info[m.end() :]
+    cards = kuhn_cards(n)
     names = {"p": "pass", "b": "bet"}
-    lines = [
-        f"Your card: {_KUHN_CARDS[int(card)] if card.isdigit() and int(card) < 3 else card} (J < Q < K)."
-    ]
+    lines = [f"Your card: {cards[card] if card < len(cards) else card} ({' < '.join(cards)})."]
     if bets:
         lines.append(
             "Betting so far: "
-            + ", ".join(f"player {i % 2} {names.get(c, c)}" for i, c in enumerate(bets))
+            + ", ".join(f"player {i % n} {names.get(c, c)}" for i, c in enumerate(bets))
             + "."
         )
     else:

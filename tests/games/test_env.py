@@ -134,7 +134,24 @@ def test_rewards_map_returns_to_win_draw_loss():
         t = play(env, rnd, task)
         r = t.metadata["returns"][t.metadata["seat"]]
         assert t.score == {1.0: 1.0, 0.0: 0.5, -1.0: 0.0}[r]
-    assert play(env, mcts, "tic_tac_toe-1").score == 0.5  # perfect play from both sides draws
+    draws = [t for t in (play(env, mcts, task) for task in env.task_ids(10)) if t.score == 0.5]
+    assert len(draws) >= 6 and all(t.metadata["returns"] == [0.0, 0.0] for t in draws)
+
+
+@pytest.mark.parametrize("game", ["kuhn_poker", "leduc_poker"])
+def test_poker_info_dicts_carry_no_game_state(game):
+    env = agentgym.make(f"games/{game}-v0", seat=0)
+    policy = env.make_policy(agentgym.parse_spec("random"))
+    for task in env.task_ids(10):
+        _, info = env.reset(options={"task_id": task})
+        infos, done = [info], False
+        while not done:
+            _, _, terminated, truncated, info = env.step(policy.reply(env))
+            infos.append(info)
+            done = terminated or truncated
+        shown = {"task_id", "seat", "legal_moves", "turn", "score", "breakdown", "status"}
+        assert set().union(*infos) <= shown | {"illegal_moves", "forfeit"}
+        assert "history" not in json.dumps(infos)
 
 
 @pytest.mark.parametrize("game", ["kuhn_poker", "leduc_poker"])
@@ -193,3 +210,128 @@ def test_any_openspiel_game_by_name_including_simultaneous_ones():
         traj = play(env, env.make_policy(agentgym.parse_spec("random")), task)
         assert traj.task_id == task and traj.status == "ok" and traj.metadata["returns"] is not None
         assert env.name == game.split("(")[0]
+
+
+def test_chance_and_random_bots_draw_uniformly():
+    from collections import Counter
+
+    # every kuhn deal equally often (the Q-K deal once never came up), leduc's 30 deals too
+    env = agentgym.make("games/kuhn_poker-v0")
+    deals = Counter()
+    for task in env.task_ids(1200):
+        env.reset(options={"task_id": task})
+        deals[tuple(env.state.history()[:2])] += 1
+    assert len(deals) == 6 and min(deals.values()) >= 150 and max(deals.values()) <= 250
+    env = agentgym.make("games/leduc_poker-v0")
+    deals = Counter()
+    for task in env.task_ids(3000):
+        env.reset(options={"task_id": task})
+        deals[tuple(env.state.history()[:2])] += 1
+    assert len(deals) == 30 and min(deals.values()) >= 65 and max(deals.values()) <= 135
+    # a random opponent's reply to the agent's first move, and to its second
+    env = agentgym.make("games/tic_tac_toe-v0", seat=0)
+    replies = Counter()
+    for task in env.task_ids(900):
+        env.reset(options={"task_id": task})
+        env.step(move_msg("x(1,1)"))
+        env.step(move_msg(next(m for m in env.legal_moves() if m != "x(1,1)")))
+        replies[tuple(env.state.history()[1::2])] += 1
+    firsts = Counter()
+    for (first, *_), c in replies.items():
+        firsts[first] += c
+    assert len(firsts) == 8 and min(firsts.values()) >= 75 and max(firsts.values()) <= 150
+    assert len(replies) == 48 and min(replies.values()) >= 5  # 8 first replies, then 6 each
+
+
+@pytest.mark.parametrize(
+    "game,before,written,expected",
+    [
+        ("connect_four", [], "column 3", 3),
+        ("connect_four", [], "Col 3", 3),
+        ("connect_four", [], "**x3**", 3),
+        ("connect_four", [], "`3`", 3),
+        ("tic_tac_toe", [], "'x(1,1)'", 4),
+        ("tic_tac_toe", [], "`(1,1)`", 4),
+        ("tic_tac_toe", [], "column 1", None),  # no column moves in tic_tac_toe
+        # kuhn: Pass (0) and Bet (1); facing a bet, pass folds and bet calls
+        ("kuhn_poker", [0, 1], "check", 0),
+        ("kuhn_poker", [0, 1], "Bet", 1),
+        ("kuhn_poker", [0, 1], "raise", 1),
+        ("kuhn_poker", [0, 1], "fold", None),
+        ("kuhn_poker", [0, 1, 1], "Call", 1),
+        ("kuhn_poker", [0, 1, 1], "call", 1),
+        ("kuhn_poker", [0, 1, 1], "fold", 0),
+        ("kuhn_poker", [0, 1, 1], "raise", None),
+        ("kuhn_poker", [0, 1, 1], "check", None),
+        # leduc: Fold (0), Call (1), Raise (2)
+        ("leduc_poker", [0, 1], "call", 1),
+        ("leduc_poker", [0, 1], "raise", 2),
+        ("leduc_poker", [0, 1], "Bet", 2),
+        ("leduc_poker", [0, 1], "check", 1),
+        ("leduc_poker", [0, 1, 2], "Bet", None),
+        ("leduc_poker", [0, 1, 2], "check", None),
+        ("leduc_poker", [0, 1, 2], "Fold", 0),
+    ],
+)
+def test_more_forms_and_poker_words(game, before, written, expected):
+    import pyspiel
+    from agentgym.envs.games.text import parse_move
+
+    state = pyspiel.load_game(game).new_initial_state()
+    for a in before:
+        state.apply_action(a)
+    assert parse_move(state, state.current_player(), written) == expected
+
+
+def test_a_number_that_names_another_move_is_refused_not_guessed():
+    # goofspiel lists "[P1]Bid: 1" as action 0: a bare "1" could mean either, so it is refused
+    env = agentgym.make("games/openspiel-v0", game="goofspiel", params={"num_cards": 4}, seat=1)
+    env.reset(options={"task_id": "g-0"})
+    assert env.legal_moves()[:2] == ["[P1]Bid: 1", "[P1]Bid: 2"]
+    replies, *_ = env.step(move_msg("1"))
+    assert "not a legal move" in replies[0]["content"] and env.illegal == 1
+    replies, *_ = env.step(move_msg("Bid: 2"))
+    assert env.illegal == 1 and "P1 hand: 1 3 4" in str(env.state)  # it bid its 2
+
+
+def test_one_move_per_reply():
+    env = agentgym.make("games/connect_four-v0", seat=0)
+    env.reset(options={"task_id": "connect_four-0"})
+    calls = [tool_call("move", {"move": "3"}, "a"), tool_call("move", {"move": "4"}, "b")]
+    replies, *_ = env.step({"role": "assistant", "content": "", "tool_calls": calls})
+    assert len(env.state.history()) == 2 and env.state.history()[0] == 3  # one move and the reply
+    assert "one move per turn" in replies[1]["content"] and env.illegal == 0
+
+
+def test_three_player_kuhn_names_the_cards_and_bettors_right():
+    env = agentgym.make("games/openspiel-v0", game="kuhn_poker", params={"players": 3}, seat=2)
+    obs, _ = env.reset(options={"task_id": "k-2"})
+    history = env.state.history()  # 3 cards dealt, then players 0 and 1 acted
+    card = ["10", "J", "Q", "K"][history[2]]
+    acts = ", ".join(f"player {p} {'bet' if a else 'pass'}" for p, a in enumerate(history[3:]))
+    assert f"Your card: {card} (10 < J < Q < K)." in obs[-1]["content"]
+    assert f"Betting so far: {acts}." in obs[-1]["content"]
+    replies, reward, terminated, *_ = env.step(move_msg("Pass"))
+    assert terminated and "Your score:" in replies[0]["content"] and "You won" not in replies[0]["content"]
+    lo, hi = env.game.min_utility(), env.game.max_utility()
+    assert reward == pytest.approx((env.state.returns()[2] - lo) / (hi - lo))
+
+
+def test_a_simultaneous_move_is_hidden_from_the_seat_that_moves_second():
+    # rock-paper-scissors turn by turn: whatever seat 0 chose, seat 1 sees the same thing
+    env = agentgym.make("games/openspiel-v0", game="matrix_rps", seat=1)
+    seen, chosen = set(), set()
+    for task in env.task_ids(30):
+        obs, info = env.reset(options={"task_id": task})
+        seen.add(json.dumps([obs, info["legal_moves"]]).replace(task, ""))
+        chosen.add(env.state.history()[0])
+    assert len(chosen) == 3 and len(seen) == 1
+
+
+def test_same_seed_same_transcript_with_mcts_on_both_sides():
+    def transcript():
+        env = agentgym.make("games/connect_four-v0", opponent="mcts:sims=50")
+        bot = env.make_policy(agentgym.parse_spec("mcts:sims=50"))
+        return [play(env, bot, t).messages for t in ("connect_four-3", "connect_four-8")]
+
+    assert transcript() == transcript()
