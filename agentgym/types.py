@@ -185,20 +185,25 @@ def iter_jsonl(
 
     A malformed line raises ``RecordError`` naming the file, its line number and the reason; with
     ``errors="skip"`` it is passed to ``report(line_number, reason)`` (default: printed to stderr)
-    and skipped. Blank lines are ignored. A final line cut off mid-write (a killed run) is treated
-    like any other malformed line.
+    and skipped. Blank lines are ignored. A final line cut off mid-write (a killed run) and a line
+    that is not UTF-8 are treated like any other malformed line.
     """
     import sys
 
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(raw.decode("utf-8"))
                 validate_record(record)
-            except (json.JSONDecodeError, RecordError) as e:
-                reason = f"invalid JSON: {e.msg}" if isinstance(e, json.JSONDecodeError) else str(e)
+            except (UnicodeDecodeError, json.JSONDecodeError, RecordError) as e:
+                if isinstance(e, UnicodeDecodeError):
+                    reason = f"invalid UTF-8 at byte {e.start} of the line"
+                elif isinstance(e, json.JSONDecodeError):
+                    reason = f"invalid JSON: {e.msg}"
+                else:
+                    reason = str(e)
                 if errors == "raise":
                     raise RecordError(f"{path}:{lineno}: {reason}") from None
                 if report is not None:

@@ -6,6 +6,11 @@ record per task.
 HIGHEST score. Ties are broken by a key that does not depend on input order (fewer assistant turns
 first, then the smaller canonical JSON text), so shuffling a file never changes what is kept.
 
+Scores are fractions in [0, 1], and so is ``min_score``: a threshold such as 99 (meant as 99 %)
+is refused with a message naming 0.99 instead of silently keeping nothing. Every record is checked
+against the JSONL schema first; a NaN, infinite, missing or non-numeric score, an unknown status or
+a missing field is an error that names the record, never a silent keep or drop.
+
 From the command line::
 
     agentgym filter raw.jsonl --min-score 1.0 --dedup --out kept.jsonl
@@ -22,19 +27,49 @@ From the command line::
 from __future__ import annotations
 
 import json
+import math
 import os
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentgym.types import EVIDENCE_STATUSES, Trajectory, dump_record, iter_jsonl
+from agentgym.types import (
+    EVIDENCE_STATUSES,
+    RecordError,
+    Trajectory,
+    dump_record,
+    iter_jsonl,
+    validate_record,
+)
 
 Record = dict[str, Any]
 
 
 def _as_record(r: Record | Trajectory) -> Record:
     return r.to_record() if isinstance(r, Trajectory) else r
+
+
+def check_min_score(min_score: Any) -> float:
+    """``min_score`` as a float, or a ``ValueError`` saying what to pass instead.
+
+    >>> check_min_score(0.99)
+    0.99
+    >>> check_min_score(99)
+    Traceback (most recent call last):
+    ...
+    ValueError: min_score must be a number in [0, 1] (verifier scores are fractions of 1), got 99; if 99 is a percentage, pass 0.99
+    """
+    number = isinstance(min_score, int | float) and not isinstance(min_score, bool)
+    if number and math.isfinite(min_score) and 0.0 <= min_score <= 1.0:
+        return float(min_score)
+    hint = ""
+    if number and 1.0 < min_score <= 100.0:
+        hint = f"; if {min_score:g} is a percentage, pass {min_score / 100:g}"
+    raise ValueError(
+        f"min_score must be a number in [0, 1] (verifier scores are fractions of 1), got {min_score!r}{hint}"
+    )
 
 
 def passes(record: Record, min_score: float) -> bool:
@@ -58,31 +93,62 @@ def rank_key(record: Record) -> tuple[float, int, str]:
     return (-float(record.get("score", 0.0)), num_turns(record), canonical)
 
 
+def _better(a: Record, b: Record) -> bool:
+    """True when ``a`` ranks before ``b`` under ``rank_key`` (the canonical text only on a tie)."""
+    if float(a["score"]) != float(b["score"]):
+        return float(a["score"]) > float(b["score"])
+    return rank_key(a) < rank_key(b)
+
+
+def checked_records(records: Iterable[Record | Trajectory]) -> list[Record]:
+    """The records as dicts, each checked against the JSONL schema; the first bad one raises
+    ``RecordError`` naming its position, its task and what is wrong."""
+    out = []
+    for i, r in enumerate(records):
+        rec = _as_record(r)
+        try:
+            validate_record(rec)
+        except RecordError as e:
+            where = ""
+            if isinstance(rec, dict):
+                where = f" (env {rec.get('env')!r}, task_id {rec.get('task_id')!r})"
+            raise RecordError(
+                f"records[{i}]{where}: {e}; fix or drop it (`agentgym filter FILE` skips such lines "
+                "and reports their line numbers)"
+            ) from None
+        out.append(rec)
+    return out
+
+
 def filter_quality(
     records: Iterable[Record | Trajectory], min_score: float = 1.0, dedup: bool = False
 ) -> list[Record]:
     """Keep records with status ``ok`` and ``score >= min_score``.
 
     Args:
-        records: JSONL-schema dicts or ``Trajectory`` objects.
-        min_score: the lowest score kept.
+        records: JSONL-schema dicts or ``Trajectory`` objects. A record that breaks the schema
+            (e.g. a NaN, infinite, missing or non-numeric score) raises ``RecordError``.
+        min_score: the lowest score kept, a fraction in [0, 1] (99 % is 0.99; 99 is refused).
         dedup: keep exactly one record per ``(env, task_id)``, the highest-scoring (ties broken
             by ``rank_key``).
 
     Returns:
-        The kept records as dicts, in the order they first appeared.
+        The kept records as dicts, in the order their task first appeared.
     """
-    kept = [(i, r) for i, r in enumerate(map(_as_record, records)) if passes(r, min_score)]
+    return select(checked_records(records), check_min_score(min_score), dedup)
+
+
+def select(records: list[Record], min_score: float, dedup: bool) -> list[Record]:
+    """``filter_quality`` on records already checked against the schema."""
+    kept = [r for r in records if passes(r, min_score)]
     if not dedup:
-        return [r for _, r in kept]
-    best: dict[tuple[str, str], tuple[int, Record]] = {}
-    first: dict[tuple[str, str], int] = {}
-    for i, r in kept:
+        return kept
+    best: dict[tuple[str, str], Record] = {}
+    for r in kept:
         key = (str(r["env"]), str(r["task_id"]))
-        first.setdefault(key, i)
-        if key not in best or rank_key(r) < rank_key(best[key][1]):
-            best[key] = (i, r)
-    return [best[k][1] for k in sorted(best, key=first.__getitem__)]
+        if key not in best or _better(r, best[key]):
+            best[key] = r
+    return list(best.values())
 
 
 @dataclass
@@ -189,6 +255,34 @@ def stats_of(records: Iterable[Record], min_score: float) -> dict[str, EnvStats]
     return dict(per_env)
 
 
+def write_records(out: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> None:
+    """Write JSONL rows to ``out`` through a temporary file in the same directory renamed into
+    place, so a process killed mid-write leaves the old file (or none), never half a file."""
+    out = os.fspath(out)
+    d = os.path.dirname(os.path.abspath(out))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{os.path.basename(out)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(dump_record(row))
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def no_records_message(path: str | os.PathLike[str], malformed: list[tuple[int, str]]) -> str:
+    """Why a file gave no records: empty, or every line malformed (the first reasons shown)."""
+    if not malformed:
+        return f"{os.fspath(path)} holds no records (it is empty)"
+    shown = "; ".join(f"line {n}: {why}" for n, why in malformed[:3])
+    return (
+        f"{os.fspath(path)} holds no valid records: all {len(malformed)} non-blank lines are malformed "
+        f"({shown}); the input must be JSONL, one trajectory record per line"
+    )
+
+
 def filter_file(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str] | None,
@@ -196,19 +290,20 @@ def filter_file(
     dedup: bool = False,
 ) -> tuple[list[Record], FilterReport]:
     """Filter a JSONL file of trajectories. Malformed lines are recorded in the report with their
-    line numbers and skipped; ``out`` (when given) receives the kept records."""
+    line numbers and skipped; ``out`` (when given) receives the kept records (written whole or
+    not at all)."""
+    min_score = check_min_score(min_score)
     report = FilterReport(path=os.fspath(path), min_score=min_score, dedup=dedup)
     records = [
         r for _, r in iter_jsonl(path, errors="skip", report=lambda n, why: report.malformed.append((n, why)))
     ]
-    kept = filter_quality(records, min_score=min_score, dedup=dedup)
+    if not records:
+        raise ValueError(no_records_message(path, report.malformed))
+    kept = select(records, min_score, dedup)
     report.total, report.kept = len(records), len(kept)
     report.per_env = stats_of(records, min_score)
     for r in kept:
         report.per_env[str(r["env"])].kept += 1
     if out is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w", encoding="utf-8") as f:
-            for r in kept:
-                f.write(dump_record(r))
+        write_records(out, kept)
     return kept, report

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import yaml
 
-from agentgym.data.filter import filter_file
+from agentgym.data.filter import check_min_score, filter_file
 from agentgym.data.report import odds_multiplier, plot_flywheel, smoothed_multiplier
 from agentgym.data.sample import file_stats
 from agentgym.types import iter_jsonl
@@ -107,6 +107,7 @@ class FlywheelConfig:
             raise ValueError(
                 f"rl_steps ({self.rl_steps}) has no effect with rl (none); set rl or drop rl_steps"
             )
+        check_min_score(self.min_score)
         if self.backend not in ("hf", "vllm"):
             raise ValueError(f"backend must be hf or vllm, got {self.backend!r}")
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agentgym.data.filter import Record, passes
+from agentgym.data.filter import Record, check_min_score, passes
 from agentgym.types import EVIDENCE_STATUSES, iter_jsonl
 
 
@@ -126,6 +126,7 @@ def generate_samples(
     """
     if n_per_task < 1 or tasks < 1:
         raise ValueError(f"need --n-per-task >= 1 and --tasks >= 1, got {n_per_task} and {tasks}")
+    min_score = check_min_score(min_score)
     from agentgym.rollout import run_rollouts
 
     t0 = time.perf_counter()

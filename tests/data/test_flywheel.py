@@ -33,6 +33,8 @@ def test_config_errors_name_the_fields(tmp_path):
         load_config(None, ["roundz=3"])
     with pytest.raises(ValueError, match=r"rl_steps \(5\) has no effect with rl \(none\)"):
         load_config(None, ["rl_steps=5"])
+    with pytest.raises(ValueError, match=r"min_score must be a number in \[0, 1\].*pass 0\.9"):
+        load_config(None, ["min_score=90"])
     path = tmp_path / "f.yaml"
     path.write_text("rounds: 2\nenv_kwargs: {difficulty: 1}\n")
     cfg = load_config(path, ["generators=[teacher, model]"])

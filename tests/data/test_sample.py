@@ -71,3 +71,12 @@ def test_resume_fills_only_missing_samples(tmp_path):
         "toy/calculator-v0", "scripted", n_per_task=3, tasks=4, out=out, resume=True, progress=False
     )
     assert stats.samples == 12 and file_stats(out).to_dict() == stats.to_dict()
+
+
+def test_a_percentage_threshold_is_refused_before_any_sampling(tmp_path):
+    import pytest
+
+    out = tmp_path / "raw.jsonl"
+    with pytest.raises(ValueError, match=r"got 95; if 95 is a percentage, pass 0\.95"):
+        generate_samples("toy/calculator-v0", "scripted", n_per_task=2, tasks=2, out=out, min_score=95)
+    assert not out.exists()
