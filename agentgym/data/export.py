@@ -5,11 +5,17 @@
   JSON string of the env's tool schemas (TRL's SFT and DPO trainers decode it).
 - ``trl-dpo``: TRL's conversational preference format with an explicit prompt,
   ``{"prompt", "chosen", "rejected", "tools"}``; both sides come from the same (env, task_id):
-  chosen is the best ``ok`` record, rejected the worst record whose status is evidence.
+  chosen is the best ``ok`` record, rejected the worst lower-scoring record whose status is
+  evidence and whose completion is not empty (a truncated run that stopped where the chosen one
+  went on shares its whole conversation with the prompt, so it is passed over).
 - ``ms-swift``: ms-swift's agent format, ``{"tools", "messages"}`` with ``tool_call`` and
   ``tool_response`` roles, the call's content being ``{"name", "arguments"}`` as JSON.
 - ``hf``: a Hugging Face ``datasets`` directory (``Dataset.save_to_disk``) holding every field of
   the records (messages, tools, env, task_id, score, status, metadata as JSON, token record).
+
+Every output is written to a temporary path and renamed into place, so a killed export leaves the
+previous output (or none), never half of one. An export with nothing to write (no records, or no
+preference pair) is an error that says why, not an empty file.
 
 Assistant replies written as text (``<tool_call>`` blocks, as a model samples them) are turned
 into structured ``tool_calls`` for every format except ``hf``, which stays lossless.
@@ -25,14 +31,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agentgym.data.filter import Record, rank_key
+from agentgym.data.filter import Record, checked_records, no_records_message, rank_key, write_records
 from agentgym.parsing import OPEN, parse_tool_calls, strip_tool_calls
-from agentgym.types import EVIDENCE_STATUSES, Message, Trajectory, dump_record, iter_jsonl
+from agentgym.types import EVIDENCE_STATUSES, Message, Trajectory, iter_jsonl
 
 FORMATS = ("trl-sft", "trl-dpo", "ms-swift", "hf")
 
@@ -110,31 +118,65 @@ def split_prompt(chosen: list[Message], rejected: list[Message]) -> int:
     return n
 
 
+def _completions_differ(chosen: Record, rejected: Record) -> bool:
+    c, r = _messages(chosen), _messages(rejected)
+    n = split_prompt(c, r)
+    return n < len(c) and n < len(r)
+
+
 def preference_pairs(records: Iterable[Record], margin: float = 0.0) -> list[tuple[Record, Record]]:
     """One (chosen, rejected) pair per (env, task_id): chosen is the best record with status
-    ``ok``, rejected the worst record whose status is evidence (ok or truncated); kept when
-    ``chosen.score - rejected.score`` is positive and at least ``margin``. Infrastructure
-    failures are never used."""
+    ``ok``, rejected the worst record whose status is evidence (ok or truncated), whose score is
+    below the chosen one's by more than 0 and at least ``margin``, and whose conversation is not
+    a prefix of the chosen one's (its completion would be empty). Infrastructure failures are
+    never used."""
     groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
-    order: list[tuple[str, str]] = []
     for r in records:
-        if r["status"] not in EVIDENCE_STATUSES:
-            continue
-        key = (str(r["env"]), str(r["task_id"]))
-        if key not in groups:
-            order.append(key)
-        groups[key].append(r)
+        if r["status"] in EVIDENCE_STATUSES:
+            groups[(str(r["env"]), str(r["task_id"]))].append(r)
     pairs = []
-    for key in order:
-        ranked = sorted(groups[key], key=rank_key)
+    for ranked in (sorted(g, key=rank_key) for g in groups.values()):
         ok = [r for r in ranked if r["status"] == "ok"]
         if not ok:
             continue
-        chosen, rejected = ok[0], ranked[-1]
-        gap = float(chosen["score"]) - float(rejected["score"])
-        if gap > 1e-12 and gap >= margin - 1e-12:
-            pairs.append((chosen, rejected))
+        chosen = ok[0]
+        for rejected in reversed(ranked):
+            gap = float(chosen["score"]) - float(rejected["score"])
+            if gap <= 1e-12 or gap < margin - 1e-12:
+                break
+            if _completions_differ(chosen, rejected):
+                pairs.append((chosen, rejected))
+                break
     return pairs
+
+
+def no_pairs_message(records: list[Record], margin: float) -> str:
+    """Why a set of records gives no preference pair, counted per (env, task_id)."""
+    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for r in records:
+        if r["status"] in EVIDENCE_STATUSES:
+            groups[(str(r["env"]), str(r["task_id"]))].append(r)
+    tasks = len({(str(r["env"]), str(r["task_id"])) for r in records})
+    single = no_ok = no_gap = prefix = 0
+    for g in groups.values():
+        ok = sorted((r for r in g if r["status"] == "ok"), key=rank_key)
+        lower = [r for r in g if ok and float(ok[0]["score"]) - float(r["score"]) >= max(margin, 1e-12)]
+        if len(g) < 2:
+            single += 1
+        elif not ok:
+            no_ok += 1
+        elif not lower:
+            no_gap += 1
+        else:
+            prefix += 1
+    return (
+        f"no preference pairs in {len(records)} records on {tasks} tasks: a pair needs, on one (env, "
+        "task_id), a record with status ok and an ok or truncated record scoring lower by more than 0 "
+        f"and at least --margin ({margin:g}). {tasks - len(groups) + single} task(s) have fewer than "
+        f"two such records, {no_ok} have no ok record, {no_gap} have no lower score, {prefix} have "
+        "lower-scoring records that only repeat the start of the best one. Sample several per task "
+        "(agentgym generate sample --n-per-task 4) and export the raw file, not filtered data"
+    )
 
 
 def to_trl_dpo(
@@ -235,40 +277,55 @@ def record_from_hf_row(row: dict[str, Any]) -> Record:
     return record
 
 
-def write_rows(rows: list[dict[str, Any]], out: str | os.PathLike[str]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(dump_record(row))
+def save_dataset_dir(rows: list[dict[str, Any]], out: str | os.PathLike[str]) -> None:
+    """``Dataset.save_to_disk`` into a temporary directory beside ``out``, then swapped into place."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise ImportError("the hf export needs the datasets package: pip install 'agentgym[train]'") from e
+    out = os.path.abspath(os.fspath(out))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file; the hf format writes a directory")
+    parent, name = os.path.split(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp")
+    try:
+        datasets.Dataset.from_list(rows).save_to_disk(tmp)
+        old = None
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old")
+            os.replace(out, os.path.join(old, name))
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_records(
     records: list[Record | Trajectory], fmt: str, out: str | os.PathLike[str], margin: float = 0.0
 ) -> int:
     """Write ``records`` in format ``fmt`` to ``out`` (a JSONL file, or a directory for ``hf``);
-    returns the number of rows written."""
-    recs = [r.to_record() if isinstance(r, Trajectory) else r for r in records]
+    returns the number of rows written. Raises ``ValueError`` (and writes nothing) when there is
+    nothing to write, and ``RecordError`` for a record that breaks the schema."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    recs = checked_records(records)
+    if not recs:
+        raise ValueError("nothing to export: no records")
     if fmt == "trl-sft":
         rows = to_trl_sft(recs)
     elif fmt == "trl-dpo":
         rows = to_trl_dpo(recs, margin=margin)
+        if not rows:
+            raise ValueError(no_pairs_message(recs, margin))
     elif fmt == "ms-swift":
         rows = to_ms_swift(recs)
-    elif fmt == "hf":
-        try:
-            import datasets
-        except ImportError as e:
-            raise ImportError(
-                "the hf export needs the datasets package: pip install 'agentgym[train]'"
-            ) from e
-        rows = to_hf_rows(recs)
-        if not rows:
-            raise ValueError("nothing to export: the input has no valid records")
-        datasets.Dataset.from_list(rows).save_to_disk(os.fspath(out))
-        return len(rows)
     else:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    write_rows(rows, out)
+        save_dataset_dir(to_hf_rows(recs), out)
+        return len(recs)
+    write_records(out, rows)
     return len(rows)
 
 
@@ -281,4 +338,6 @@ def export_file(
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     bad: list[tuple[int, str]] = []
     records = [r for _, r in iter_jsonl(path, errors="skip", report=lambda n, why: bad.append((n, why)))]
+    if not records:
+        raise ValueError(f"nothing to export: {no_records_message(path, bad)}")
     return len(records), export_records(records, fmt, out, margin=margin), bad

@@ -207,3 +207,122 @@ def test_cli_export_reports_counts_and_bad_lines(raw, tmp_path):
         cmd[:-4] + ["--format", "csv", "--out", str(out)], capture_output=True, text=True, timeout=120
     )
     assert p.returncode == 2 and "invalid choice: 'csv'" in p.stderr
+
+
+def conv(task, score, status="ok", tail=()):
+    """A calculator-shaped record: system, user, one tool call and its result, then ``tail``."""
+    call = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "c0",
+                "type": "function",
+                "function": {"name": "calculator", "arguments": '{"expression": "1+1"}'},
+            }
+        ],
+    }
+    msgs = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": f"what is 1+1? ({task})"},
+        call,
+        {"role": "tool", "content": "2", "tool_call_id": "c0"},
+        *tail,
+    ]
+    return {
+        "messages": msgs,
+        "env": ENV,
+        "task_id": task,
+        "score": score,
+        "status": status,
+        "metadata": {"tools": []},
+    }
+
+
+def test_nothing_to_export_is_a_clear_error_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    answer = ({"role": "assistant", "content": "2"},)
+    for fmt in ("trl-sft", "trl-dpo", "ms-swift", "hf"):
+        with pytest.raises(ValueError, match="nothing to export: no records"):
+            export_records([], fmt, tmp_path / fmt)
+    # one record per task: SFT rows, but no preference pair
+    single = [conv("a", 1.0, tail=answer), conv("b", 0.0, tail=({"role": "assistant", "content": "3"},))]
+    assert export_records(single, "trl-sft", tmp_path / "sft.jsonl") == 2
+    with pytest.raises(
+        ValueError, match=r"no preference pairs in 2 records on 2 tasks.*2 task\(s\) have fewer than two"
+    ):
+        export_records(single, "trl-dpo", tmp_path / "dpo.jsonl")
+    src = tmp_path / "single.jsonl"
+    write_jsonl(src, single)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for path, fmt, says in ((src, "trl-dpo", "no preference pairs"), (empty, "trl-sft", "holds no records")):
+        out = tmp_path / f"out-{fmt}"
+        p = subprocess.run(
+            [sys.executable, "-m", "agentgym.cli", "export", str(path), "--format", fmt, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert p.returncode == 2 and says in p.stderr and not out.exists(), p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["empty.jsonl", "sft.jsonl", "single.jsonl"]
+
+
+def test_dpo_never_pairs_an_empty_rejected_completion(tmp_path):
+    answer = ({"role": "assistant", "content": "2"},)
+    chosen = conv("t", 1.0, tail=answer)
+    cut_short = conv("t", 0.0, status="truncated")  # stopped after the tool result: a prefix of chosen
+    wrong = conv("t", 0.5, tail=({"role": "assistant", "content": "3"},))
+    pairs = preference_pairs([cut_short, chosen, wrong])
+    assert pairs == [(chosen, wrong)]
+    out = tmp_path / "dpo.jsonl"
+    assert export_records([cut_short, chosen, wrong], "trl-dpo", out) == 1
+    (row,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert row["chosen"] == list(answer) and row["rejected"] == [{"role": "assistant", "content": "3"}]
+    assert row["prompt"] == chosen["messages"][:4]
+    assert preference_pairs([cut_short, chosen]) == []
+    with pytest.raises(ValueError, match="1 have lower-scoring records that only repeat the start"):
+        export_records([cut_short, chosen], "trl-dpo", out)
+
+
+def test_exports_are_never_half_written(tmp_path, monkeypatch):
+    import datasets
+
+    from agentgym.data import filter as filter_mod
+
+    recs = [conv(f"t{i}", 1.0, tail=({"role": "assistant", "content": "2"},)) for i in range(3)]
+    out = tmp_path / "sft.jsonl"
+    out.write_text("previous\n")
+    real = filter_mod.dump_record
+    calls = []
+
+    def killed_on_the_second_row(row):
+        calls.append(row)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(row)
+
+    monkeypatch.setattr(filter_mod, "dump_record", killed_on_the_second_row)
+    with pytest.raises(KeyboardInterrupt):
+        export_records(recs, "trl-sft", out)
+    assert out.read_text() == "previous\n" and [x.name for x in tmp_path.iterdir()] == ["sft.jsonl"]
+    monkeypatch.setattr(filter_mod, "dump_record", real)
+
+    ds_dir = tmp_path / "ds"
+    assert export_records(recs[:1], "hf", ds_dir) == 1
+    real_save = datasets.Dataset.save_to_disk
+
+    def killed_while_saving(self, path, **kw):
+        real_save(self, path, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", killed_while_saving)
+    with pytest.raises(KeyboardInterrupt):
+        export_records(recs, "hf", ds_dir)
+    assert len(datasets.load_from_disk(str(ds_dir))) == 1
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["ds", "sft.jsonl"]
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", real_save)
+    assert export_records(recs, "hf", ds_dir) == 3 and len(datasets.load_from_disk(str(ds_dir))) == 3
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["ds", "sft.jsonl"]
