@@ -130,6 +130,10 @@ def make_viewer(game: pyspiel.Game) -> Callable[[pyspiel.State, int], str]:
     kind = game.get_type()
     if kind.short_name == "kuhn_poker":
         return _kuhn
+    if kind.short_name == "leduc_poker" and not any(
+        game.get_parameters().get(k) for k in ("action_mapping", "suit_isomorphism")
+    ):
+        return _leduc
     perfect = kind.information == pyspiel.GameType.Information.PERFECT_INFORMATION
     if perfect and kind.provides_observation_string:
         return lambda state, player: state.observation_string(player)
@@ -207,3 +211,46 @@ def describe_game(game: pyspiel.Game) -> str:
     """One line naming the game and its players."""
     kind = game.get_type()
     return f"{kind.long_name} ({game}), {game.num_players()} players"
+
+
+_LEDUC_FIELD = re.compile(r"\[(Private|Public|Pot|Money): ([^\]]*)\]")
+
+
+def _leduc(state: pyspiel.State, player: int) -> str:
+    """Leduc hold'em in words, from ``player``'s information state (its own card, the public card,
+    pot and chips) and the betting so far (public moves only; the deal stays hidden)."""
+    info = state.information_state_string(player)
+    fields = dict(_LEDUC_FIELD.findall(info))
+    if "Private" not in fields:
+        return info
+    n = state.get_game().num_players()
+    ranks = kuhn_cards(n)
+    deck = len(ranks) * 2
+
+    def card(text: str) -> str:
+        c = int(text)
+        return ranks[c // 2] if 0 <= c < deck else text
+
+    lines = [
+        f"Your card: {card(fields['Private'])} (ranks {' < '.join(ranks)}, two of each; a pair with "
+        f"the public card beats any other hand, otherwise the higher card wins)."
+    ]
+    public = fields.get("Public")
+    lines.append(f"Public card: {card(public)}." if public else "Public card: not dealt yet.")
+    rounds: list[list[str]] = [[], []]
+    deals = 0
+    for step in state.full_history():
+        if step.player < 0:  # a card dealt: the private ones first, then the public one
+            deals += 1
+        else:
+            name = state.action_to_string(step.player, step.action).lower()
+            rounds[deals > n].append(f"player {step.player} {name}")
+    for i, moves in enumerate(rounds[: 2 if public else 1]):
+        lines.append(f"Round {i + 1} betting: {', '.join(moves) if moves else 'none yet'}.")
+    chips = fields.get("Money", "").split()
+    lines.append(
+        f"Pot: {fields.get('Pot', '?')}. Chips left: "
+        + ", ".join(f"player {p} {c}" for p, c in enumerate(chips))
+        + "."
+    )
+    return "\n".join(lines)

@@ -169,9 +169,9 @@ def test_poker_never_shows_the_opponents_card(game):
             state.apply_action(a)
         shown = "\n".join(m.get("content") or "" for m in traj.messages if m["role"] != "assistant")
         if game == "leduc_poker":
-            mine = f"[Private: {state.information_state_string(seat).split('[Private: ')[1].split(']')[0]}]"
-            assert mine in shown
-            assert shown.count("[Private: ") == shown.count(mine)
+            mine, other = ("JQK"[traj.metadata["history"][p] // 2] for p in (seat, 1 - seat))
+            assert shown.count(f"Your card: {mine} ") == shown.count("Your card: ") > 0
+            assert "Private" not in shown and (mine == other or f"Your card: {other}" not in shown)
         else:
             card = "JQK"[traj.metadata["history"][seat]]
             other = "JQK"[traj.metadata["history"][1 - seat]]
@@ -335,3 +335,34 @@ def test_same_seed_same_transcript_with_mcts_on_both_sides():
         return [play(env, bot, t).messages for t in ("connect_four-3", "connect_four-8")]
 
     assert transcript() == transcript()
+
+
+@pytest.mark.parametrize("game", ["kuhn_poker", "leduc_poker", "kuhn_poker(players=3)"])
+def test_a_poker_view_does_not_change_with_the_opponents_cards(game):
+    from agentgym.envs.games.text import make_viewer
+
+    # deal someone else a card nobody holds: what the seat is shown must stay the same
+    env = agentgym.make("games/openspiel-v0", game=game)
+    view = make_viewer(env.game)
+    policy = env.make_policy(agentgym.parse_spec("random"))
+    n = env.game.num_players()
+    for task in env.task_ids(30):
+        history = play(env, policy, task).metadata["history"]
+        seat, other = env.seat, (env.seat + 1) % n
+        state, dealt = env.game.new_initial_state(), []
+        for x in history:
+            if state.is_chance_node():
+                dealt.append(x)
+            state.apply_action(x)
+        free = [c for c, _ in env.game.new_initial_state().chance_outcomes() if c not in dealt]
+        swapped = list(history)
+        swapped[other] = free[0]
+        a, b = env.game.new_initial_state(), env.game.new_initial_state()
+        views = []
+        for x, y in zip(history, swapped, strict=True):
+            a.apply_action(x)
+            b.apply_action(y)
+            # a showdown may show the result of the other hand (its chips), and a fold may not
+            if not a.is_chance_node() and (not a.is_terminal() or a.returns() == b.returns()):
+                views.append((view(a, seat), view(b, seat)))
+        assert views and all(va == vb for va, vb in views)
