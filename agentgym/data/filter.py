@@ -6,8 +6,10 @@ record per task.
 HIGHEST score. Ties are broken by a key that does not depend on input order (fewer assistant turns
 first, then the smaller canonical JSON text), so shuffling a file never changes what is kept.
 
-Scores are fractions in [0, 1], and so is ``min_score``: a threshold such as 99 (meant as 99 %)
-is refused with a message naming 0.99 instead of silently keeping nothing. Every record is checked
+Scores are mostly fractions in [0, 1], and so is ``min_score``: a threshold such as 99 (meant as
+99 %) is refused with a message naming 0.99 instead of silently keeping nothing. A rubric's
+weighted sum may exceed 1 (correctness 1 + format 0.2 = 1.2); a threshold above 1 is taken when
+some record scores above 1, so such records can still be filtered on their full scale. Every record is checked
 against the JSONL schema first; a NaN, infinite, missing or non-numeric score, an unknown status or
 a missing field is an error that names the record, never a silent keep or drop.
 
@@ -51,25 +53,38 @@ def _as_record(r: Record | Trajectory) -> Record:
     return r.to_record() if isinstance(r, Trajectory) else r
 
 
-def check_min_score(min_score: Any) -> float:
-    """``min_score`` as a float, or a ``ValueError`` saying what to pass instead.
+def check_min_score(min_score: Any, top: float = 1.0) -> float:
+    """``min_score`` as a float, or a ``ValueError`` saying what to pass instead. ``top`` is the
+    highest threshold that makes sense: 1, or the highest score of the records being filtered
+    when a rubric's weighted sum goes above 1.
 
     >>> check_min_score(0.99)
     0.99
+    >>> check_min_score(1.1, top=1.2)
+    1.1
     >>> check_min_score(99)
     Traceback (most recent call last):
     ...
     ValueError: min_score must be a number in [0, 1] (verifier scores are fractions of 1), got 99; if 99 is a percentage, pass 0.99
     """
     number = isinstance(min_score, int | float) and not isinstance(min_score, bool)
-    if number and math.isfinite(min_score) and 0.0 <= min_score <= 1.0:
+    top = max(1.0, float(top))
+    if number and math.isfinite(min_score) and 0.0 <= min_score <= top:
         return float(min_score)
     hint = ""
     if number and 1.0 < min_score <= 100.0:
         hint = f"; if {min_score:g} is a percentage, pass {min_score / 100:g}"
-    raise ValueError(
-        f"min_score must be a number in [0, 1] (verifier scores are fractions of 1), got {min_score!r}{hint}"
+    scale = (
+        "[0, 1] (verifier scores are fractions of 1)"
+        if top == 1.0
+        else f"[0, {top:g}] (the highest score here)"
     )
+    raise ValueError(f"min_score must be a number in {scale}, got {min_score!r}{hint}")
+
+
+def top_score(records: list[Record]) -> float:
+    """The highest score among the records (scores are checked finite numbers by then)."""
+    return max((float(r["score"]) for r in records), default=1.0)
 
 
 def passes(record: Record, min_score: float) -> bool:
@@ -128,14 +143,16 @@ def filter_quality(
     Args:
         records: JSONL-schema dicts or ``Trajectory`` objects. A record that breaks the schema
             (e.g. a NaN, infinite, missing or non-numeric score) raises ``RecordError``.
-        min_score: the lowest score kept, a fraction in [0, 1] (99 % is 0.99; 99 is refused).
+        min_score: the lowest score kept, a fraction in [0, 1] (99 % is 0.99; 99 is refused), or
+            up to the highest score present when rubric scores go above 1.
         dedup: keep exactly one record per ``(env, task_id)``, the highest-scoring (ties broken
             by ``rank_key``).
 
     Returns:
         The kept records as dicts, in the order their task first appeared.
     """
-    return select(checked_records(records), check_min_score(min_score), dedup)
+    checked = checked_records(records)
+    return select(checked, check_min_score(min_score, top_score(checked)), dedup)
 
 
 def select(records: list[Record], min_score: float, dedup: bool) -> list[Record]:
@@ -292,13 +309,14 @@ def filter_file(
     """Filter a JSONL file of trajectories. Malformed lines are recorded in the report with their
     line numbers and skipped; ``out`` (when given) receives the kept records (written whole or
     not at all)."""
-    min_score = check_min_score(min_score)
-    report = FilterReport(path=os.fspath(path), min_score=min_score, dedup=dedup)
+    malformed: list[tuple[int, str]] = []
     records = [
-        r for _, r in iter_jsonl(path, errors="skip", report=lambda n, why: report.malformed.append((n, why)))
+        r for _, r in iter_jsonl(path, errors="skip", report=lambda n, why: malformed.append((n, why)))
     ]
     if not records:
-        raise ValueError(no_records_message(path, report.malformed))
+        raise ValueError(no_records_message(path, malformed))
+    min_score = check_min_score(min_score, top_score(records))
+    report = FilterReport(path=os.fspath(path), min_score=min_score, dedup=dedup, malformed=malformed)
     kept = select(records, min_score, dedup)
     report.total, report.kept = len(records), len(kept)
     report.per_env = stats_of(records, min_score)

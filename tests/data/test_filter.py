@@ -239,3 +239,18 @@ def test_kept_file_is_never_half_written(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         filter_file(src, out, min_score=0.5)
     assert written and out.read_text() == "previous\n" and sorted(tmp_path.iterdir()) == [out, src]
+
+
+def test_rubric_scores_above_one_can_be_filtered_on_their_own_scale(tmp_path):
+    import pytest
+
+    # correctness 1 + format 0.2: a rubric's weighted sum goes up to 1.2
+    recs = [rec("e", "t", 1.2), rec("e", "u", 1.0), rec("e", "v", 0.2)]
+    assert [r["task_id"] for r in filter_quality(recs, min_score=1.1)] == ["t"]
+    assert [r["task_id"] for r in filter_quality(recs, min_score=1.2)] == ["t"]
+    with pytest.raises(ValueError, match=r"min_score must be a number in \[0, 1\.2\].*pass 0\.99"):
+        filter_quality(recs, min_score=99)
+    src = tmp_path / "raw.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    kept, report = filter_file(src, None, min_score=1.1)
+    assert [r["task_id"] for r in kept] == ["t"] and report.total == 3 and report.kept == 1
