@@ -48,6 +48,14 @@ def _tool_text(value: Any) -> str:
         return str(value)
 
 
+def _tool_error(name: str, e: BaseException) -> str:
+    if isinstance(e, ToolArgumentError):
+        return f"Error: {name}: {e}"
+    if isinstance(e, SystemExit):  # e.g. argparse inside a tool, rejecting the model's input
+        return f"Error: {name} exited (SystemExit {e.code!r})"
+    return f"Error: {name} raised {type(e).__name__}: {e}"
+
+
 class ToolEnv(gymnasium.Env):
     """Base class of every agentgym environment.
 
@@ -67,7 +75,9 @@ class ToolEnv(gymnasium.Env):
     """a reply without tool calls ends the episode (its content is the final answer); envs whose
     episodes end through a tool (submit, answer, a game's last move) set this to False"""
     blocking: ClassVar[bool] = False
-    """reset/step block (subprocesses, I/O): the async runner then calls them in a thread"""
+    """reset/step block (subprocesses, I/O, a sync tool that may hang): the async runner then calls
+    them in a thread, so a slow step never stalls other episodes and its turn time limit can fire.
+    Async tools (``async def``) need no thread: ``astep`` awaits them on the runner's loop."""
 
     def __init__(
         self, max_turns: int | None = None, tool_format: Format | None = None, render_mode: str | None = None
@@ -82,6 +92,7 @@ class ToolEnv(gymnasium.Env):
             raise ValueError(f"render_mode {render_mode!r} is not one of {self.metadata['render_modes']}")
         self.render_mode = render_mode
         self._tools: dict[str, Tool] = {t.name: t for t in self.collect_tools()}
+        self._async_tools = any(t.is_async for t in self._tools.values())
         self.observation_space = ConversationSpace()
         self.action_space = MessageSpace(self.tool_schemas)
         self._verify = as_verifier(self.verifier) if self.verifier is not None else None
@@ -172,6 +183,10 @@ class ToolEnv(gymnasium.Env):
         return [dict(m) for m in messages], {"task_id": self.task.task_id}
 
     def step(self, action: Message):
+        action = self._begin_step(action)
+        return self._end_step(self.respond(action))
+
+    def _begin_step(self, action: Any) -> Message:
         if self.done:
             raise EpisodeOver("the episode is over; call reset() before step()")
         if not isinstance(action, dict):
@@ -181,7 +196,9 @@ class ToolEnv(gymnasium.Env):
             action = {**action, "content": str(content)}
         self.trajectory.messages.append(action)
         self.turns += 1
-        replies = self.respond(action)
+        return action
+
+    def _end_step(self, replies: list[Message]):
         self.trajectory.messages.extend(replies)
         terminated = self.done
         truncated = not terminated and self.turns >= self.max_turns
@@ -211,6 +228,24 @@ class ToolEnv(gymnasium.Env):
     def respond(self, action: Message) -> list[Message]:
         """Run the tool calls of an assistant message; a message without calls is the final answer
         (or, when ``ends_on_text`` is False, a reminder to call a tool)."""
+        replies, calls, decoded = self._plan(action)
+        for i, call in enumerate(calls):
+            replies.append(self.call_tool(call, decoded[i] if i < len(decoded) else None))
+            if self.done:
+                break
+        return replies
+
+    async def arespond(self, action: Message) -> list[Message]:
+        """``respond`` for the async path: async tools are awaited on the running event loop."""
+        replies, calls, decoded = self._plan(action)
+        for i, call in enumerate(calls):
+            replies.append(await self.acall_tool(call, decoded[i] if i < len(decoded) else None))
+            if self.done:
+                break
+        return replies
+
+    def _plan(self, action: Message) -> tuple[list[Message], list[Any], list[Any]]:
+        """The error replies of malformed calls, the calls to run and their decoded arguments."""
         calls = action.get("tool_calls")
         errors: list[str] = []
         decoded: list[Any] = []
@@ -224,47 +259,57 @@ class ToolEnv(gymnasium.Env):
             else:
                 names = ", ".join(self._tools)
                 replies.append({"role": "user", "content": f"Please call one of the tools ({names})."})
-            return replies
-        for i, call in enumerate(calls):
-            replies.append(self.call_tool(call, decoded[i] if i < len(decoded) else None))
-            if self.done:
-                break
-        return replies
+            return replies, [], []
+        return replies, list(calls), decoded
 
     def call_tool(self, call: Any, arguments: dict[str, Any] | None = None) -> Message:
         """Execute one tool call; every model mistake becomes an error message, never an exception.
 
-        ``arguments`` are the call's already-decoded arguments, when the parser has them."""
+        ``arguments`` are the call's already-decoded arguments, when the parser has them. An async
+        tool is run to completion here (``astep`` awaits it on the caller's loop instead)."""
+        out, tool, args = self._resolve_call(call, arguments)
+        if tool is not None:
+            try:
+                out["content"] = _tool_text(tool.call_blocking(args, owner=self))
+            except (Exception, SystemExit) as e:
+                out["content"] = _tool_error(tool.name, e)
+        return out
+
+    async def acall_tool(self, call: Any, arguments: dict[str, Any] | None = None) -> Message:
+        """``call_tool`` that awaits an async tool."""
+        out, tool, args = self._resolve_call(call, arguments)
+        if tool is not None:
+            try:
+                out["content"] = _tool_text(await tool.acall(args, owner=self))
+            except (Exception, SystemExit) as e:
+                out["content"] = _tool_error(tool.name, e)
+        return out
+
+    def _resolve_call(self, call: Any, arguments: Any) -> tuple[Message, Tool | None, Any]:
+        """The reply message, the tool and its decoded arguments; no tool when the reply already
+        holds the error (malformed call, unknown tool, arguments that are not JSON)."""
         try:
             fn = call["function"]
             name, raw = fn["name"], fn.get("arguments", "{}")
             call_id = call.get("id", "")
-        except (KeyError, TypeError):
-            return {"role": "tool", "name": "error", "content": "Error: malformed tool call"}
+        except (KeyError, TypeError, AttributeError):
+            return {"role": "tool", "name": "error", "content": "Error: malformed tool call"}, None, None
         out: Message = {"role": "tool", "tool_call_id": str(call_id), "name": str(name)}
-        tool = self._tools.get(name)
+        tool = self._tools.get(name) if isinstance(name, str) else None
         if tool is None:
             out["content"] = (
                 f"Error: unknown tool {name!r}. Available tools: {', '.join(self._tools) or 'none'}."
             )
-            return out
+            return out, None, None
         if arguments is not None:
-            args = arguments
-        elif isinstance(raw, str):
+            return out, tool, arguments
+        if isinstance(raw, str):
             try:
-                args = json.loads(raw) if raw.strip() else {}
+                return out, tool, json.loads(raw) if raw.strip() else {}
             except (json.JSONDecodeError, RecursionError) as e:
                 out["content"] = f"Error: arguments of {name} are not valid JSON: {getattr(e, 'msg', e)}"
-                return out
-        else:
-            args = raw
-        try:
-            out["content"] = _tool_text(tool.call(args, owner=self))
-        except ToolArgumentError as e:
-            out["content"] = f"Error: {name}: {e}"
-        except Exception as e:  # the tool's own failure on the model's input is an observation
-            out["content"] = f"Error: {name} raised {type(e).__name__}: {e}"
-        return out
+                return out, None, None
+        return out, tool, raw
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
@@ -292,7 +337,10 @@ class ToolEnv(gymnasium.Env):
     async def astep(self, action: Message):
         if self.blocking:
             return await self._in_thread(self.step, action)
-        return self.step(action)
+        if not self._async_tools:
+            return self.step(action)
+        action = self._begin_step(action)
+        return self._end_step(await self.arespond(action))
 
     async def aclose(self) -> None:
         if self.blocking:

@@ -21,12 +21,15 @@ agentgym.tools.ToolArgumentError: argument 'a' must be an integer, got 'x'
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import inspect
+import math
 import re
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
 
@@ -42,22 +45,51 @@ def _schema_for(annotation: Any) -> dict[str, Any]:
         return {}
     origin = get_origin(annotation)
     if origin in (Union, types.UnionType):
-        members = [a for a in get_args(annotation) if a is not type(None)]
-        if len(members) == 1:
-            return _schema_for(members[0])
-        return {"anyOf": [_schema_for(a) for a in members]}
+        args = get_args(annotation)
+        members = [a for a in args if a is not type(None)]
+        schema = (
+            _schema_for(members[0]) if len(members) == 1 else {"anyOf": [_schema_for(a) for a in members]}
+        )
+        return {**schema, "nullable": True} if len(members) < len(args) else schema
     if origin is Literal:
         values = list(get_args(annotation))
         schema = _schema_for(type(values[0]))
         return {**schema, "enum": values}
-    if origin in (list, tuple, set) or annotation in (list, tuple, set):
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        values = [m.value for m in annotation]
+        return {**(_schema_for(type(values[0])) if values else {}), "enum": values}
+    if origin is tuple:
+        args = get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return {"type": "array", "items": _schema_for(args[0])}
+        if args:
+            items = [_schema_for(a) for a in args]
+            return {"type": "array", "prefixItems": items, "minItems": len(items), "maxItems": len(items)}
+    if origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set, frozenset):
         args = get_args(annotation)
         return {"type": "array", **({"items": _schema_for(args[0])} if args else {})}
     if origin is dict or annotation is dict:
-        return {"type": "object"}
+        args = get_args(annotation)
+        return {"type": "object", **({"additionalProperties": _schema_for(args[1])} if args else {})}
     if annotation in _JSON_TYPES:
         return {"type": _JSON_TYPES[annotation]}
     return {}
+
+
+def _converter(annotation: Any) -> Callable[[Any], Any] | None:
+    """How a checked JSON value becomes the Python value the function declared (an enum member,
+    a tuple, a set), or None when the JSON value is already it."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        inner = _converter(members[0]) if len(members) == 1 else None
+        return (lambda v: None if v is None else inner(v)) if inner is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return annotation
+    for kind in (tuple, set, frozenset):
+        if origin is kind or annotation is kind:
+            return kind
+    return None
 
 
 def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
@@ -90,6 +122,8 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
 
 
 def _check_value(name: str, value: Any, schema: dict[str, Any]) -> Any:
+    if value is None and schema.get("nullable"):
+        return None
     if "enum" in schema and value not in schema["enum"]:
         raise ToolArgumentError(f"argument {name!r} must be one of {schema['enum']}, got {value!r}")
     if "anyOf" in schema:
@@ -107,17 +141,34 @@ def _check_value(name: str, value: Any, schema: dict[str, Any]) -> Any:
             raise ToolArgumentError(f"argument {name!r} must be an integer, got {value!r}")
         return int(value)
     if kind == "number":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ToolArgumentError(f"argument {name!r} must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ToolArgumentError(f"argument {name!r} must be a finite number, got {value!r}")
         return value
     if kind == "string" and not isinstance(value, str):
         raise ToolArgumentError(f"argument {name!r} must be a string, got {value!r}")
     if kind == "boolean" and not isinstance(value, bool):
         raise ToolArgumentError(f"argument {name!r} must be true or false, got {value!r}")
-    if kind == "array" and not isinstance(value, list):
-        raise ToolArgumentError(f"argument {name!r} must be a list, got {value!r}")
-    if kind == "object" and not isinstance(value, dict):
-        raise ToolArgumentError(f"argument {name!r} must be an object, got {value!r}")
+    if kind == "array":
+        if not isinstance(value, list):
+            raise ToolArgumentError(f"argument {name!r} must be a list, got {value!r}")
+        fixed = schema.get("prefixItems")
+        if fixed is not None:
+            if len(value) != len(fixed):
+                raise ToolArgumentError(
+                    f"argument {name!r} must be a list of {len(fixed)} items, got {value!r}"
+                )
+            return [
+                _check_value(f"{name}[{i}]", v, s) for i, (v, s) in enumerate(zip(value, fixed, strict=True))
+            ]
+        if schema.get("items"):
+            return [_check_value(f"{name}[{i}]", v, schema["items"]) for i, v in enumerate(value)]
+    if kind == "object":
+        if not isinstance(value, dict):
+            raise ToolArgumentError(f"argument {name!r} must be an object, got {value!r}")
+        if schema.get("additionalProperties"):
+            return {
+                k: _check_value(f"{name}[{k!r}]", v, schema["additionalProperties"]) for k, v in value.items()
+            }
     return value
 
 
@@ -131,6 +182,13 @@ class Tool:
     parameters: dict[str, Any]
     method: bool = False
     """the function's first parameter is ``self``: call it with the env as ``owner``"""
+    converters: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+    """argument name -> how its checked JSON value becomes the declared type (enum, tuple)"""
+
+    @property
+    def is_async(self) -> bool:
+        """The function is ``async def``: ``call`` returns a coroutine, ``acall`` awaits it."""
+        return inspect.iscoroutinefunction(self.fn)
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -153,9 +211,40 @@ class Tool:
         return {k: _check_value(k, v, props[k]) for k, v in arguments.items()}
 
     def call(self, arguments: Any, owner: Any = None) -> Any:
-        """Validate the model's arguments and call; a method tool gets ``owner`` as ``self``."""
+        """Validate the model's arguments and call; a method tool gets ``owner`` as ``self``.
+        For an async tool this returns the coroutine (see ``acall``)."""
         args = self.validate(arguments)
+        for key, convert in self.converters.items():
+            if key in args:
+                try:
+                    args[key] = convert(args[key])
+                except (TypeError, ValueError) as e:
+                    raise ToolArgumentError(f"argument {key!r}: {e}") from None
         return self.fn(owner, **args) if self.method else self.fn(**args)
+
+    async def acall(self, arguments: Any, owner: Any = None) -> Any:
+        """``call``, awaiting the result when the tool is async."""
+        result = self.call(arguments, owner)
+        return await result if inspect.isawaitable(result) else result
+
+    def call_blocking(self, arguments: Any, owner: Any = None) -> Any:
+        """``call`` that also runs an async tool to completion (in a fresh event loop: on a
+        helper thread when this thread already runs one). Used by the synchronous ``step``."""
+        result = self.call(arguments, owner)
+        if not inspect.isawaitable(result):
+            return result
+
+        async def wait() -> Any:
+            return await result
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(wait())
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, wait()).result()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -176,10 +265,15 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None):
             hints = {}
         props: dict[str, Any] = {}
         required: list[str] = []
+        converters: dict[str, Callable[[Any], Any]] = {}
         for p in inspect.signature(f).parameters.values():
             if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
-            schema = _schema_for(hints.get(p.name, p.annotation))
+            annotation = hints.get(p.name, p.annotation)
+            schema = _schema_for(annotation)
+            convert = _converter(annotation)
+            if convert is not None:
+                converters[p.name] = convert
             if p.name in arg_docs:
                 schema["description"] = arg_docs[p.name]
             if p.default is inspect.Parameter.empty:
@@ -188,7 +282,12 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None):
         params = {"type": "object", "properties": props, "required": required}
         first = next(iter(inspect.signature(f).parameters), None)
         return Tool(
-            fn=f, name=name or f.__name__, description=summary, parameters=params, method=first == "self"
+            fn=f,
+            name=name or f.__name__,
+            description=summary,
+            parameters=params,
+            method=first == "self",
+            converters=converters,
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -1,3 +1,4 @@
+import asyncio
 import json
 
 import pytest
@@ -155,3 +156,51 @@ def test_arbitrary_text_never_raises_from_step(text):
     shelf = Shelf()
     shelf.reset(seed=0)
     shelf.step({"role": "assistant", "content": text})
+
+
+class Clock(Shelf):
+    """A Shelf with an async tool and a tool that exits like argparse does on bad input."""
+
+    loops: list = []
+
+    @tool
+    async def wait(self, seconds: float) -> str:
+        """Wait, then report.
+
+        Args:
+            seconds: how long
+        """
+        Clock.loops.append(asyncio.get_running_loop())
+        await asyncio.sleep(seconds)
+        return f"waited {seconds}"
+
+    @tool
+    def parse(self, flag: str) -> str:
+        """Parse a flag."""
+        raise SystemExit(2)
+
+
+def test_async_tools_are_awaited_on_the_callers_loop():
+    env = Clock()
+    env.reset(seed=0)
+    obs, *_ = env.step(_call("wait", {"seconds": 0}))  # sync step: runs it to completion
+    assert obs[0]["content"] == "waited 0"
+
+    async def main():
+        env.reset(seed=0)
+        obs, reward, terminated, truncated, _ = await env.astep(_call("wait", {"seconds": 0.01}))
+        assert obs[0]["content"] == "waited 0.01" and not terminated
+        assert Clock.loops[-1] is asyncio.get_running_loop()
+        obs, *_ = await env.astep(_call("wait", {"seconds": "soon"}))
+        assert obs[0]["content"].startswith("Error: wait: argument 'seconds' must be a finite number")
+        _, reward, terminated, *_ = await env.astep({"role": "assistant", "content": "done"})
+        assert terminated and reward == 1.0
+
+    asyncio.run(main())
+
+
+def test_tool_exiting_is_an_observation():
+    env = Clock()
+    env.reset(seed=0)
+    obs, *_ = env.step(_call("parse", {"flag": "--nope"}))
+    assert obs[0]["content"] == "Error: parse exited (SystemExit 2)" and not env.done

@@ -1,4 +1,6 @@
-from typing import Literal
+import asyncio
+import enum
+from typing import Literal, Optional
 
 import pytest
 
@@ -68,3 +70,72 @@ def test_method_tools_hide_self():
 
     assert list(Box.put.parameters["properties"]) == ["item"]
     assert Box.put.call({"item": "pen"}, owner=Box()) == "put pen"
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@tool
+def paint(
+    colour: Colour,
+    size: Optional[int] = None,  # noqa: UP045 - the typing spelling must work too
+    layers: list[int] | None = None,
+    weights: dict[str, float] | None = None,
+    at: tuple[int, str] = (0, "x"),
+    alpha: float = 1.0,
+) -> str:
+    return f"{colour!r}|{size}|{layers}|{weights}|{at!r}|{alpha}"
+
+
+def test_optional_enum_and_container_types():
+    props = paint.parameters["properties"]
+    assert props["colour"] == {"type": "string", "enum": ["red", "blue"]}
+    assert props["size"] == {"type": "integer", "nullable": True}
+    assert props["layers"] == {"type": "array", "items": {"type": "integer"}, "nullable": True}
+    assert props["weights"]["additionalProperties"] == {"type": "number"}
+    assert props["at"]["prefixItems"] == [{"type": "integer"}, {"type": "string"}]
+    # an explicit null for an Optional argument, an enum value converted to its member, a tuple
+    assert paint.call({"colour": "blue", "size": None, "at": [2, "y"]}) == (
+        "<Colour.BLUE: 'blue'>|None|None|None|(2, 'y')|1.0"
+    )
+    cases = [
+        ({"colour": "green"}, "must be one of ['red', 'blue']"),
+        ({"colour": "red", "layers": [1, "x"]}, "'layers[1]' must be an integer"),
+        ({"colour": "red", "weights": {"a": "heavy"}}, "must be a finite number"),
+        ({"colour": "red", "at": [1]}, "'at' must be a list of 2 items"),
+        ({"colour": "red", "alpha": float("nan")}, "'alpha' must be a finite number"),
+        ({"colour": None}, "must be one of"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ToolArgumentError) as e:
+            paint.call(args)
+        assert message in str(e.value), (args, str(e.value))
+
+
+def test_undocumented_untyped_tool():
+    @tool
+    def echo(x, y=2):
+        return x
+
+    assert echo.schema["function"]["description"] == ""
+    assert echo.parameters == {"type": "object", "properties": {"x": {}, "y": {}}, "required": ["x"]}
+    assert echo.call({"x": [1, {"a": None}]}) == [1, {"a": None}]
+
+
+def test_async_tool():
+    @tool
+    async def later(x: int) -> int:
+        """Add one, eventually."""
+        await asyncio.sleep(0)
+        return x + 1
+
+    assert later.is_async and not paint.is_async
+    assert asyncio.run(later.acall({"x": 1})) == 2
+    assert later.call_blocking({"x": 2}) == 3
+
+    async def inside_a_loop():
+        return later.call_blocking({"x": 3})  # runs on a helper thread's loop
+
+    assert asyncio.run(inside_a_loop()) == 4
