@@ -7,8 +7,10 @@ Formats:
 - ``auto``: hermes tags when present, else plain JSON.
 
 The parser never raises and runs in linear time on any input: it scans with ``str.find`` and
-``json.JSONDecoder.raw_decode``, no backtracking regular expressions. A block that looks like a
-tool call but is malformed becomes an entry in ``errors``, which the environment shows the model.
+``json.JSONDecoder.raw_decode`` (each character is read a bounded number of times), no
+backtracking regular expressions. A block that looks like a tool call but is malformed becomes
+an entry in ``errors``, which the environment shows the model (the first ``MAX_ERRORS``, then a
+count). NaN and Infinity, which JSON does not have, are refused.
 
 >>> r = parse_tool_calls('I will add. <tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>')
 >>> r.tool_calls[0]["function"]["name"], r.errors
@@ -30,7 +32,15 @@ Format = Literal["auto", "hermes", "json"]
 FORMATS = ("auto", "hermes", "json")
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
-_decoder = json.JSONDecoder()
+MAX_ERRORS = 8
+"""malformed calls reported one by one; a reply with more gets one line counting the rest"""
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (use a number or a string)")
+
+
+_decoder = json.JSONDecoder(parse_constant=_no_constant)
 
 
 @dataclass
@@ -40,6 +50,13 @@ class ParseResult:
     """one readable reason per malformed call, for the model to see"""
     arguments: list[dict[str, Any]] = field(default_factory=list)
     """the decoded arguments of each call in ``tool_calls`` (so they are not decoded again)"""
+
+
+def _cap_errors(result: ParseResult) -> ParseResult:
+    extra = len(result.errors) - MAX_ERRORS
+    if extra > 0:
+        result.errors[MAX_ERRORS:] = [f"{extra} more malformed tool calls (not shown)"]
+    return result
 
 
 def _to_call(obj: Any, index: int) -> tuple[ToolCall, dict[str, Any]] | str:
@@ -52,8 +69,8 @@ def _to_call(obj: Any, index: int) -> tuple[ToolCall, dict[str, Any]] | str:
     args = obj.get("arguments", obj.get("parameters", {}))
     if isinstance(args, str):
         try:
-            args = json.loads(args) if args.strip() else {}
-        except (json.JSONDecodeError, RecursionError) as e:
+            args = _loads(args) if args.strip() else {}
+        except (ValueError, RecursionError) as e:
             return f"tool call {index} has arguments that are not valid JSON: {getattr(e, 'msg', e)}"
     if not isinstance(args, dict):
         return f"tool call {index} must have 'arguments' as a JSON object"
@@ -68,13 +85,33 @@ def _to_call(obj: Any, index: int) -> tuple[ToolCall, dict[str, Any]] | str:
     }, args
 
 
+def _loads(text: str) -> Any:
+    """``json.loads`` without the NaN / Infinity extensions, which JSON does not have."""
+    return _decoder.decode(text)
+
+
 def _decode(text: str) -> tuple[Any, str | None]:
     try:
-        return json.loads(text), None
+        return _loads(text), None
     except json.JSONDecodeError as e:
         return None, f"{e.msg} at char {e.pos}"
     except (RecursionError, ValueError) as e:
         return None, str(e)[:200]
+
+
+def _decode_through_close(text: str, start: int, stop: int) -> tuple[Any, int] | None:
+    """Decode one JSON value at ``start`` whose strings may hold the closing tag, reading no
+    further than ``stop``; returns it and the end of its ``</tool_call>``, or None."""
+    region = text[start:stop]
+    at = len(region) - len(region.lstrip())
+    try:
+        obj, end = _decoder.raw_decode(region, at)
+    except (ValueError, RecursionError):
+        return None
+    rest = len(region) - len(region[end:].lstrip())
+    if not region.startswith(CLOSE, rest) or not isinstance(obj, dict):
+        return None
+    return obj, start + rest + len(CLOSE)
 
 
 def _parse_hermes(text: str) -> ParseResult:
@@ -91,6 +128,13 @@ def _parse_hermes(text: str) -> ParseResult:
         body = text[body_start:] if end < 0 else text[body_start:end]
         pos = len(text) if end < 0 else end + len(CLOSE)
         obj, err = _decode(body.strip())
+        if err is not None and end >= 0 and '"' in body:
+            # the closing tag may sit inside a JSON string (code that mentions it): decode the
+            # value itself, up to the next opening tag at most, so the scan stays linear
+            nxt = text.find(OPEN, body_start)
+            found = _decode_through_close(text, body_start, len(text) if nxt < 0 else nxt)
+            if found is not None:
+                (obj, pos), err = found, None
         if err is not None:
             result.errors.append(f"tool call {index} is not valid JSON: {err}")
             continue
@@ -100,7 +144,7 @@ def _parse_hermes(text: str) -> ParseResult:
         else:
             result.tool_calls.append(call[0])
             result.arguments.append(call[1])
-    return result
+    return _cap_errors(result)
 
 
 def _strip_fence(text: str) -> str:
@@ -133,7 +177,7 @@ def _parse_json(text: str) -> ParseResult:
         else:
             result.tool_calls.append(call[0])
             result.arguments.append(call[1])
-    return result
+    return _cap_errors(result)
 
 
 def parse_tool_calls(text: Any, fmt: Format = "auto") -> ParseResult:

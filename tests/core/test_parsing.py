@@ -4,7 +4,7 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentgym.parsing import format_tool_call, parse_tool_calls, strip_tool_calls
+from agentgym.parsing import MAX_ERRORS, format_tool_call, parse_tool_calls, strip_tool_calls
 
 
 def test_hermes_calls_and_errors():
@@ -111,3 +111,45 @@ def test_calls_embedded_in_prose_are_recovered(prose, name, args):
     r = parse_tool_calls(prose + format_tool_call(name, args) + prose)
     assert [c["function"]["name"] for c in r.tool_calls] == [name]
     assert json.loads(r.tool_calls[0]["function"]["arguments"]) == args
+
+
+def test_closing_tag_inside_a_json_string():
+    code = 'print("</tool_call>")'
+    text = format_tool_call("write", {"path": "a.py", "text": code}) + " then " + format_tool_call("run", {})
+    r = parse_tool_calls(text)
+    assert [c["function"]["name"] for c in r.tool_calls] == ["write", "run"] and r.errors == []
+    assert r.arguments[0]["text"] == code
+
+
+def test_nan_and_infinity_are_not_json():
+    for text in (
+        '<tool_call>{"name": "a", "arguments": {"x": NaN}}</tool_call>',
+        '<tool_call>{"name": "a", "arguments": {"s": "</tool_call>", "x": Infinity}}</tool_call>',
+        '{"name": "a", "arguments": "{\\"x\\": -Infinity}"}',
+    ):
+        r = parse_tool_calls(text)
+        assert r.tool_calls == [] and len(r.errors) == 1, (text, r)
+
+
+def test_many_malformed_calls_are_counted_not_listed():
+    r = parse_tool_calls("<tool_call>{</tool_call>" * 1000 + format_tool_call("ok", {}))
+    assert [c["function"]["name"] for c in r.tool_calls] == ["ok"]
+    assert (
+        len(r.errors) == MAX_ERRORS + 1
+        and r.errors[-1] == f"{1000 - MAX_ERRORS} more malformed tool calls (not shown)"
+    )
+
+
+def test_megabyte_replies_parse_in_linear_time():
+    def seconds(text):
+        t0 = time.perf_counter()
+        parse_tool_calls(text)  # auto: '{' takes the JSON path, tags the hermes one
+        return time.perf_counter() - t0
+
+    for unit in ("{", "<tool_call>", "<tool_call></tool_call>", '<tool_call>{"a": "</tool_call>'):
+        small, big = unit * (125_000 // len(unit)), unit * (1_000_000 // len(unit))
+        # distinct strings each time, so the parser's cache never answers
+        t_small = min(seconds(small + " " * i) for i in (1, 2))
+        t_big = min(seconds(big + " " * i) for i in (1, 2))
+        # 8x the input: a quadratic scan would take 64x as long
+        assert t_big < 5.0 and t_big < 24 * t_small + 0.05, (unit, t_small, t_big)
