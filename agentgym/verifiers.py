@@ -68,7 +68,7 @@ def run_reward(fn: Callable[..., Any], traj: Trajectory, task: Task) -> tuple[fl
     """Call one reward function; returns (value, None) or (0.0, reason) for a bad value or a crash."""
     try:
         return check_reward(fn(traj, task)), None
-    except Exception as e:  # a verifier bug must not kill the rollout; it is recorded instead
+    except (Exception, SystemExit) as e:  # a verifier bug must not kill the rollout; it is recorded
         if isinstance(e, ValueError) and str(e).startswith("returned "):
             return 0.0, str(e)
         return 0.0, f"raised {type(e).__name__}: {e}"
@@ -85,17 +85,26 @@ class Rubric:
         for w in self.weights:
             if not math.isfinite(w):
                 raise ValueError(f"Rubric weights must be finite, got {w}")
+        self.names: list[str] = []
+        """each function's key in the breakdown: its name, numbered when two share one"""
+        for fn in self.funcs:
+            name, n = _name(fn), 1
+            while (name if n == 1 else f"{name}_{n}") in self.names:
+                n += 1
+            self.names.append(name if n == 1 else f"{name}_{n}")
 
     def __call__(self, traj: Trajectory, task: Task) -> Score:
         score = Score()
-        for fn, w in zip(self.funcs, self.weights, strict=True):
-            name = _name(fn)
+        for fn, w, name in zip(self.funcs, self.weights, self.names, strict=True):
             value, err = run_reward(fn, traj, task)
             if err is not None:
                 score.errors[name] = err
                 continue
             score.breakdown[name] = value
             score.total += w * value
+        if not math.isfinite(score.total):
+            score.errors["total"] = f"the weighted sum overflowed to {score.total}"
+            score.total = 0.0
         return score
 
 
@@ -136,12 +145,15 @@ def tool_calls_of(traj: Trajectory) -> list[tuple[str, Any]]:
         if m.get("role") != "assistant":
             continue
         tcs = m.get("tool_calls") or parse_tool_calls(m.get("content") or "").tool_calls
-        for tc in tcs:
-            fn = tc["function"]
+        for tc in tcs if isinstance(tcs, list) else []:
+            fn = tc.get("function") if isinstance(tc, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                continue  # a malformed call (the env answered it with an error) calls no tool
+            args = fn.get("arguments")
             try:
-                args = json.loads(fn["arguments"])
-            except (json.JSONDecodeError, TypeError):
-                args = fn["arguments"]
+                args = json.loads(args) if isinstance(args, str) else args
+            except (json.JSONDecodeError, RecursionError):
+                pass
             calls.append((fn["name"], args))
     return calls
 

@@ -95,3 +95,32 @@ def test_static_trace_verifier_checks_each_constraint():
     assert "arguments.query is not allowed" in checks["argument_schemas"][1]
     assert v(bad) == 0.0
     assert StaticTraceVerifier(required_calls=["search"], forbidden_tools=["delete"])(bad) == 0.5
+
+
+def test_rubric_records_exits_overflow_and_keeps_same_named_functions_apart():
+    def exits(traj, task):
+        raise SystemExit(1)
+
+    def one(traj, task):
+        return 1.0
+
+    t = _t({"role": "assistant", "content": "4"})
+    s = Rubric([exits, one])(t, Task("t"))
+    assert s.errors == {"exits": "raised SystemExit: 1"} and s.total == 1.0
+    s = Rubric([one, one, lambda traj, task: 0.5])(t, Task("t"))
+    assert s.breakdown == {"one": 1.0, "one_2": 1.0, "<lambda>": 0.5} and s.total == 2.5
+    s = Rubric([one, one], weights=[1e308, 1e308])(t, Task("t"))
+    assert s.total == 0.0 and "overflowed" in s.errors["total"]
+
+
+def test_static_trace_verifier_order_and_malformed_calls():
+    v = StaticTraceVerifier(required_calls=["a", "b", "a"])
+    names = lambda *ns: _t(*[_call(n, {}) for n in ns])  # noqa: E731
+    assert v(names("a", "b", "a")) == 1.0
+    assert v(names("a", "x", "b", "y", "a")) == 1.0
+    assert v(names("b", "a", "a")) == 0.0 and v(names("a", "a", "b")) == 0.0
+    assert v.check(names("a", "b"))["required_calls"][1].startswith("missing call 'a'")
+    # a call without a function (the env answered it with an error) is no call, not a crash
+    broken = _t({"role": "assistant", "content": "", "tool_calls": [{"id": "x"}, "junk"]})
+    assert v(broken) == 0.0
+    assert StaticTraceVerifier(forbidden_tools=["rm"])(broken) == 1.0
