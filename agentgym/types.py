@@ -157,6 +157,9 @@ def validate_record(record: Any) -> None:
         content = m.get("content")
         if content is not None and not isinstance(content, str):
             raise RecordError(f"messages[{i}].content must be a string")
+        calls = m.get("tool_calls")
+        if calls is not None and not isinstance(calls, list):
+            raise RecordError(f"messages[{i}].tool_calls must be a list of tool calls")
     if not isinstance(record["env"], str):
         raise RecordError("'env' must be a string")
     if not isinstance(record["task_id"], str | int):
@@ -174,6 +177,8 @@ def validate_record(record: Any) -> None:
             raise RecordError("'tokens' must be an object with 'ids', 'mask' and 'logprobs' lists")
         n = len(tok["ids"])
         for key in ("mask", "logprobs"):
+            if tok.get(key) is not None and not isinstance(tok[key], list):
+                raise RecordError(f"tokens.{key} must be a list")
             if tok.get(key) is not None and len(tok[key]) != n:
                 raise RecordError(f"tokens.{key} has {len(tok[key])} entries but tokens.ids has {n}")
 
@@ -197,13 +202,17 @@ def iter_jsonl(
             try:
                 record = json.loads(raw.decode("utf-8"))
                 validate_record(record)
-            except (UnicodeDecodeError, json.JSONDecodeError, RecordError) as e:
+            except (ValueError, RecursionError) as e:  # JSON, UTF-8, schema, nesting, huge ints
                 if isinstance(e, UnicodeDecodeError):
                     reason = f"invalid UTF-8 at byte {e.start} of the line"
                 elif isinstance(e, json.JSONDecodeError):
-                    reason = f"invalid JSON: {e.msg}"
-                else:
+                    reason = f"invalid JSON: {e.msg} at char {e.pos}"
+                elif isinstance(e, RecursionError):
+                    reason = "invalid JSON: nested too deeply"
+                elif isinstance(e, RecordError):
                     reason = str(e)
+                else:
+                    reason = f"invalid JSON: {e}"
                 if errors == "raise":
                     raise RecordError(f"{path}:{lineno}: {reason}") from None
                 if report is not None:

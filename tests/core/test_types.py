@@ -83,3 +83,29 @@ def test_non_finite_score_is_never_written(tmp_path):
 def test_is_evidence():
     assert _traj(status="ok").is_evidence and _traj(status="truncated").is_evidence
     assert not any(_traj(status=s).is_evidence for s in ("env_error", "policy_error", "timeout"))
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"score": ' + b"9" * 5000 + b"}", "invalid JSON: Exceeds the limit"),
+        (
+            b'{"messages": [], "env": "e", "task_id": "a", "score": 0, "status": "ok", "tokens": {"ids": [1], "mask": 1}}',
+            "tokens.mask must be a list",
+        ),
+        (
+            b'{"messages": [{"role": "assistant", "tool_calls": "x"}], "env": "e", "task_id": "a", "score": 0, "status": "ok"}',
+            "messages[0].tool_calls must be a list",
+        ),
+    ],
+)
+def test_loader_names_the_line_of_any_malformed_record(tmp_path, line, reason):
+    path = tmp_path / "bad.jsonl"
+    write_jsonl(path, [_traj()])
+    with open(path, "ab") as f:
+        f.write(line + b"\n")
+    with pytest.raises(RecordError) as e:
+        load_trajectories(path)
+    assert str(e.value).startswith(f"{path}:2: ") and reason in str(e.value), str(e.value)
+    assert len(load_trajectories(path, errors="skip")) == 1
