@@ -46,7 +46,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--env-kwargs", nargs="*", default=None, metavar="KEY=VALUE", help="extra env constructor arguments"
     )
-    p.add_argument("--turn-timeout", type=float, default=300.0, help="seconds for one policy turn")
+    p.add_argument(
+        "--turn-timeout",
+        type=float,
+        default=300.0,
+        help="seconds for one turn: the policy's reply and the env's step",
+    )
     p.add_argument("--episode-timeout", type=float, default=1800.0, help="seconds for one episode")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
@@ -117,7 +122,14 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from agentgym.rollout import summarize
 
-    group = max(args.k, args.group)
+    if args.k < 1:
+        raise ValueError(f"--k must be at least 1, got {args.k}")
+    group = args.k if args.group is None else args.group
+    if args.k > group:
+        raise ValueError(
+            f"pass@{args.k} needs at least {args.k} samples per task, but --group is {group}; "
+            f"raise --group to {args.k} or more, or leave it out (eval then runs k samples per task)"
+        )
     trajs, stats = _run(args, args.out, False, group)
     summary = {
         "env": args.env,
@@ -145,7 +157,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="evaluate a policy: mean score, pass@k, statuses, throughput")
     _add_run_args(p)
-    p.add_argument("--k", type=int, default=1, help="pass@k (runs max(k, group) samples per task)")
+    p.add_argument("--k", type=int, default=1, help="pass@k; runs --group samples per task (default: k)")
+    p.set_defaults(group=None)
     p.add_argument(
         "--pass-threshold", type=float, default=1.0, help="a sample passes when its score is at least this"
     )

@@ -6,7 +6,8 @@ file at once, so a killed run loses nothing it finished; ``resume=True`` skips t
 (env, task_id, sample) keys already in the file and drops a last line cut off mid-write.
 
 Failures become statuses, never crashes: an exception from the env is ``env_error``, from the
-policy ``policy_error``, and a turn or episode over its time limit is ``timeout``.
+policy ``policy_error``, and a turn (the policy's reply plus the env's step, tools included) or
+an episode over its time limit is ``timeout``.
 
     from agentgym.rollout import run_rollouts, summarize
     trajs = run_rollouts("toy/calculator-v0", "scripted", n=100, concurrency=32, out="x.jsonl")
@@ -16,6 +17,7 @@ policy ``policy_error``, and a turn or episode over its time limit is ``timeout`
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import sys
@@ -28,7 +30,7 @@ from typing import Any
 
 from agentgym.policy import Policy, PolicySpec, parse_spec, resolve_policy
 from agentgym.registry import make
-from agentgym.types import Trajectory, dump_record_bytes, iter_jsonl
+from agentgym.types import Trajectory, dump_record_bytes, iter_jsonl, validate_record
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ def episode_seed(seed: int, index: int, sample: int, group: int) -> int:
 
 
 def _repair_tail(path: str) -> None:
-    """Cut a final line left without its newline by a killed writer, so the file stays valid JSONL."""
+    """Finish a last line left without its newline: a whole record gets its newline; a line cut
+    off by a killed writer is cut from the file (kept in ``PATH.rejected``) and reported."""
     with open(path, "rb+") as f:
         f.seek(0, os.SEEK_END)
         size = f.tell()
@@ -100,27 +103,73 @@ def _repair_tail(path: str) -> None:
             return
         pos = size
         chunk = 65536
+        start = 0
         while pos > 0:
-            start = max(0, pos - chunk)
-            f.seek(start)
-            data = f.read(pos - start)
-            nl = data.rfind(b"\n")
+            begin = max(0, pos - chunk)
+            f.seek(begin)
+            nl = f.read(pos - begin).rfind(b"\n")
             if nl >= 0:
-                f.truncate(start + nl + 1)
-                print(f"{path}: dropped an incomplete last line left by an interrupted run", file=sys.stderr)
-                return
-            pos = start
-        f.truncate(0)
+                start = begin + nl + 1
+                break
+            pos = begin
+        f.seek(start)
+        tail = f.read()
+        try:
+            validate_record(json.loads(tail.decode("utf-8")))
+        except (ValueError, RecursionError):
+            with open(path + ".rejected", "ab") as rejected:
+                rejected.write(tail + b"\n")
+            f.truncate(start)
+            print(
+                f"{path}:{_line_at(path, start)}: dropped an incomplete last line left by an "
+                f"interrupted run ({len(tail)} bytes, kept in {path}.rejected)",
+                file=sys.stderr,
+            )
+            return
+        f.seek(size)
+        f.write(b"\n")
+
+
+def _line_at(path: str, offset: int) -> int:
+    """The 1-based line number at byte ``offset`` of a file."""
+    lines, left = 1, offset
+    with open(path, "rb") as f:
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+            left -= len(chunk)
+    return lines
+
+
+def _drop_lines(path: str, bad: set[int]) -> None:
+    """Rewrite ``path`` without the lines numbered in ``bad``; they are appended to ``PATH.rejected``."""
+    tmp = path + ".tmp"
+    with open(path, "rb") as src, open(tmp, "wb") as dst, open(path + ".rejected", "ab") as rejected:
+        for lineno, raw in enumerate(src, 1):
+            (rejected if lineno in bad else dst).write(raw)
+    os.replace(tmp, path)
 
 
 def done_keys(path: str, env_id: str) -> tuple[set[tuple[str, int]], list[Trajectory]]:
-    """The (task_id, sample) keys of ``env_id`` already in a results file, and their trajectories."""
+    """The (task_id, sample) keys of ``env_id`` already in a results file, and their trajectories.
+
+    The file is repaired first: a partial last line (a killed run) is cut, and malformed lines
+    are moved to ``PATH.rejected`` with their line numbers reported, so they are neither counted
+    nor left to break the next reader."""
     keys: set[tuple[str, int]] = set()
     trajs: list[Trajectory] = []
     if not os.path.exists(path):
         return keys, trajs
     _repair_tail(path)
-    for _, record in iter_jsonl(path, errors="skip"):
+    bad: set[int] = set()
+
+    def report(lineno: int, reason: str) -> None:
+        bad.add(lineno)
+        print(f"{path}:{lineno}: malformed line moved to {path}.rejected: {reason}", file=sys.stderr)
+
+    for _, record in iter_jsonl(path, errors="skip", report=report):
         sample = record.get("metadata", {}).get("sample")
         if record["env"] != env_id or not isinstance(sample, int):
             continue
@@ -128,6 +177,8 @@ def done_keys(path: str, env_id: str) -> tuple[set[tuple[str, int]], list[Trajec
         if key not in keys:
             keys.add(key)
             trajs.append(Trajectory.from_record(record))
+    if bad:
+        _drop_lines(path, bad)
     return keys, trajs
 
 
@@ -189,9 +240,9 @@ class Runner:
                     raise
                 except Exception as e:
                     raise PolicyError(f"{type(e).__name__}: {e}") from e
-                slot.end_turn()
                 stage = "env"
                 _, _, terminated, truncated, _ = await env.astep(action)
+                slot.end_turn()
                 self.turns += 1
                 if terminated or truncated:
                     break
@@ -421,7 +472,10 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def summarize(trajs: Sequence[Trajectory], k: int = 1, threshold: float = 1.0) -> dict[str, Any]:
     """Mean score and pass@k over the trajectories whose status is evidence (ok, truncated);
-    infrastructure failures are counted separately, never as zeros."""
+    infrastructure failures are counted separately, never as zeros.
+
+    pass@k is the unbiased estimate per task averaged over the tasks with at least k evidence
+    samples; ``pass@k_tasks`` says how many tasks that is."""
     statuses = Counter(t.status for t in trajs)
     evidence = [t for t in trajs if t.is_evidence]
     by_task: dict[tuple[str, str], list[Trajectory]] = defaultdict(list)
@@ -433,6 +487,7 @@ def summarize(trajs: Sequence[Trajectory], k: int = 1, threshold: float = 1.0) -
         "evidence_episodes": len(evidence),
         "mean_score": (sum(t.score for t in evidence) / len(evidence)) if evidence else None,
         f"pass@{k}": (sum(pass_at_k(n, c, k) for n, c in scored) / len(scored)) if scored else None,
+        f"pass@{k}_tasks": len(scored),
         "pass_threshold": threshold,
         "tasks": len(by_task),
         "statuses": {

@@ -10,7 +10,8 @@ from agentgym.envs.toy import CalculatorEnv, ScriptedCalculator
 
 from agentgym.registry import _REGISTRY, register
 from agentgym.rollout import Runner, pass_at_k, plan_jobs, rollout, run_rollouts, summarize
-from agentgym.types import load_trajectories
+from agentgym.tools import tool
+from agentgym.types import Trajectory, load_trajectories, tool_call
 
 AGENTGYM = [sys.executable, "-m", "agentgym.cli"]
 
@@ -226,3 +227,99 @@ def test_eval_cli_json(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "unknown policy 'wizard'" in bad.stderr
+
+
+class HangingToolEnv(CalculatorEnv):
+    """Task calc-0 calls a tool that hangs: a blocking one (in the runner's thread pool) when
+    ``blocking`` is set, else an async one (on the event loop)."""
+
+    @tool
+    def stall(self) -> str:
+        """Never answers in time."""
+        time.sleep(3)
+        return "late"
+
+    @tool
+    async def astall(self) -> str:
+        """Never answers in time either."""
+        await asyncio.sleep(30)
+        return "late"
+
+
+class BlockingHangingToolEnv(HangingToolEnv):
+    blocking = True
+
+
+class CallsStall:
+    def __init__(self, name):
+        self.name = name
+
+    async def act(self, traj, env):
+        if env.task.task_id == "calc-0" and traj.num_turns == 0:
+            return {"role": "assistant", "content": "", "tool_calls": [tool_call(self.name, {})]}
+        return ScriptedCalculator.reply(traj, env.task)
+
+
+@pytest.mark.parametrize("env_cls, name", [(BlockingHangingToolEnv, "stall"), (HangingToolEnv, "astall")])
+def test_turn_timeout_covers_a_hanging_tool_without_stalling_other_episodes(env_cls, name):
+    async def main():
+        runner = Runner("toy/calculator-v0", CallsStall(name), concurrency=4, turn_timeout=0.4)
+        runner.new_env = env_cls
+        t0 = time.perf_counter()
+        trajs = await runner.run(plan_jobs([f"calc-{i}" for i in range(12)], 1, 0))
+        return trajs, time.perf_counter() - t0
+
+    trajs, elapsed = asyncio.run(main())
+    by_id = {t.task_id: t for t in trajs}
+    assert by_id["calc-0"].status == "timeout"
+    assert "turn time limit of 0.4 s exceeded during env" in by_id["calc-0"].metadata["error"]
+    assert all(t.status == "ok" and t.score == 1.0 for tid, t in by_id.items() if tid != "calc-0")
+    assert elapsed < 2.5  # the episode limit (1800 s) and the tool (3 s, 30 s) never ran out
+
+
+def test_resume_repairs_the_file_and_reports_bad_lines(tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    run_rollouts("toy/calculator-v0", "scripted", n=30, out=out)
+    lines = out.read_bytes().splitlines(keepends=True)
+    lines[5] = lines[5][:40] + b"\n"  # a line cut short in the middle of the file
+    lines.insert(12, b"[" * 5000 + b"\n")
+    out.write_bytes(b"".join(lines) + b'{"messages": [{"role": "us')  # and a cut-off last line
+    trajs = run_rollouts("toy/calculator-v0", "scripted", n=30, out=out, resume=True)
+    err = capsys.readouterr().err
+    assert "r.jsonl:6: malformed line moved to" in err and "r.jsonl:13: malformed line" in err
+    assert "r.jsonl:32: dropped an incomplete last line" in err
+    assert rollout.last_stats["episodes"] == 1 and len(trajs) == 30  # only the cut record reruns
+    again = load_trajectories(out)  # strict: no malformed line is left
+    assert len(again) == 30 and len({(t.task_id, t.metadata["sample"]) for t in again}) == 30
+    assert len((tmp_path / "r.jsonl.rejected").read_bytes().splitlines()) == 3
+    # a whole last record that only lacks its newline is kept, not rerun
+    out.write_bytes(out.read_bytes()[:-1])
+    run_rollouts("toy/calculator-v0", "scripted", n=30, out=out, resume=True)
+    assert rollout.last_stats["episodes"] == 0 and len(load_trajectories(out)) == 30
+
+
+def test_pass_at_k_is_the_per_task_unbiased_estimate_averaged():
+    def trajs(task_id, scores):
+        return [
+            Trajectory(env="e", task_id=task_id, score=s, metadata={"sample": i})
+            for i, s in enumerate(scores)
+        ]
+
+    # task a: 1 of 4 pass -> 1 - C(3,2)/C(4,2) = 0.5; task b: 3 of 4 -> 1 - C(1,2)/C(4,2) = 1.0
+    # task c: 0 of 4 -> 0; task d has only one evidence sample (one timed out) and is left out
+    sample = trajs("a", [1, 0, 0, 0]) + trajs("b", [1, 1, 0, 1]) + trajs("c", [0, 0, 0, 0])
+    sample += trajs("d", [1]) + [Trajectory(env="e", task_id="d", status="timeout")]
+    s = summarize(sample, k=2)
+    assert s["pass@2"] == pytest.approx((0.5 + 1.0 + 0.0) / 3) and s["pass@2_tasks"] == 3
+    assert summarize(sample, k=1)["pass@1"] == pytest.approx((0.25 + 0.75 + 0 + 1) / 4)
+
+
+def test_eval_refuses_k_above_the_samples_per_task():
+    bad = subprocess.run(
+        [*AGENTGYM, "eval", "--env", "toy/calculator-v0", "--policy", "scripted", "--n", "2"]
+        + ["--k", "4", "--group", "2"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2
+    assert "pass@4 needs at least 4 samples per task, but --group is 2" in bad.stderr
