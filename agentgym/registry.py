@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -54,12 +55,21 @@ def agentgym_id(gym_id: str) -> str:
 def register(id: str, entry_point: str, *, requires: str | None = None, **kwargs: Any) -> None:
     """Register an environment under ``id`` (``family/name-vN``); ``entry_point`` is
     ``"module:Class"``, imported only when the env is made; ``kwargs`` are the defaults passed to
-    the class. Registering an id again replaces it."""
+    the class. Registering an id again replaces it, with a warning when the entry changes (a
+    plugin shadowing a built-in env, say)."""
     if "/" not in id or not id.split("/", 1)[1]:
         raise ValueError(f"env ids look like 'family/name-v0', got {id!r}")
     if ":" not in entry_point:
         raise ValueError(f"entry_point must be 'module:Class', got {entry_point!r}")
-    _REGISTRY[id] = EnvEntry(id, entry_point, dict(kwargs), requires)
+    entry = EnvEntry(id, entry_point, dict(kwargs), requires)
+    old = _REGISTRY.get(id)
+    if old is not None and old != entry:
+        warnings.warn(
+            f"env {id!r} registered again: {old.entry_point} {old.kwargs} is replaced by "
+            f"{entry_point} {kwargs}",
+            stacklevel=2,
+        )
+    _REGISTRY[id] = entry
     for gid in (id, gymnasium_id(id)):
         gymnasium.registry.pop(gid, None)
         gymnasium.register(id=gid, entry_point=entry_point, kwargs=dict(kwargs), disable_env_checker=True)

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import gymnasium
 import pytest
@@ -97,3 +98,17 @@ def test_import_is_light():
     code = "import sys, agentgym; agentgym.list_envs(); print(sorted(m for m in ('torch', 'vllm', 'playwright', 'pyspiel', 'transformers', 'docker') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_registering_an_id_again_replaces_it_and_warns_when_it_changes():
+    agentgym.register("test/again-v0", "agentgym.envs.toy:CalculatorEnv", difficulty=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            agentgym.register("test/again-v0", "agentgym.envs.toy:CalculatorEnv", difficulty=1)  # same
+        with pytest.warns(UserWarning, match=r"'test/again-v0' registered again: .*\{'difficulty': 1\}"):
+            agentgym.register("test/again-v0", "agentgym.envs.toy:CalculatorEnv", difficulty=3)
+        assert agentgym.make("test/again-v0").difficulty == 3
+        assert gymnasium.make("agentgym/test.again-v0").unwrapped.difficulty == 3
+    finally:
+        registry._REGISTRY.pop("test/again-v0")
