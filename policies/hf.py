@@ -6,6 +6,11 @@ Concurrent ``generate`` calls are collected for ``batch_window`` seconds (or unt
 and run as one left-padded batch in a worker thread, so the event loop never blocks. Logprobs
 are the model's own log-softmax (before temperature), as vLLM reports them.
 
+Sampling means what it means on vLLM: stop strings are looked for in the generated text only
+(never across the prompt boundary), a seeded request samples the same ids whatever else is in
+flight (it runs on its own, under its own seed, leaving the process's random state alone), and
+the model's ``generation_config`` defaults (repetition penalty, top-k, ...) do not apply.
+
 Spec options besides the sampling ones: ``device`` (cpu, cuda, ...), ``dtype`` (float32,
 bfloat16, float16), ``max_batch``, ``batch_window``.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import threading
 import time
@@ -99,15 +105,21 @@ class HFGenerator:
             for req in batch:
                 groups.setdefault(repr(req.sampling), []).append(req)
             for reqs in groups.values():
-                try:
-                    with self.lock:
-                        outs = self._run([r.prompt for r in reqs], reqs[0].sampling)
-                    for r, out in zip(reqs, outs, strict=True):
-                        r.future.set_result(out)
-                except Exception as e:  # delivered to every waiting caller
-                    for r in reqs:
-                        if not r.future.done():
-                            r.future.set_exception(e)
+                # a seeded request runs alone: its ids must not depend on what shares its batch
+                runs = [reqs] if reqs[0].sampling.seed is None else [[r] for r in reqs]
+                for run in runs:
+                    self._deliver(run)
+
+    def _deliver(self, reqs: list[_Request]) -> None:
+        try:
+            with self.lock:
+                outs = self._run([r.prompt for r in reqs], reqs[0].sampling)
+            for r, out in zip(reqs, outs, strict=True):
+                r.future.set_result(out)
+        except Exception as e:  # delivered to every waiting caller
+            for r in reqs:
+                if not r.future.done():
+                    r.future.set_exception(e)
 
     def _run(self, prompts: list[list[int]], s: SamplingParams) -> list[Completion]:
         torch = self.torch
@@ -117,14 +129,27 @@ class HFGenerator:
         for i, p in enumerate(prompts):
             ids[i, width - len(p) :] = torch.tensor(p)
             attn[i, width - len(p) :] = 1
-        kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "do_sample": s.temperature > 0}
+        # Every knob set here, so the model's generation_config (a repetition penalty or top-k
+        # its authors recommend) adds nothing that vLLM would not do with the same settings.
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": s.max_tokens,
+            "do_sample": s.temperature > 0,
+            "num_beams": 1,
+            "repetition_penalty": 1.0,
+            "no_repeat_ngram_size": 0,
+            "min_new_tokens": 0,
+        }
         if s.temperature > 0:
-            kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
+            kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0, min_p=0.0, typical_p=1.0)
         if s.stop:
-            kwargs.update(stop_strings=list(s.stop), tokenizer=self.tokenizer)
-        if s.seed is not None:
-            torch.manual_seed(s.seed)
-        with torch.inference_mode():
+            kwargs["stopping_criteria"] = [_StopStrings(self.tokenizer, s.stop, width)]
+        # a seeded request samples from its own generator state and leaves the process's alone;
+        # unseeded ones advance the process's state (restoring it would repeat their samples)
+        gpu = [self.model.device] if self.model.device.type == "cuda" else []
+        rng = torch.random.fork_rng(devices=gpu) if s.seed is not None else contextlib.nullcontext()
+        with torch.inference_mode(), rng:
+            if s.seed is not None:
+                torch.manual_seed(s.seed)
             out = self.model.generate(
                 input_ids=ids.to(self.device),
                 attention_mask=attn.to(self.device),
@@ -135,30 +160,24 @@ class HFGenerator:
                 **kwargs,
             )
         new = out.sequences[:, width:].cpu()
-        logps = torch.stack(out.logits, dim=1).float().log_softmax(-1).cpu() if out.logits else None
+        logps = torch.stack(out.logits, dim=1).float().log_softmax(-1).cpu()
         results = []
         for i in range(len(prompts)):
+            # A row is over at its first end-of-turn token or stop string; what the batch
+            # generated after that is padding, never sampled ids.
             row = new[i].tolist()
-            n = len(row)
             if self.eos_id in row:
-                n = row.index(self.eos_id) + 1
-            row = row[:n]
-            if s.stop and (not row or row[-1] != self.eos_id):
-                row = self._cut_at_stop(row, s.stop)
-                n = len(row)
-            lp = [float(logps[i, t, tok]) for t, tok in enumerate(row)] if logps is not None else [0.0] * n
+                row = row[: row.index(self.eos_id) + 1]
+            stop_at = _stop_end(self.tokenizer, row, s.stop) if s.stop and row[-1] != self.eos_id else None
+            if stop_at is not None:
+                row = row[:stop_at]
+            lp = [float(logps[i, t, tok]) for t, tok in enumerate(row)]
             text = self.tokenizer.decode(row, skip_special_tokens=False)
-            stopped = (row and row[-1] == self.eos_id) or any(text.endswith(x) for x in s.stop)
-            finish = "stop" if stopped or n < s.max_tokens else "length"
-            results.append(Completion(ids=row, logprobs=lp, text=text, finish_reason=finish))
+            stopped = row[-1] == self.eos_id or stop_at is not None
+            results.append(
+                Completion(ids=row, logprobs=lp, text=text, finish_reason="stop" if stopped else "length")
+            )
         return results
-
-    def _cut_at_stop(self, row: list[int], stop: list[str]) -> list[int]:
-        for n in range(1, len(row) + 1):
-            text = self.tokenizer.decode(row[:n], skip_special_tokens=False)
-            if any(x in text for x in stop):
-                return row[:n]
-        return row
 
     def update_weights(self, weights: Any, timeout: float = 300.0) -> None:
         """Load new weights into the model: a state dict or an iterable of ``(name, tensor)``.
@@ -178,6 +197,37 @@ class HFGenerator:
 
     def close(self) -> None:
         self._queue.put(None)
+
+
+def _stop_end(tokenizer: Any, row: list[int], stop: list[str]) -> int | None:
+    """The length of the shortest prefix of ``row`` whose text contains a stop string, or None."""
+    for n in range(1, len(row) + 1):
+        text = tokenizer.decode(row[:n], skip_special_tokens=False)
+        if any(x in text for x in stop):
+            return n
+    return None
+
+
+class _StopStrings:
+    """A transformers stopping criterion: a row is done once the text it generated (never the
+    prompt before it, unlike transformers' own ``stop_strings``) contains a stop string."""
+
+    def __init__(self, tokenizer: Any, stop: list[str], prompt_width: int):
+        self.tokenizer = tokenizer
+        self.stop = list(stop)
+        self.start = prompt_width
+        # the last tokens that can hold a stop string (a token is at least one byte)
+        self.window = max(len(x.encode()) for x in self.stop) + 4
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        new = input_ids[:, self.start :].tolist()
+        done = [
+            any(x in self.tokenizer.decode(row[-self.window :], skip_special_tokens=False) for x in self.stop)
+            for row in new
+        ]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def from_spec(spec: PolicySpec, env: Any = None) -> LLMPolicy:

@@ -8,6 +8,8 @@ import shutil
 import pytest
 from agentgym.envs.toy import CalculatorEnv, ScriptedCalculator
 
+from agentgym.testing import need
+
 
 def calculator_demos(n: int = 32) -> tuple[list[list], list[dict]]:
     """``n`` scripted toy/calculator conversations (difficulty 1) and the env's tool schemas."""
@@ -23,7 +25,7 @@ def calculator_demos(n: int = 32) -> tuple[list[list], list[dict]]:
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    pytest.importorskip("transformers")
+    need(module="transformers", install="pip install 'agentgym[train]'")
     from agentgym.policies.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

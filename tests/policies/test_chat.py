@@ -10,9 +10,8 @@ from agentgym.policies.llm import LLMPolicy
 
 from agentgym.chat import ChatRenderer, check_trajectory, mask_spans
 from agentgym.policy import Completion, SamplingParams
+from agentgym.testing import need
 from agentgym.types import Trajectory, tool_call
-
-pytest.importorskip("transformers")
 
 # The tiny template, except that assistant turns before the last message lose their <think> block,
 # as Qwen3's template does to earlier turns.
@@ -33,6 +32,7 @@ THINK_STRIPPING = """\
 
 @pytest.fixture(scope="module")
 def tok():
+    need(module="transformers", install="pip install 'agentgym[train]'")
     from agentgym.policies.tiny import build_tokenizer
 
     return build_tokenizer()

@@ -14,6 +14,7 @@ import pytest
 from agentgym.policies.openai import OpenAIGenerator, ServerUnavailable
 
 from agentgym.policy import SamplingParams
+from agentgym.testing import need
 
 GREEDY = SamplingParams(temperature=0, max_tokens=4)
 ANSWER = {
@@ -33,7 +34,11 @@ class FakeServer:
     POSTs, a JSON object for ``GET /v1/models``; it records the request bodies it got."""
 
     def __init__(self, status: int = 200, body: bytes | None = None, delay: float = 0.0):
-        self.status, self.body, self.delay = status, json.dumps(ANSWER).encode() if body is None else body, delay
+        self.status, self.body, self.delay = (
+            status,
+            json.dumps(ANSWER).encode() if body is None else body,
+            delay,
+        )
         self.models: dict | None = None
         self.requests: list[dict] = []
         outer = self
@@ -196,6 +201,7 @@ def test_the_context_length_comes_from_the_server(servers):
 
 
 def test_a_run_against_a_dead_server_ends_in_policy_errors():
+    need(module="transformers", install="pip install 'agentgym[train]'")
     from agentgym.policies.llm import LLMPolicy
     from agentgym.policies.tiny import build_tokenizer
 
