@@ -23,6 +23,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from functools import lru_cache
 
@@ -135,8 +136,14 @@ class BwrapSandbox(Sandbox):
         return [*cmd, "--", *argv]
 
     def _run(self, argv: list[str], limits: Limits, files, ro) -> RunResult:
+        uid = claim_uid()
+        try:
+            return self._run_as(uid, argv, limits, files, ro)
+        finally:
+            release_uid(uid)
+
+    def _run_as(self, uid: int, argv: list[str], limits: Limits, files, ro) -> RunResult:
         fds: list[int] = []
-        uid = secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0]
         chan_r, chan_w = os.pipe()
         stat_r, stat_w = os.pipe()
         env = {
@@ -172,6 +179,7 @@ class BwrapSandbox(Sandbox):
                     extra_groups=[],
                     start_new_session=True,
                     env={"PATH": "/usr/bin:/bin"},
+                    cwd="/",  # the shell exports its working directory (PWD), readable inside
                 )
             except OSError as e:
                 if cgroup is not None:
@@ -218,6 +226,27 @@ class BwrapSandbox(Sandbox):
             backend=self.backend,
             details={"uid": uid, "leftover_processes_killed": leftovers, "cgroup": cgroup is not None},
         )
+
+
+_uids_in_use: set[int] = set()
+_uids_lock = threading.Lock()
+
+
+def claim_uid() -> int:
+    """A random uid of ``UID_RANGE`` that no other run of this process holds and no host process
+    runs as: two runs sharing a uid could signal each other, and the leftover sweep of one would
+    kill the other."""
+    with _uids_lock:
+        while True:
+            uid = secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0]
+            if uid not in _uids_in_use and not processes_of_uid(uid):
+                _uids_in_use.add(uid)
+                return uid
+
+
+def release_uid(uid: int) -> None:
+    with _uids_lock:
+        _uids_in_use.discard(uid)
 
 
 def _collect(proc: subprocess.Popen, extra: list[int], limits: Limits, start: float):

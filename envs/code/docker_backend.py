@@ -2,7 +2,7 @@
 
 The container has no network, a read-only root file system, tmpfs ``/work``, ``/tmp`` and
 ``/opt/agentgym``, memory / CPU / pids limits, every capability dropped and no-new-privileges,
-and runs as uid 65534. Each run wipes ``/work`` and ``/tmp``, unpacks the session's files,
+and runs as uid 65534. Each run wipes ``/work``, ``/tmp``, ``/dev/shm`` and ``/opt/agentgym``, unpacks the session's files,
 applies rlimits and ``exec``s the program under ``timeout -s KILL``; afterwards every process of
 the sandbox user is killed, so nothing one run starts survives into the next. The container is
 removed on ``close()``, when the session is garbage collected, and at interpreter exit, even
@@ -31,8 +31,8 @@ environment, which execve caps at about 2 MB"""
 
 _LOADER = r"""
 import base64, json, os, resource, shutil, sys
-for root in ("/work", "/tmp"):
-    for name in os.listdir(root):
+for root in ("/work", "/tmp", "/dev/shm", "/opt/agentgym"):
+    for name in os.listdir(root) if os.path.isdir(root) else ():
         p = os.path.join(root, name)
         shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
 keys = sorted(k for k in os.environ if k.startswith("AGENTGYM_FILES_"))
@@ -84,6 +84,7 @@ class DockerSandbox(Sandbox):
     """
 
     backend = "docker"
+    max_input_bytes = MAX_PAYLOAD * 3 // 4 - 4096  # base64 and JSON around the bytes
 
     def __init__(self, limits: Limits | None = None, image: str = DEFAULT_IMAGE):
         super().__init__(limits)

@@ -111,6 +111,10 @@ class RunResult:
 MAX_FILES = 200
 MAX_TOTAL_BYTES = 1 << 20
 """bytes of a session's files together (each run copies them into its sandbox)"""
+MAX_NAME_BYTES = 255
+"""longest file or directory name (the file systems' own limit)"""
+MAX_PATH_BYTES = 1024
+"""longest path: each path is an argument of the run's command, whose total size the kernel caps"""
 
 
 def check_path(path: str, reserved_ok: bool = False) -> str:
@@ -132,6 +136,16 @@ def check_path(path: str, reserved_ok: bool = False) -> str:
         raise ValueError(f"path {path!r} leaves the work directory; use a relative path like 'solution.py'")
     if not reserved_ok and any(part.startswith(".agentgym") for part in norm.split("/")):
         raise ValueError(f"path {path!r} is reserved; choose another name")
+    try:
+        raw = norm.encode(errors="surrogateescape")
+    except UnicodeEncodeError:
+        raise ValueError(f"path {path!r} is not valid text; use a name like 'solution.py'") from None
+    size, longest = len(raw), max(len(part) for part in raw.split(b"/"))
+    if size > MAX_PATH_BYTES or longest > MAX_NAME_BYTES:
+        raise ValueError(
+            f"path {norm[:60]!r}... is too long ({size} bytes, longest name {longest}); paths may have "
+            f"{MAX_PATH_BYTES} bytes and names {MAX_NAME_BYTES}: use a shorter path like 'solution.py'"
+        )
     return norm
 
 
@@ -139,6 +153,8 @@ class Sandbox:
     """A sandbox session. Subclasses implement ``_run``; files live host-side in ``self.files``."""
 
     backend = "base"
+    max_input_bytes = 64 << 20
+    """bytes of files one run can be given (the grader sizes the check stage's input to it)"""
 
     def __init__(self, limits: Limits | None = None):
         self.limits = limits or Limits()
