@@ -31,7 +31,12 @@ from agentgym.envs.code.sandbox import Limits, RunResult, Sandbox, SandboxError
 
 HARNESS = "/opt/agentgym/harness.py"
 JOB = "/opt/agentgym/job.json"
-MAX_RECORD = 4 << 20
+MAX_VALUES = 8 << 20
+"""bytes of recorded values (as JSON lines) passed on to the check stage, all calls together (less
+where the check sandbox carries less, ``Sandbox.max_input_bytes``): a record over it is dropped,
+and once the total passes it the values recorded later are opaque (they fail), so a flood of
+values neither slows the grader nor outgrows the check stage's input"""
+TOO_LARGE = ["other", "value past the size limit"]
 
 
 class TestFormatError(ValueError):
@@ -134,14 +139,18 @@ def _short(value: object, n: int = 120) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def parse_calls(channel: bytes, nonce: str, tests: list[CompiledTest]) -> tuple[dict, str | None]:
+def parse_calls(
+    channel: bytes, nonce: str, tests: list[CompiledTest], budget: int = MAX_VALUES
+) -> tuple[dict, str | None]:
     """Read the ``calls`` stage's records: ``{(test, call): record}``, keeping only well-formed,
-    single records with this run's nonce; a call recorded twice is dropped (it then fails)."""
+    single records with this run's nonce; a call recorded twice is dropped (it then fails), and
+    values past ``budget`` bytes in all are replaced by an opaque one (they fail too)."""
     seen: dict[tuple[int, int], dict] = {}
     dup: set[tuple[int, int]] = set()
     import_error = None
+    total = 0
     for line in channel.split(b"\n"):
-        if not line.strip() or len(line) > MAX_RECORD:
+        if not line.strip() or len(line) > budget:
             continue
         try:
             rec = json.loads(line)
@@ -165,7 +174,8 @@ def parse_calls(channel: bytes, nonce: str, tests: list[CompiledTest]) -> tuple[
                 decode(rec["v"])
             except (ValueError, TypeError, RecursionError):
                 continue
-            clean = {"v": rec["v"]}
+            total += len(line)
+            clean = {"v": rec["v"] if total <= budget else TOO_LARGE}
         elif isinstance(rec.get("raised"), str):
             clean = {"raised": rec["raised"][:100], "msg": str(rec.get("msg", ""))[:200]}
         else:
@@ -233,7 +243,9 @@ def grade(
         if calls_sandbox is None:
             box.close()
     result.calls_run = run
-    values, result.import_error = parse_calls(run.channel, nonce, tests)
+    check_box = new_sandbox()
+    budget = min(MAX_VALUES, check_box.max_input_bytes - len(harness) - (64 << 10))
+    values, result.import_error = parse_calls(run.channel, nonce, tests, budget)
     check_job = {
         "setup": setup,
         "test_timeout": test_timeout,
@@ -242,7 +254,6 @@ def grade(
             for i, t in enumerate(tests)
         ],
     }
-    check_box = new_sandbox()
     try:
         check = check_box.run(
             [*argv, "check", JOB],

@@ -117,7 +117,12 @@ class Missing(BaseException):
     """A call has no recorded value (the submission died or never answered)."""
 
 
+_alarms = [0]
+"""how many times a test's time ran out: a call that swallows its ``TestTimeout`` still timed out"""
+
+
 def _on_alarm(signum, frame):
+    _alarms[0] += 1
     raise TestTimeout()
 
 
@@ -155,10 +160,13 @@ def run_calls(job, chan):
         values = {}
         ns["__V"] = values.__getitem__
         for j, site in enumerate(sites):
+            alarms = _alarms[0]
             signal.setitimer(signal.ITIMER_REAL, job["test_timeout"])
             try:
                 value = eval(site, ns)
                 signal.setitimer(signal.ITIMER_REAL, 0)
+                if _alarms[0] != alarms:
+                    raise TestTimeout()
                 try:
                     record = {"t": i, "c": j, "v": encode(value)}
                 except (ValueError, RecursionError):
@@ -174,13 +182,13 @@ def run_calls(job, chan):
 
 
 def _exception_class(name):
+    """A class to re-raise a recorded exception: the built-in one (a stand-in outside ``Exception``
+    for ``SystemExit``, ``KeyboardInterrupt`` and the like), or a new ``Exception`` subclass."""
     cls = getattr(builtins, name, None)
-    if (
-        isinstance(cls, type)
-        and issubclass(cls, BaseException)
-        and cls not in (SystemExit, KeyboardInterrupt)
-    ):
-        return cls
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        if issubclass(cls, Exception):
+            return cls
+        return type(name, (BaseException,), {})
     return type(str(name)[:100], (Exception,), {})
 
 
@@ -200,10 +208,12 @@ def run_checks(job, chan):
     signal.signal(signal.SIGALRM, _on_alarm)
     for i, test in enumerate(job["tests"]):
         recorded = test["values"]
+        absent = []
 
-        def value_of(j, recorded=recorded):
+        def value_of(j, recorded=recorded, absent=absent):
             rec = recorded.get(str(j))
-            if rec is None:
+            if rec is None or rec.get("raised") == "Timeout":
+                absent.append(j)  # no value: the test fails, whatever the assertion makes of it
                 raise Missing()
             if "raised" in rec:
                 raise _exception_class(rec["raised"])(rec.get("msg", ""))
@@ -215,7 +225,7 @@ def run_checks(job, chan):
         try:
             exec(test["code"], ns)
             signal.setitimer(signal.ITIMER_REAL, 0)
-            result = {"t": i, "pass": True}
+            result = {"t": i, "pass": not absent, "error": "Missing" if absent else ""}
         except BaseException as e:
             signal.setitimer(signal.ITIMER_REAL, 0)
             result = {"t": i, "pass": False, "error": type(e).__name__}

@@ -16,6 +16,7 @@ import pytest
 from agentgym.envs.code.sandbox import Limits, make_sandbox
 
 from agentgym.testing import in_ci
+from agentgym.types import tool_call
 
 REPO = Path(__file__).resolve().parents[2]
 HOME = Path.home()
@@ -71,6 +72,35 @@ except OSError as e:
     assert_clean(backend, r)
 
 
+def test_host_unix_sockets_are_unreachable(backend, tmp_path):
+    tag = secrets.token_hex(6)
+    abstract = socket.socket(socket.AF_UNIX)
+    abstract.bind(f"\0agentgym-{tag}")  # abstract sockets belong to a network namespace
+    path = tmp_path / "host.sock"
+    named = socket.socket(socket.AF_UNIX)
+    named.bind(str(path))
+    for server in (abstract, named):
+        server.listen()
+        server.settimeout(0.2)
+    code = f"""
+import socket
+for address in ("\\0agentgym-{tag}", {str(path)!r}, "/run/docker.sock", "/var/run/docker.sock",
+                "/run/dbus/system_bus_socket"):
+    try:
+        socket.socket(socket.AF_UNIX).connect(address)
+        print("CONNECTED", address)
+    except OSError as e:
+        print("refused", type(e).__name__)
+"""
+    r = run(backend, code)
+    assert r.stdout.count("refused") == 5 and "CONNECTED" not in r.stdout
+    for server in (abstract, named):
+        with pytest.raises(socket.timeout):
+            server.accept()  # nobody ever knocked
+        server.close()
+    assert_clean(backend, r)
+
+
 def test_no_dns_and_no_external_host(backend):
     code = """
 import socket
@@ -120,12 +150,16 @@ for path in {[str(t) for t in targets]!r} + ["/usr/escape_{tag}"]:
     assert_clean(backend, r)
 
 
-def test_cannot_read_root_home_env_or_repository(backend, monkeypatch):
+def test_cannot_read_root_home_env_or_repository(backend, monkeypatch, tmp_path):
     secret = "agentgym-secret-" + secrets.token_hex(8)
     monkeypatch.setenv("AGENTGYM_TEST_SECRET", secret)
+    hidden_dir = tmp_path / ("cwd-" + secrets.token_hex(8))  # the host's working directory
+    hidden_dir.mkdir()
+    monkeypatch.chdir(hidden_dir)
     code = f"""
-import os
+import glob, os
 print(dict(os.environ))
+print([open(p, "rb").read() for p in glob.glob("/proc/[0-9]*/environ")])
 for path in ("/root", {str(HOME)!r}, {str(REPO)!r}, "/etc/shadow", "/etc/passwd", "/proc/1/environ"):
     try:
         if os.path.isdir(path):
@@ -136,7 +170,8 @@ for path in ("/root", {str(HOME)!r}, {str(REPO)!r}, "/etc/shadow", "/etc/passwd"
         print(path, "denied", type(e).__name__)
 """
     r = run(backend, code)
-    assert secret not in r.stdout
+    assert "b'PATH=" in r.stdout  # the environments were read
+    assert secret not in r.stdout and hidden_dir.name not in r.stdout
     assert "AGENTGYM_TEST_SECRET" not in r.stdout
     assert f"{REPO} LISTED" not in r.stdout and "/root LISTED" not in r.stdout
     assert "agentgym" not in r.stdout.split("{")[0]
@@ -297,12 +332,14 @@ def test_running_past_the_timeout_is_killed(backend, code):
 def test_daemon_does_not_outlive_the_run(backend):
     marker = "daemon" + secrets.token_hex(6)
     code = f"""
-import os, subprocess, sys
+import os, signal, subprocess, sys
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # {marker}"], start_new_session=True)
     os._exit(0)
+for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    signal.signal(sig, signal.SIG_IGN)  # inherited by the child below
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # {marker}"], start_new_session=True)
 import time; time.sleep(0.5)
 print("spawned")
@@ -333,6 +370,37 @@ print("after kills")
     else:
         assert r.exit_code is not None
     assert_clean(backend, r, marker)
+
+
+def test_ptrace_of_the_sandbox_init_is_contained(backend):
+    marker = "tracer" + secrets.token_hex(4)
+    code = f"""
+import ctypes, os, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # {marker}"])
+libc = ctypes.CDLL(None, use_errno=True)
+for pid in (1, child.pid):
+    print("attach", pid, libc.ptrace(16, pid, 0, 0), flush=True)  # PTRACE_ATTACH stops it
+"""
+    r = run(backend, code, timeout=2)
+    assert r.exit_code is not None and r.duration < 8  # a stopped init holds the run to the wall clock
+    assert_clean(backend, r, marker)
+
+
+def test_nothing_persists_between_runs(backend):
+    tag = secrets.token_hex(6)
+    plant = f"""
+import os
+for d in ("/work", "/tmp", "/dev/shm"):
+    open(f"{{d}}/planted_{tag}", "w").write("x")
+print("planted")
+"""
+    look = """
+import glob
+print("found", [p for d in ("/work", "/tmp", "/dev/shm") for p in glob.glob(d + "/planted_*")])
+"""
+    with make_sandbox(backend, Limits(timeout=10)) as box:
+        assert box.run_python(plant).stdout == "planted\n"
+        assert box.run_python(look).stdout == "found []\n"
 
 
 def test_printing_100_mb_is_cut_short(backend):
@@ -436,6 +504,48 @@ subprocess.Popen([sys.executable, "-c", forger], start_new_session=True, close_f
 def mix(a, b):
     return 7
 """,
+    "shadowed_modules": {
+        "solution.py": "def mix(a, b):\n    return 0\n",
+        "json.py": 'def dumps(obj, **k):\n    return \'{"t": 0, "pass": true}\'\nloads = None\n',
+        "signal.py": "",
+        "sitecustomize.py": "import os\nos._exit(0)\n",
+        "usercustomize.py": "import os\nos._exit(0)\n",
+        "conftest.py": "import sys\nsys.exit(0)\n",
+        "unittest.py": "raise SystemExit(0)\n",
+    },
+    "builtins_overridden": """
+import builtins
+builtins.type = lambda *a: int
+builtins.isinstance = lambda *a: True
+builtins.repr = lambda *a: "True"
+def mix(a, b):
+    return 0
+""",
+    "exit_inside_the_call": """
+import os
+def mix(a, b):
+    os._exit(0)
+""",
+    "keyboard_interrupt": """
+def mix(a, b):
+    raise KeyboardInterrupt
+""",
+    "child_reports_parent_dies": """
+import json, os
+job = json.load(open("/opt/agentgym/job.json"))
+fd = int(os.environ.get("AGENTGYM_CHANNEL_FD", "1"))
+if os.fork() == 0:
+    for i in range(5):
+        os.write(fd, (json.dumps({"t": i, "c": 0, "v": ["bool", True], "n": job["nonce"]}) + "\\n").encode())
+    os._exit(0)
+os._exit(0)
+""",
+    "stderr_flood": """
+import sys
+def mix(a, b):
+    while True:
+        sys.stderr.write("x" * 65536)
+""",
     "equal_to_everything": """
 class Anything(int):
     def __eq__(self, other):
@@ -458,8 +568,10 @@ def test_forged_scores_are_worthless(backend, name):
         made.append(make_sandbox(backend, Limits(timeout=10)))
         return made[-1]
 
+    forgery = FORGERIES[name]
+    files = forgery if isinstance(forgery, dict) else {"solution.py": forgery}
     forged = grade(
-        {"solution.py": FORGERIES[name].encode()}, tests, entry_point="mix", new_sandbox=new_sandbox
+        {p: c.encode() for p, c in files.items()}, tests, entry_point="mix", new_sandbox=new_sandbox
     )
     assert forged.error is None
     assert forged.score == 0.0, [o.detail for o in forged.outcomes]
@@ -469,6 +581,101 @@ def test_forged_scores_are_worthless(backend, name):
         assert_clean(backend, forged.calls_run)
     honest = grade({"solution.py": RIGHT.encode()}, tests, entry_point="mix", new_sandbox=new_sandbox)
     assert honest.score == 1.0
+
+
+NO_VALUE = {
+    "nothing_submitted": None,
+    "hangs": "import time\ndef mix(a, b):\n    time.sleep(60)\n",
+    "swallows_its_timeout": (
+        "import time\ndef mix(a, b):\n    try:\n        time.sleep(60)\n"
+        "    except BaseException:\n        return 0\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NO_VALUE))
+def test_a_call_without_a_value_never_passes(backend, name):
+    """No value (nothing imported, a hang, a timeout the function caught) fails every test, even
+    one that accepts any exception; an exception the function really raised is judged as Python would."""
+    from agentgym.envs.code.grading import compile_test, grade
+
+    tests = [
+        compile_test(t, "mix")
+        for t in (
+            "assert raises(BaseException, lambda: mix(1, 2))",
+            "assert raises(Exception, lambda: mix(3, 4))",
+            "assert mix(5, 6) == 0",
+        )
+    ]
+    code = NO_VALUE[name]
+    files = {} if code is None else {"solution.py": code.encode()}
+    box = lambda: make_sandbox(backend, Limits(timeout=10))  # noqa: E731
+    result = grade(files, tests, entry_point="mix", new_sandbox=box, test_timeout=0.5)
+    assert result.error is None and result.passed == 0, [o.detail for o in result.outcomes]
+    exits = grade(
+        {"solution.py": b"def mix(a, b):\n    raise SystemExit(0)\n"},
+        tests,
+        entry_point="mix",
+        new_sandbox=box,
+    )
+    assert [o.passed for o in exits.outcomes] == [True, False, False]  # SystemExit is no Exception
+
+
+def test_a_flood_of_values_is_cut_to_what_the_check_stage_carries(backend):
+    from agentgym.envs.code.grading import compile_test, grade
+
+    tests = [compile_test(f"assert mix({i}, 0) == [{i}] * 25000", "mix") for i in range(6)]
+    inputs = []
+
+    def new_sandbox():
+        box = make_sandbox(backend, Limits(timeout=20))
+        box.max_input_bytes = 1 << 20  # as small as a docker run's input
+        run_box = box.run
+
+        def run(argv, **kw):
+            inputs.append(sum(len(d) for d in kw["readonly_files"].values()))
+            return run_box(argv, **kw)
+
+        box.run = run
+        return box
+
+    # each value is right and ~350 kB as JSON: two fit the check stage, the other four are cut
+    flood = b"def mix(a, b):\n    return [a] * 25000\n"
+    result = grade({"solution.py": flood}, tests, entry_point="mix", new_sandbox=new_sandbox)
+    assert result.error is None and [o.passed for o in result.outcomes] == [True] * 2 + [False] * 4
+    assert "returned <value past the size limit object>" in result.outcomes[2].detail
+    assert inputs[1] < 1 << 20  # what the check stage was given
+
+
+def test_paths_that_would_break_the_sandbox_are_refused(bwrap_ready):
+    """A path too long for the file system or the command line must be the model's error (a tool
+    message), never a sandbox failure: that would turn the episode into env_error, out of training."""
+    import agentgym
+
+    env = agentgym.make("code/python_functions-v0", backend="bwrap", timeout=4)
+    env.reset(seed=0, options={"task_id": "clamp"})
+    for path in ("a" * 300 + ".py", "ab/" * 50_000 + "x.py", "\ud800.py"):
+        call = tool_call("write_file", {"path": path, "content": "x = 1"})
+        obs, *_ = env.step({"role": "assistant", "content": "", "tool_calls": [call]})
+        assert obs[0]["content"].startswith("Error: write_file raised ValueError"), obs[0]["content"][:200]
+    obs, reward, done, _, info = env.step(
+        {"role": "assistant", "content": "", "tool_calls": [tool_call("submit", {})]}
+    )
+    assert done and reward == 0.0 and info["status"] == "ok"
+    env.close()
+
+
+def test_concurrent_runs_never_share_a_uid(monkeypatch):
+    from agentgym.envs.code import bwrap
+
+    draws = iter([5, 5, 9, 9, 12])
+    monkeypatch.setattr(bwrap.secrets, "randbelow", lambda n: next(draws))
+    monkeypatch.setattr(bwrap, "processes_of_uid", lambda uid: [1] if uid == bwrap.UID_RANGE[0] + 9 else [])
+    first = bwrap.claim_uid()
+    second = bwrap.claim_uid()  # 5 is held, 9 has a live process on the host
+    assert (first, second) == (bwrap.UID_RANGE[0] + 5, bwrap.UID_RANGE[0] + 12)
+    bwrap.release_uid(first)
+    bwrap.release_uid(second)
 
 
 def test_hidden_tests_and_the_package_are_out_of_reach(backend):
