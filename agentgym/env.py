@@ -194,6 +194,9 @@ class ToolEnv(gymnasium.Env):
         content = action.get("content")
         if content is not None and not isinstance(content, str):
             action = {**action, "content": str(content)}
+        calls = action.get("tool_calls")
+        if calls is not None and not isinstance(calls, list):  # one call, or junk: answered as malformed
+            action = {**action, "tool_calls": [calls]}
         self.trajectory.messages.append(action)
         self.turns += 1
         return action

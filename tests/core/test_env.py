@@ -204,3 +204,13 @@ def test_tool_exiting_is_an_observation():
     env.reset(seed=0)
     obs, *_ = env.step(_call("parse", {"flag": "--nope"}))
     assert obs[0]["content"] == "Error: parse exited (SystemExit 2)" and not env.done
+
+
+@pytest.mark.parametrize("calls", [5, "x", {"function": {"name": "put", "arguments": {"item": "pen"}}}])
+def test_tool_calls_that_are_not_a_list(calls):
+    env = Shelf()
+    env.reset(seed=0)
+    obs, reward, terminated, *_ = env.step({"role": "assistant", "content": "", "tool_calls": calls})
+    expected = "1 items" if isinstance(calls, dict) else "Error: malformed tool call"
+    assert [m["content"] for m in obs] == [expected] and not terminated
+    assert isinstance(env.trajectory.messages[-2]["tool_calls"], list)  # the record stays valid
