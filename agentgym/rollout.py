@@ -199,6 +199,11 @@ class Runner:
     ):
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        for name, limit in (("turn_timeout", turn_timeout), ("episode_timeout", episode_timeout)):
+            if limit is not None and not (isinstance(limit, int | float) and 0 < limit < math.inf):
+                raise ValueError(
+                    f"{name} must be a positive number of seconds (or None for no limit), got {limit}"
+                )
         self.env_id = env_id
         self.policy_spec = policy
         self.policy: Policy | None = None if isinstance(policy, str | PolicySpec) else policy
@@ -408,7 +413,8 @@ async def rollout(
 ) -> list[Trajectory]:
     """Roll ``policy`` out on ``n`` tasks of ``env_id``, ``group`` samples each.
 
-    Returns the trajectories of this call, plus, with ``resume``, those already in ``out``.
+    Returns the trajectories of this call, plus, with ``resume``, those of the planned
+    (task_id, sample) keys already in ``out``.
     """
     if n < 0 or group < 1:
         raise ValueError(f"need n >= 0 and group >= 1, got n={n}, group={group}")
@@ -435,6 +441,8 @@ async def rollout(
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         if resume:
             skip, previous = done_keys(out, env_id)
+            planned = {(tid, s) for tid in task_ids for s in range(group)}
+            previous = [t for t in previous if (t.task_id, t.metadata["sample"]) in planned]
         else:
             open(out, "w").close()
     jobs = plan_jobs(task_ids, group, seed, skip)

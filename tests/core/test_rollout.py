@@ -323,3 +323,19 @@ def test_eval_refuses_k_above_the_samples_per_task():
     )
     assert bad.returncode == 2
     assert "pass@4 needs at least 4 samples per task, but --group is 2" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "limits", [{"turn_timeout": 0}, {"episode_timeout": -1}, {"turn_timeout": float("nan")}]
+)
+def test_time_limits_that_would_do_nothing_are_refused(limits):
+    with pytest.raises(ValueError, match="must be a positive number of seconds"):
+        run_rollouts("toy/calculator-v0", "scripted", n=1, **limits)
+
+
+def test_resume_with_fewer_tasks_returns_only_the_planned_keys(tmp_path):
+    out = tmp_path / "r.jsonl"
+    run_rollouts("toy/calculator-v0", "scripted", n=10, out=out)
+    trajs = run_rollouts("toy/calculator-v0", "scripted", n=4, out=out, resume=True)
+    assert sorted(t.task_id for t in trajs) == [f"calc-{i}" for i in range(4)]
+    assert rollout.last_stats["episodes"] == 0 and len(load_trajectories(out)) == 10
