@@ -7,11 +7,17 @@ may call ``act`` at once; the generators batch concurrent requests.
 Spec keywords shared by all backends (``vllm:PATH,temperature=0,max_tokens=64``):
 ``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``stop`` (several joined with ``|``),
 ``chat_template`` (a path to a Jinja file that replaces the tokenizer's template).
+
+``seed`` makes a run reproducible without making its samples alike: each turn is sampled with a
+seed drawn from it, the episode's seed (``traj.metadata["seed"]``, different for every task and
+sample of a group) and the turn number. One seed for every request would give the G samples of
+a group the same ids on every backend, and GRPO nothing to compare.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +107,15 @@ class LLMPolicy:
             room = self.max_model_len - len(prompt)
             if room < 1:
                 raise ValueError(
-                    f"the conversation ({len(prompt)} tokens) fills the context ({self.max_model_len})"
+                    f"the conversation ({len(prompt)} tokens) fills the context ({self.max_model_len}); "
+                    "give the model a longer max_model_len, or the env fewer max_turns"
                 )
             if room < sampling.max_tokens:
                 sampling = SamplingParams(**{**vars(sampling), "max_tokens": room})
+        if sampling.seed is not None:
+            turn = sum(m.get("role") == "assistant" for m in traj.messages)
+            key = f"{sampling.seed}:{traj.metadata.get('seed')}:{turn}"
+            sampling = SamplingParams(**{**vars(sampling), "seed": zlib.crc32(key.encode())})
         [completion] = await self.generator.generate([prompt], sampling)
         message = r.append_completion(traj, prompt, completion.ids, completion.logprobs)
         if completion.finish_reason == "length":

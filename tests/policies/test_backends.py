@@ -107,6 +107,24 @@ def test_greedy_decoding_gives_the_same_ids_on_every_backend(rollouts, hf, vllm,
         assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-3
 
 
+def test_a_stop_string_ends_the_turn_at_the_same_id_on_every_backend(rollouts, hf, vllm, openai):
+    """The stop string stays in the text, and each backend keeps exactly the ids up to the one
+    that completed it (what the token record and the message content are built from)."""
+    prompt = rollouts["hf"][0].tokens[: rollouts["hf"][0].mask.index(1)]  # the first turn's prompt
+    free = asyncio.run(hf.generator.generate([prompt], SamplingParams(temperature=0, max_tokens=24)))[0]
+    stop = hf.tokenizer.decode(free.ids[6:9])
+    n = next(k for k in range(1, 25) if stop in hf.tokenizer.decode(free.ids[:k]))
+    sampling = SamplingParams(temperature=0, max_tokens=24, stop=[stop])
+    for p in (hf, vllm, openai):
+        [c] = asyncio.run(p.generator.generate([prompt], sampling))
+        assert (c.ids, c.finish_reason, len(c.logprobs)) == (free.ids[:n], "stop", n), type(p.generator)
+        assert p.tokenizer.decode(c.ids).endswith(stop)
+
+
+def test_openai_takes_the_context_length_from_the_server(openai):
+    assert openai.max_model_len == 2048  # the server runs with --max-model-len 2048
+
+
 def test_hf_batches_concurrent_turns_like_single_ones(hf):
     prompts = [[1, 88, 86, 72, 85, 202] + [68 + k] * k for k in range(5)]
     sampling = SamplingParams(temperature=0, max_tokens=12)

@@ -172,3 +172,56 @@ def test_tiny_model_is_deterministic_and_loads(tmp_path, tiny_dir):
     b = load_file(tmp_path / "again" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert a["model.layers.0.self_attn.q_proj.weight"].shape == (128, 128)  # 4 heads of 32
+
+
+class RecordingGenerator(ScriptedGenerator):
+    def __init__(self, tok, texts):
+        super().__init__(tok, texts)
+        self.max_tokens = []
+
+    async def generate(self, prompts, sampling):
+        self.max_tokens.append(sampling.max_tokens)
+        return await super().generate(prompts, sampling)
+
+
+def test_a_conversation_that_outgrows_the_context_ends_as_a_policy_error(tok):
+    from agentgym.rollout import run_rollouts
+
+    env = CalculatorEnv(difficulty=1)
+    env.reset(seed=0, options={"task_id": "calc-4"})
+    first = len(ChatRenderer(tok, env.tool_schemas).next_prompt(env.trajectory))
+    call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "9 * 8"}}\n</tool_call>'
+    # room for the first turn (its max_tokens cut to what fits), none for the second
+    gen = RecordingGenerator(tok, [call, "72"])
+    room = len(call.encode()) + 1
+    policy = LLMPolicy(gen, tok, SamplingParams(max_tokens=256), max_model_len=first + room)
+    [traj] = run_rollouts("toy/calculator-v0", policy, n=1, env_kwargs={"difficulty": 1}, task_ids=["calc-4"])
+    assert gen.max_tokens == [room]
+    assert traj.status == "policy_error" and traj.score == 0.0
+    assert "fills the context" in traj.metadata["error"] and traj.metadata["token_check"] == "ok"
+
+
+def test_a_spec_seed_gives_each_episode_and_turn_its_own_request_seed(tok):
+    """Reproducible runs whose G samples of a task still differ."""
+
+    class Seeds(ScriptedGenerator):
+        seeds: list = []
+
+        async def generate(self, prompts, sampling):
+            Seeds.seeds.append(sampling.seed)
+            return await super().generate(prompts, sampling)
+
+    call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "9 * 8"}}\n</tool_call>'
+
+    def episode(episode_seed):
+        env = CalculatorEnv(difficulty=1)
+        env.reset(seed=episode_seed, options={"task_id": "calc-4"})
+        policy = LLMPolicy(Seeds(tok, [call, "72"]), tok, SamplingParams(seed=5))
+        traj = env.trajectory
+        while not env.done:
+            env.step(asyncio.run(policy.act(traj, env)))
+        seeds, Seeds.seeds = Seeds.seeds, []
+        return seeds
+
+    a, again, b = episode(1), episode(1), episode(2)
+    assert a == again and len(a) == 2 and a[0] != a[1] and not set(a) & set(b)
