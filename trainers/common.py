@@ -120,6 +120,11 @@ class Tokenizer:
         return self._renderers[env_id]
 
     def __call__(self, traj: Trajectory, advantage: float = 0.0) -> Sequence:
+        if traj.tokens is not None and "token_check" not in traj.metadata and traj.num_turns:
+            # a token record nobody checked (loaded from a file written elsewhere): its mask-1
+            # spans must decode to the assistant's messages before it is trained on; a record
+            # with no messages at all is raw token data and is taken as it is
+            self.renderer(traj.env).check(traj)
         seq = to_sequence(traj, lambda t: self.renderer(t.env).tokenize_messages(t.messages), advantage)
         if len(seq) > self.max_length:
             raise TokenizeError(

@@ -190,3 +190,28 @@ def test_share_prefix_on_is_refused_where_sharded():
     assert not shares_prefix(SFTConfig(model="m", data=["d"], share_prefix="off"), ddp)
     with pytest.raises(ValueError, match=r"share_prefix \(on\).*FSDP"):
         shares_prefix(SFTConfig(model="m", data=["d"], share_prefix="on"), fsdp)
+
+
+def test_an_unchecked_token_record_is_checked_before_training(tiny_model_dir):
+    """A token record loaded from elsewhere (no ``token_check`` in its metadata) is trained on
+    only when its mask-1 spans decode to the assistant's messages."""
+    import asyncio
+
+    from agentgym.trainers.batch import TokenizeError
+    from agentgym.trainers.common import Tokenizer
+    from transformers import AutoTokenizer
+
+    from agentgym.rollout import rollout
+
+    (traj,) = asyncio.run(rollout("toy/calculator-v0", "scripted", n=1, seed=3, progress=False))
+    tok = Tokenizer(AutoTokenizer.from_pretrained(tiny_model_dir), max_length=4096)
+    ids, mask = tok.renderer(traj.env).tokenize_messages(traj.messages)
+    good = Trajectory(messages=traj.messages, env=traj.env, task_id="t", tokens=ids, mask=mask)
+    assert sum(tok(good).mask) == sum(mask) and good.metadata["token_check"] == "ok"
+
+    first_agent = mask.index(1)
+    forged = list(ids)
+    forged[first_agent] = (forged[first_agent] + 1) % 256 + 3
+    bad = Trajectory(messages=traj.messages, env=traj.env, task_id="t", tokens=forged, mask=mask)
+    with pytest.raises(TokenizeError, match="failed its token check"):
+        tok(bad)
