@@ -70,20 +70,21 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     """The per-round table of a flywheel report."""
+    w = max([9] + [len(str(r.get("generator", ""))) for r in report.get("rounds", [])])
     head = (
-        f"{'round':>5} {'generator':<12} {'samples':>7} {'kept':>5} {'yield':>6} {'passes/kept':>11} "
+        f"{'round':>5} {'generator':<{w}} {'samples':>7} {'kept':>5} {'yield':>6} {'passes/kept':>11} "
         f"{'gen p':>6} {'p_t':>6} {'g_t':>6} {'g~':>6} {'tokens':>8} {'wall s':>7} {'s/kept':>7}"
     )
     lines = [f"flywheel on {report.get('env', '?')}: {report.get('run_dir', '')}", head]
     base = report.get("baseline")
     if base:
         lines.append(
-            f"{0:>5} {'(start)':<12} {'':>7} {'':>5} {'':>6} {'':>11} {'':>6} {_fmt(base.get('p')):>6}"
+            f"{0:>5} {'(start)':<{w}} {'':>7} {'':>5} {'':>6} {'':>11} {'':>6} {_fmt(base.get('p')):>6}"
         )
     for r in report.get("rounds", []):
         gen = r.get("generate") or {}
         lines.append(
-            f"{r['round']:>5} {str(r.get('generator', ''))[:12]:<12} {_fmt(gen.get('samples')):>7} "
+            f"{r['round']:>5} {str(r.get('generator', '')):<{w}} {_fmt(gen.get('samples')):>7} "
             f"{_fmt(r.get('kept')):>5} {_fmt(r.get('yield')):>6} {_fmt(r.get('passes_per_kept'), 1):>11} "
             f"{_fmt(gen.get('pass_rate')):>6} {_fmt(r.get('p')):>6} {_fmt(r.get('g'), 2):>6} "
             f"{_fmt(r.get('g_smoothed'), 2):>6} {_fmt(r.get('tokens')):>8} {_fmt(r.get('wall_s'), 1):>7} "
