@@ -8,8 +8,10 @@ are the model's own log-softmax (before temperature), as vLLM reports them.
 
 Sampling means what it means on vLLM: stop strings are looked for in the generated text only
 (never across the prompt boundary), a seeded request samples the same ids whatever else is in
-flight (it runs on its own, under its own seed, leaving the process's random state alone), and
-the model's ``generation_config`` defaults (repetition penalty, top-k, ...) do not apply.
+flight, and the model's ``generation_config`` defaults (repetition penalty, top-k, ...) do not
+apply. Seeded requests still share batches: each row draws its sample from its own random
+generator (the Gumbel-max trick: the argmax of ``logits / T`` plus Gumbel noise is a sample of
+``softmax(logits / T)``), so neither its neighbours nor the process's random state change it.
 
 Spec options besides the sampling ones: ``device`` (cpu, cuda, ...), ``dtype`` (float32,
 bfloat16, float16), ``max_batch``, ``batch_window``.
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import queue
 import threading
 import time
@@ -101,19 +102,20 @@ class HFGenerator:
                     self._queue.put(None)
                     break
                 batch.append(item)
+            # one batch per sampling setting; seeded requests batch together (each row keeps its
+            # own seed), unseeded ones apart from them
             groups: dict[str, list[_Request]] = {}
             for req in batch:
-                groups.setdefault(repr(req.sampling), []).append(req)
+                unseeded = SamplingParams(**{**vars(req.sampling), "seed": None})
+                groups.setdefault(f"{unseeded!r}:{req.sampling.seed is None}", []).append(req)
             for reqs in groups.values():
-                # a seeded request runs alone: its ids must not depend on what shares its batch
-                runs = [reqs] if reqs[0].sampling.seed is None else [[r] for r in reqs]
-                for run in runs:
-                    self._deliver(run)
+                self._deliver(reqs)
 
     def _deliver(self, reqs: list[_Request]) -> None:
         try:
             with self.lock:
-                outs = self._run([r.prompt for r in reqs], reqs[0].sampling)
+                seeds = None if reqs[0].sampling.seed is None else [r.sampling.seed for r in reqs]
+                outs = self._run([r.prompt for r in reqs], reqs[0].sampling, seeds)
             for r, out in zip(reqs, outs, strict=True):
                 r.future.set_result(out)
         except Exception as e:  # delivered to every waiting caller
@@ -121,7 +123,9 @@ class HFGenerator:
                 if not r.future.done():
                     r.future.set_exception(e)
 
-    def _run(self, prompts: list[list[int]], s: SamplingParams) -> list[Completion]:
+    def _run(
+        self, prompts: list[list[int]], s: SamplingParams, seeds: list[int] | None = None
+    ) -> list[Completion]:
         torch = self.torch
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -139,17 +143,14 @@ class HFGenerator:
             "no_repeat_ngram_size": 0,
             "min_new_tokens": 0,
         }
-        if s.temperature > 0:
+        if s.temperature > 0 and seeds is not None:
+            # greedy over logits plus each row's own noise: a seeded sample per row
+            kwargs.update(do_sample=False, logits_processor=[_SeededSampling(seeds, s.temperature, s.top_p)])
+        elif s.temperature > 0:
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0, min_p=0.0, typical_p=1.0)
         if s.stop:
             kwargs["stopping_criteria"] = [_StopStrings(self.tokenizer, s.stop, width)]
-        # a seeded request samples from its own generator state and leaves the process's alone;
-        # unseeded ones advance the process's state (restoring it would repeat their samples)
-        gpu = [self.model.device] if self.model.device.type == "cuda" else []
-        rng = torch.random.fork_rng(devices=gpu) if s.seed is not None else contextlib.nullcontext()
-        with torch.inference_mode(), rng:
-            if s.seed is not None:
-                torch.manual_seed(s.seed)
+        with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids.to(self.device),
                 attention_mask=attn.to(self.device),
@@ -206,6 +207,37 @@ def _stop_end(tokenizer: Any, row: list[int], stop: list[str]) -> int | None:
         if any(x in text for x in stop):
             return n
     return None
+
+
+class _SeededSampling:
+    """A transformers logits processor that turns greedy decoding into sampling at
+    ``temperature`` and ``top_p``, each row from its own seeded generator: it returns
+    ``logits / T`` (outside the top-p set: -inf) plus Gumbel noise, whose argmax is a draw from
+    ``softmax(logits / T)`` restricted to the top-p set. A row's draws depend only on its seed."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(int(seed) % 2**63) for seed in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            # keep the most likely tokens until their mass reaches top_p (always at least one)
+            ordered, order = scores.sort(dim=-1, descending=True)
+            probs = ordered.softmax(-1)
+            drop = (probs.cumsum(-1) - probs) >= self.top_p
+            ordered = ordered.masked_fill(drop, float("-inf"))
+            scores = torch.full_like(scores, float("-inf")).scatter(-1, order, ordered)
+        vocab = scores.shape[-1]
+        uniform = torch.stack([torch.rand(vocab, generator=g, dtype=torch.float64) for g in self.generators])
+        tiny = torch.finfo(torch.float64).tiny
+        gumbel = -torch.log((-torch.log(uniform.clamp_min(tiny))).clamp_min(tiny))
+        return scores + gumbel.to(device=scores.device, dtype=scores.dtype)
 
 
 class _StopStrings:

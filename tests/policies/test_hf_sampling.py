@@ -91,3 +91,39 @@ def test_the_models_generation_config_adds_nothing(gen, prompts):
         for key in ("repetition_penalty", "top_k", "no_repeat_ngram_size", "min_new_tokens"):
             setattr(config, key, saved.get(key))
     assert [[c.ids for c in r] for r in after] == [[c.ids for c in r] for r in before]
+
+
+def test_seeded_rows_sample_the_models_distribution_in_one_batch(gen, prompts):
+    """Seeded requests share a batch; each row is a draw from softmax(logits / T) (within top_p)
+    under its own seed: the first token's frequencies over 3000 seeds match the model's
+    probabilities, and no draw falls outside the top-p set."""
+    import math
+
+    import torch
+
+    n = 3000
+    prompt = prompts[1]
+    for temperature, top_p in ((1.0, 1.0), (0.7, 0.6)):
+        s = SamplingParams(temperature=temperature, max_tokens=1)
+        outs = gen._run([prompt] * n, s, seeds=list(range(n)))
+        first = [c.ids[0] for c in outs]
+        logp = torch.tensor(outs[0].logprobs[:1])  # the model's own log-prob of row 0's token
+        with torch.inference_mode():
+            logits = gen.model(torch.tensor([prompt])).logits[0, -1].float()
+        assert float(logits.log_softmax(-1)[first[0]]) == pytest.approx(float(logp[0]), abs=1e-4)
+        probs = (logits / temperature).softmax(-1)
+        if top_p < 1:
+            s = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=1)
+            first = [c.ids[0] for c in gen._run([prompt] * n, s, seeds=list(range(n)))]
+            ordered, order = probs.sort(descending=True)
+            keep = order[(ordered.cumsum(0) - ordered) < top_p]
+            assert set(first) <= set(keep.tolist())
+            probs = torch.zeros_like(probs).index_fill(0, keep, 1.0) * probs
+            probs = probs / probs.sum()
+        for tok in probs.argsort(descending=True)[:5].tolist():
+            p, freq = float(probs[tok]), first.count(tok) / n
+            assert abs(freq - p) < 4.5 * math.sqrt(p * (1 - p) / n) + 1e-3, (tok, p, freq)
+        # different seeds, different samples; the same seed, the same sample
+        assert len(set(first)) > 3
+    again = gen._run([prompt] * 4, SamplingParams(temperature=1.0, max_tokens=8), seeds=[5, 6, 5, 6])
+    assert again[0].ids == again[2].ids and again[1].ids == again[3].ids
