@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 from dataclasses import dataclass
 
 CHROMIUM_ARGS = [
@@ -55,6 +56,41 @@ async def launch_browser():
             "or point AGENTGYM_CHROMIUM at a Chromium binary"
         ) from e
     return pw, browser
+
+
+def _driver_process(pw):
+    """The asyncio subprocess of a started Playwright's driver (private attributes; None if absent)."""
+    manager = getattr(pw.stop, "__self__", None)
+    for holder in ("_client", "_connection"):  # this Playwright's layout, then upstream's
+        proc = getattr(getattr(getattr(manager, holder, None), "_transport", None), "_proc", None)
+        if isinstance(getattr(proc, "pid", None), int):
+            return proc
+    return None
+
+
+def kill_driver(pw) -> bool:
+    """Kill the driver of a Playwright whose event loop is gone, so it cannot be stopped politely.
+
+    Its Chromium exits with it (the browser's pipe to the driver closes). The pid is checked to be
+    a driver started by this process first, so a reused pid is never hit. Returns whether it was killed.
+    """
+    proc = _driver_process(pw) if pw is not None else None
+    if proc is None:
+        return False
+    try:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        if ppid != os.getpid() or b"run-driver" not in argv:
+            return False
+        os.kill(proc.pid, signal.SIGKILL)
+    except (OSError, ValueError, IndexError):
+        return False
+    transport = getattr(proc, "_transport", None)
+    if hasattr(transport, "_closed"):
+        transport._closed = True  # closing it when collected would call into the closed loop and raise
+    return True
 
 
 @dataclass

@@ -3,9 +3,10 @@
 The agent sees the page's URL, title and ARIA snapshot (``aria_snapshot(mode="ai")``, each
 control with a ``[ref=eN]``) and acts with ``goto``, ``click``, ``type``, ``select``, ``back``
 and ``answer``. Everything is served from the site's HAR (``route_from_har(not_found="abort")``):
-no network, no server. A URL that was never recorded, an external URL, a stale ref or a
-JavaScript dialog is an observation; a browser that dies ends the episode with status
-``env_error`` and the next episode starts a new browser.
+no network, no server. A URL that was never recorded, an external URL, a stale ref, a
+JavaScript dialog (accepted, and reported) or a link to a local file is an observation; a browser
+that dies ends the episode with status ``env_error`` and the next episode starts a new browser.
+The browser keeps one tab: links, forms and ``window.open`` aimed at a new tab open in it.
 
 Playwright runs natively async (``areset``/``astep``/``aclose``, for the rollout runner); the
 sync ``reset``/``step``/``close`` drive the same coroutines on a private event loop thread.
@@ -19,7 +20,7 @@ import threading
 from typing import Any
 
 import gymnasium
-from agentgym.envs.web.browser import launch_browser, parse_snapshot
+from agentgym.envs.web.browser import kill_driver, launch_browser, parse_snapshot
 from agentgym.envs.web.site import Site
 from agentgym.envs.web.verify import pages_visited, task_success
 
@@ -33,6 +34,29 @@ from agentgym.verifiers import Rubric
 _LOCAL_STORAGE_JS = (
     "() => Object.fromEntries(Object.keys(localStorage).map(k => [k, localStorage.getItem(k)]))"
 )
+
+
+_ONE_TAB_JS = """(() => {
+  const here = el => { if (el && /^_blank$/i.test(el.target || "")) el.target = "_self"; };
+  document.addEventListener("click", e => here(e.target.closest && e.target.closest("a, area")), true);
+  document.addEventListener("submit", e => here(e.target), true);
+  window.open = url => { if (url) location.assign(new URL(url, location.href).href); return null; };
+})()"""
+"""one tab: links and forms aimed at a new tab, and window.open, navigate the page itself"""
+
+_NOT_PAGES = {"file", "data", "blob", "chrome", "about", "view-source", "filesystem", "ftp"}
+"""link schemes a click does not follow (javascript: links run, as in any browser)"""
+
+_OPTIONS_JS = "e => e.tagName === 'SELECT' ? Array.from(e.options).map(o => o.label) : null"
+
+
+def _is_error_page(url: str) -> bool:
+    return url.startswith("chrome-error:")
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text``, or its start and a note when it is longer than ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class BrowserDied(RuntimeError):
@@ -85,6 +109,7 @@ class WebReplayEnv(ToolEnv):
         self._private: asyncio.AbstractEventLoop | None = None
         self._events: list[str] = []
         self._refs: set[str] = set()
+        self._links: dict[str, str] = {}
         self._last_request: str | None = None
         self.snapshot = ""
         """the full ARIA snapshot of the current page (the observation shows at most max_obs_chars)"""
@@ -220,6 +245,8 @@ class WebReplayEnv(ToolEnv):
                     pass
         elif owner is not None and owner.is_running() and not owner.is_closed():
             asyncio.run_coroutine_threadsafe(self._stop(pw, browser), owner)
+        else:  # its event loop is gone (an async caller that never called aclose)
+            kill_driver(pw)
 
     @staticmethod
     async def _stop(pw, browser) -> None:
@@ -241,26 +268,46 @@ class WebReplayEnv(ToolEnv):
         return self._browser is not None and self._browser.is_connected()
 
     def _on_dialog(self, dialog) -> None:
-        self._events.append(f"A JavaScript {dialog.type} dialog said {dialog.message!r}; it was accepted.")
+        if dialog.type == "beforeunload":
+            self._events.append(
+                "The page asked to confirm leaving it (a beforeunload dialog); it was accepted."
+            )
+        else:
+            said = _clip(dialog.message, 300)
+            self._events.append(f"A JavaScript {dialog.type} dialog said {said!r}; it was accepted.")
         asyncio.ensure_future(dialog.accept())
 
+    def _on_page(self, page) -> None:
+        # new tabs are made same-tab navigations by _ONE_TAB_JS; one that still opens is only reported
+        if self._page is not None and page is not self._page:
+            url = _clip(page.url, 500)
+            self._events.append(
+                f"The page opened a new tab ({url}), which is not shown: this browser keeps one tab; "
+                "use goto to open its page here."
+            )
+
     def _on_failed(self, request) -> None:
-        if request.is_navigation_request():
+        try:
+            main = request.frame == self._page.main_frame
+        except Exception:
+            main = False
+        if main and request.is_navigation_request():
             self._last_request = request.url.split("#")[0]
 
     async def _observe(self) -> str:
         page = self._page
         self.snapshot = await page.aria_snapshot(mode="ai", timeout=10_000)
-        self._refs = {n.ref for n in parse_snapshot(self.snapshot)}
+        nodes = parse_snapshot(self.snapshot)
+        self._refs = {n.ref for n in nodes}
+        self._links = {n.ref: n.url for n in nodes if n.url}
         snap = self.snapshot
         if len(snap) > self.max_obs_chars:
-            snap = (
-                snap[: self.max_obs_chars]
-                + f"\n... (snapshot cut at {self.max_obs_chars} of {len(self.snapshot)} characters)"
-            )
+            cut = snap.rfind("\n", 0, self.max_obs_chars + 1)
+            cut = cut if cut > self.max_obs_chars // 2 else self.max_obs_chars
+            snap = snap[:cut] + f"\n... (snapshot cut at {cut} of {len(self.snapshot)} characters)"
         events, self._events = self._events, []
         head = "".join(e + "\n" for e in events)
-        return f"{head}URL: {page.url}\nTitle: {await page.title()}\n{snap}"
+        return f"{head}URL: {_clip(page.url, 500)}\nTitle: {_clip(await page.title(), 300)}\n{snap}"
 
     @property
     def current_url(self) -> str:
@@ -279,7 +326,9 @@ class WebReplayEnv(ToolEnv):
                 await self._ensure_browser()
                 self._context = await self._browser.new_context(viewport={"width": 1024, "height": 768})
                 await self._context.route_from_har(str(self.site.har), not_found="abort")
+                await self._context.add_init_script(_ONE_TAB_JS)
                 self._page = await self._context.new_page()
+                self._context.on("page", self._on_page)
                 self._page.set_default_timeout(self.action_timeout_ms)
                 self._page.on("dialog", self._on_dialog)
                 self._page.on("requestfailed", self._on_failed)
@@ -374,7 +423,7 @@ class WebReplayEnv(ToolEnv):
             out["content"] = f"Error: unknown tool {name!r}. Available tools: {', '.join(self._tools)}."
             return out
         try:
-            args = tool_.validate(json.loads(raw) if isinstance(raw, str) else raw) if raw != "" else {}
+            args = tool_.validate(json.loads(raw or "{}") if isinstance(raw, str) else raw)
         except (json.JSONDecodeError, RecursionError) as e:
             out["content"] = f"Error: arguments of {name} are not valid JSON: {getattr(e, 'msg', e)}"
             return out
@@ -384,6 +433,7 @@ class WebReplayEnv(ToolEnv):
         if name == "answer":
             out["content"] = tool_.call(args, owner=self)
             return out
+        self._last_request = None
         try:
             out["content"] = await getattr(self, f"_do_{name}")(**args)
         except BrowserDied:
@@ -400,58 +450,73 @@ class WebReplayEnv(ToolEnv):
         from agentgym.envs.web.record import origin_of
 
         if not url.startswith(("http://", "https://")):
-            return f"Cannot open {url!r}: only http(s) pages of {self.site.origin} are available."
+            return f"Cannot open {_clip(url, 200)!r}: only http(s) pages of {self.site.origin} are available."
         if origin_of(url) != self.site.origin:
-            return f"{url} is an external URL; only {self.site.origin} is cached for offline use. The page is unchanged."
+            return f"{_clip(url, 500)} is an external URL; only {self.site.origin} is cached for offline use. The page is unchanged."
         return None
 
-    async def _settle(self, before: str, action: str) -> str:
+    async def _settle(self, action: str) -> str:
         """After an action: wait for any navigation, and undo one that landed on an error page."""
         page = self._page
+        if self._last_request is not None:
+            # a navigation failed (not cached, or external): its error page commits a moment later
+            try:
+                await page.wait_for_url(_is_error_page, wait_until="commit", timeout=2_000)
+            except Exception:
+                pass
         try:
             await page.wait_for_load_state("load", timeout=10_000)
         except Exception:
             pass
-        if page.url.startswith("chrome-error:"):
-            failed = self._last_request or "the link's target"
+        failed = self._last_request
+        if failed is None and not _is_error_page(page.url):
+            return f"{action}.\n{await self._observe()}"
+        failed = _clip(failed or "the link's target", 500)
+        msg = (
+            self._external(failed)
+            or f"{failed} is not in the cache (it was never recorded), so it cannot be shown offline."
+        )
+        msg = msg.replace(" The page is unchanged.", "")
+        if _is_error_page(page.url):
             await page.go_back(wait_until="load")
-            msg = (
-                self._external(failed)
-                or f"{failed} is not in the cache (it was never recorded), so it cannot be shown offline."
-            )
-            msg = msg.replace(" The page is unchanged.", "")
             return f"{action}, but {msg} Went back.\n{await self._observe()}"
-        return f"{action}.\n{await self._observe()}"
+        return f"{action}, but {msg} The page is unchanged.\n{await self._observe()}"
 
     async def _do_goto(self, url: str) -> str:
         from urllib.parse import urldefrag, urljoin
 
-        target = urldefrag(urljoin(self._page.url, url.strip()))[0]
+        here = self._page.url
+        base = here if here.startswith(("http://", "https://")) else self.site.start_url
+        target = urldefrag(urljoin(base, url.strip()))[0]
         problem = self._external(target)
         if problem:
             return f"{problem}\n{await self._observe()}"
         if target not in self._recorded:
-            return f"{target} is not in the cache (it was never recorded), so it cannot be shown offline. The page is unchanged.\n{await self._observe()}"
+            return f"{_clip(target, 500)} is not in the cache (it was never recorded), so it cannot be shown offline. The page is unchanged.\n{await self._observe()}"
         await self._page.goto(target, wait_until="load", timeout=30_000)
-        return f"Opened {target}.\n{await self._observe()}"
+        return f"Opened {_clip(target, 500)}.\n{await self._observe()}"
 
     def _locate(self, ref: str):
-        ref = ref.strip().strip("[]").removeprefix("ref=")
-        if ref not in self._refs:
+        key = ref.strip().strip("[]").removeprefix("ref=")
+        if key not in self._refs:
             return None, ref
-        return self._page.get_by_ref(ref), ref
+        return self._page.get_by_ref(key), key
 
     def _stale(self, ref: str) -> str:
-        return f"There is no element [ref={ref}] on the current page (refs change with every snapshot); use a ref from the latest snapshot."
+        return (
+            f"There is no element with ref {_clip(ref, 100)!r} on the current page (refs look like e12 "
+            "and change with every snapshot); use a ref from the latest snapshot."
+        )
 
     async def _do_click(self, ref: str) -> str:
         loc, ref = self._locate(ref)
         if loc is None:
             return f"{self._stale(ref)}\n{await self._observe()}"
-        before = self._page.url
-        self._last_request = None
+        href = self._links.get(ref, "")
+        if href.partition(":")[0].lower() in _NOT_PAGES:  # never let the browser try a local file
+            return f"The link {ref} points to {_clip(href, 200)!r}, which is not a page of the site; nothing was opened.\n{await self._observe()}"
         await loc.click()
-        return await self._settle(before, f"Clicked {ref}")
+        return await self._settle(f"Clicked {ref}")
 
     async def _do_type(self, ref: str, text: str, submit: bool = False) -> str:
         loc, ref = self._locate(ref)
@@ -459,23 +524,39 @@ class WebReplayEnv(ToolEnv):
             return f"{self._stale(ref)}\n{await self._observe()}"
         await loc.fill(text)
         if submit:
-            before = self._page.url
             await loc.press("Enter")
-            return await self._settle(before, f"Typed {text!r} into {ref} and pressed Enter")
-        return f"Typed {text!r} into {ref}.\n{await self._observe()}"
+            return await self._settle(f"Typed {_clip(text, 200)!r} into {ref} and pressed Enter")
+        return f"Typed {_clip(text, 200)!r} into {ref}.\n{await self._observe()}"
 
     async def _do_select(self, ref: str, option: str) -> str:
         loc, ref = self._locate(ref)
         if loc is None:
             return f"{self._stale(ref)}\n{await self._observe()}"
-        chosen = await loc.select_option(label=option)
-        return (
-            f"Selected {option!r} in {ref} (value {chosen[0] if chosen else '?'}).\n{await self._observe()}"
+        options = await loc.evaluate(_OPTIONS_JS)
+        if options is None:
+            return f"[ref={ref}] is not a drop-down list (a <select>); click it instead.\n{await self._observe()}"
+        wanted = " ".join(option.split()).casefold()
+        label = next((o for o in options if o == option), None) or next(
+            (o for o in options if " ".join(o.split()).casefold() == wanted), None
         )
+        if label is None:
+            listed = ", ".join(repr(o) for o in options[:30]) + (", ..." if len(options) > 30 else "")
+            return (
+                f"The list [ref={ref}] has no option {_clip(option, 100)!r}; its options are: {listed}.\n"
+                f"{await self._observe()}"
+            )
+        chosen = await loc.select_option(label=label)
+        return await self._settle(f"Selected {label!r} in {ref} (value {chosen[0] if chosen else '?'})")
 
     async def _do_back(self) -> str:
-        resp = await self._page.go_back(wait_until="load")
-        if resp is None and self._page.url == "about:blank":
+        page = self._page
+        before = page.url
+        resp = await page.go_back(wait_until="load")
+        if not page.url.startswith(("http://", "https://")):
+            # the blank page every episode starts from is not a page of the site: stay where we were
+            await page.go_forward(wait_until="load")
+            return f"There is no previous page.\n{await self._observe()}"
+        if resp is None and page.url == before:
             return f"There is no previous page.\n{await self._observe()}"
         return f"Went back.\n{await self._observe()}"
 
@@ -484,7 +565,12 @@ class WebReplayEnv(ToolEnv):
     def _loop(self) -> asyncio.AbstractEventLoop:
         if self._private is None or self._private.is_closed():
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="web-env-loop", daemon=True).start()
+
+            def run() -> None:
+                loop.run_forever()
+                loop.close()
+
+            threading.Thread(target=run, name="web-env-loop", daemon=True).start()
             self._private = loop
         return self._private
 
@@ -519,6 +605,8 @@ class WebReplayEnv(ToolEnv):
             future = asyncio.run_coroutine_threadsafe(self._shutdown(), owner)
             if not on_owner:
                 future.result(timeout=30)
+        elif self._browser is not None:  # its event loop is gone (an async caller that never called aclose)
+            kill_driver(self._pw)
         self._pw = self._browser = self._context = self._page = None
         if self._private is not None and not self._private.is_closed():
             loop, self._private = self._private, None

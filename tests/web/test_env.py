@@ -78,11 +78,11 @@ def test_mistakes_are_observations_and_the_episode_goes_on(shop_env):
     stale = ref(shop_env, "link", "Kitchen")
     call(shop_env, "click", ref=stale)
     text, *_ = call(shop_env, "click", ref=stale)
-    assert f"no element [ref={stale}]" in text and "Title: Kitchen department" in text
+    assert f"no element with ref {stale!r}" in text and "Title: Kitchen department" in text
     text, *_ = call(shop_env, "select", ref=ref(shop_env, "link", "Home"), option="2")
-    assert text.startswith("Error: select failed") and "URL:" in text
+    assert "is not a drop-down list" in text and "URL:" in text
     text, *_ = call(shop_env, "click", ref="e1; rm -rf /")
-    assert "no element" in text
+    assert "no element with ref 'e1; rm -rf /'" in text
     text, *_ = call(shop_env, "goto", url="/cart.html")
     text, *_ = call(shop_env, "click", ref=ref(shop_env, "button", "Empty cart"))
     assert "JavaScript confirm dialog said 'Remove every item from the cart?'" in text
@@ -122,38 +122,14 @@ def test_observation_is_truncated_to_the_configured_size(browser_ok):
         env.close()
 
 
-def _chromium_children() -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            parents.setdefault(ppid, []).append(int(d))
-    found, todo = [], [os.getpid()]
-    while todo:
-        for pid in parents.get(todo.pop(), []):
-            todo.append(pid)
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if argv[0].endswith(b"chromium") and not any(a.startswith(b"--type=") for a in argv):
-                found.append(pid)
-    return found
-
-
-def test_a_dead_browser_is_env_error_and_the_next_episode_gets_a_new_one(browser_ok, play):
+def test_a_dead_browser_is_env_error_and_the_next_episode_gets_a_new_one(browser_ok, play, browser_pids):
     import agentgym
 
     env = agentgym.make("web/shop-v0")
     try:
         env.reset(seed=0, options={"task_id": "price-1001"})
         first = env._browser
-        pids = _chromium_children()
+        pids = browser_pids()
         assert pids, "no browser process found"
         for pid in pids:  # only the browsers this test process started
             os.kill(pid, signal.SIGKILL)
