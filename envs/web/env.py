@@ -60,7 +60,8 @@ def _clip(text: str, limit: int) -> str:
 
 
 class BrowserDied(RuntimeError):
-    """The browser process went away mid-episode (an infrastructure failure, not the agent's)."""
+    """The browser went away, or its page stopped responding (an endless script), mid-episode:
+    an infrastructure failure, not the agent's."""
 
 
 class WebReplayEnv(ToolEnv):
@@ -296,7 +297,11 @@ class WebReplayEnv(ToolEnv):
 
     async def _observe(self) -> str:
         page = self._page
-        self.snapshot = await page.aria_snapshot(mode="ai", timeout=10_000)
+        try:
+            self.snapshot = await page.aria_snapshot(mode="ai", timeout=10_000)
+            title = await asyncio.wait_for(page.title(), 10)
+        except Exception as e:
+            raise self._failure("reading the page", e) from None
         nodes = parse_snapshot(self.snapshot)
         self._refs = {n.ref for n in nodes}
         self._links = {n.ref: n.url for n in nodes if n.url}
@@ -307,7 +312,13 @@ class WebReplayEnv(ToolEnv):
             snap = snap[:cut] + f"\n... (snapshot cut at {cut} of {len(self.snapshot)} characters)"
         events, self._events = self._events, []
         head = "".join(e + "\n" for e in events)
-        return f"{head}URL: {_clip(page.url, 500)}\nTitle: {_clip(await page.title(), 300)}\n{snap}"
+        return f"{head}URL: {_clip(page.url, 500)}\nTitle: {_clip(title, 300)}\n{snap}"
+
+    def _failure(self, doing: str, e: BaseException) -> BrowserDied:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if not self._alive():
+            return BrowserDied(f"the browser died while {doing}: {why}")
+        return BrowserDied(f"the page stopped responding while {doing}: {why}")
 
     @property
     def current_url(self) -> str:
@@ -388,11 +399,11 @@ class WebReplayEnv(ToolEnv):
 
     async def _final_state(self) -> dict[str, Any]:
         try:
-            storage = await self._page.evaluate(_LOCAL_STORAGE_JS)
+            storage = await asyncio.wait_for(self._page.evaluate(_LOCAL_STORAGE_JS), 10)
             return {"url": self._page.url, "local_storage": storage}
         except Exception as e:
-            if not self._alive():
-                raise BrowserDied(f"the browser died while reading the final page state: {e}") from None
+            if not self._alive() or isinstance(e, asyncio.TimeoutError):
+                raise self._failure("reading the final page state", e) from None
             return {"url": self._page.url, "local_storage": {}, "error": str(e).splitlines()[0]}
 
     async def _respond(self, action: Message) -> list[Message]:

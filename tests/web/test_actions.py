@@ -40,6 +40,8 @@ LONG = (
     + "".join(f"<li>line number {i}</li>" for i in range(400))
     + "</ul></body></html>"
 )
+HANG = """<!doctype html><html><head><title>Hang</title></head><body>
+<button onclick="while (true) {}">Spin forever</button></body></html>"""
 TASK = {"id": "home", "kind": "fact", "prompt": "Name the home page.", "answer": "Edge home", "plan": []}
 
 
@@ -47,7 +49,7 @@ TASK = {"id": "home", "kind": "fact", "prompt": "Name the home page.", "answer":
 def edge_env(tmp_path_factory, site_writer, need_browser):
     import agentgym
 
-    pages = {"/": HOME, "/a.html": PAGE_A, "/b.html": PAGE_B, "/long.html": LONG}
+    pages = {"/": HOME, "/a.html": PAGE_A, "/b.html": PAGE_B, "/long.html": LONG, "/hang.html": HANG}
     root = site_writer(tmp_path_factory.mktemp("edge"), ORIGIN, pages, [TASK])
     env = agentgym.make("web/replay-v0", site=str(root), max_obs_chars=2000, max_turns=200)
     yield env
@@ -166,6 +168,23 @@ def test_long_snapshots_are_cut_at_a_line_end(edge_env):
     assert note.endswith(f"of {len(env.snapshot)} characters)") and len(env.snapshot) > 2000
     assert body.splitlines()[-1] in env.snapshot.splitlines()  # a whole line, not half of one
     assert len(text) < 2000 + 300
+
+
+def test_a_page_that_stops_responding_is_env_error_not_an_exception(edge_env):
+    env = fresh(edge_env)
+    call(env, "goto", url="/hang.html")
+    out, reward, terminated, truncated, info = env.step(
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [tool_call("click", {"ref": ref(env, "button", "Spin forever")})],
+        }
+    )
+    assert terminated and not truncated and reward == 0.0 and info["status"] == "env_error"
+    assert "the page stopped responding" in env.trajectory.metadata["env_error"]
+    assert env.trajectory.status == "env_error"
+    obs, _ = env.reset(seed=0, options={"task_id": "home"})  # a fresh context: the next episode is fine
+    assert "Title: Edge home" in obs[-1]["content"]
 
 
 def test_a_browser_left_by_an_async_caller_is_stopped_by_close(
