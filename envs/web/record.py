@@ -38,7 +38,7 @@ class RecordConfig:
     crawl_depth: int = 2
     """links to follow from the start URLs (0 = the start pages only)"""
     delay: float = 0.5
-    """seconds to wait between page loads (politeness)"""
+    """seconds to wait between page loads (politeness; a longer Crawl-delay in robots.txt wins)"""
     max_pages: int = 500
     """stop after this many pages"""
     respect_robots: bool = True
@@ -72,6 +72,18 @@ def _robots(origin: str) -> urllib.robotparser.RobotFileParser:
     return rp
 
 
+def politeness_delay(config: RecordConfig, robots: urllib.robotparser.RobotFileParser | None) -> float:
+    """Seconds between page loads: ``config.delay``, or the site's Crawl-delay when that is longer.
+
+    >>> rp = urllib.robotparser.RobotFileParser()
+    >>> rp.parse(["User-agent: *", "Crawl-delay: 2"])
+    >>> politeness_delay(RecordConfig(delay=0.5), rp), politeness_delay(RecordConfig(delay=3), rp)
+    (2.0, 3)
+    """
+    asked = robots.crawl_delay(USER_AGENT) if robots is not None else None
+    return max(config.delay, float(asked)) if asked else config.delay
+
+
 async def record_site(
     urls: list[str], out_dir: str | Path, config: RecordConfig | None = None, log=print
 ) -> dict:
@@ -88,6 +100,7 @@ async def record_site(
     out.mkdir(parents=True, exist_ok=True)
     har = out / "site.har"
     robots = _robots(origin) if config.respect_robots else None
+    delay = politeness_delay(config, robots)
     pages: dict[str, dict] = {}
     skipped: dict[str, str] = {}
     pw, browser = await launch_browser()
@@ -107,7 +120,7 @@ async def record_site(
                 skipped[url] = "disallowed by robots.txt"
                 continue
             if pages:
-                await asyncio.sleep(config.delay)
+                await asyncio.sleep(delay)
             try:
                 resp = await page.goto(url, wait_until="load", timeout=30_000)
             except Exception as e:
