@@ -318,13 +318,30 @@ class GameEnv(ToolEnv):
 
     def respond(self, action: Message) -> list[Message]:
         self._moved = False
+        tried = self.illegal
         replies = super().respond(action)
-        if not self.done and replies and replies[-1].get("role") == "user":  # a reply without a move
-            replies[-1] = {
-                "role": "user",
-                "content": f"Please call the move tool with one legal move: {self._moves_hint()}.",
-            }
-        return replies
+        if self.done or self._moved or self.illegal > tried:
+            return replies
+        # No move was played or tried (no tool call, a call that could not be read, another
+        # tool): an unreadable move, counted with the illegal ones so that a policy that never
+        # manages a move forfeits instead of running out the turn budget.
+        self.illegal += 1
+        if self.illegal >= self.max_illegal:
+            self.forfeit = self.done = True
+            note = f"No move was played. That is {self.illegal} illegal or unreadable moves: you forfeit and lose."
+        else:
+            left = self.max_illegal - self.illegal
+            note = (
+                f"Please call the move tool with one legal move: {self._moves_hint()}.\n"
+                f"{left} more illegal or unreadable move{'s' if left > 1 else ''} and you forfeit."
+            )
+        if replies and replies[-1].get("role") == "user":  # a reply without a tool call
+            return [*replies[:-1], {"role": "user", "content": note}]
+        if replies and replies[-1].get("role") == "tool":  # the errors of calls that were not moves
+            last = dict(replies[-1])
+            last["content"] = f"{last.get('content') or ''}\n{note}"
+            return [*replies[:-1], last]
+        return [*replies, {"role": "user", "content": note}]
 
     # ----- scoring ------------------------------------------------------------------------------
 

@@ -117,8 +117,29 @@ def test_a_reply_without_a_move_gets_a_reminder_with_the_legal_moves():
     assert "x0" in replies[-1]["content"] and "move tool" in replies[-1]["content"]
 
 
+def test_replies_that_play_no_move_count_toward_the_forfeit():
+    """No tool call, an unreadable call and an illegal move each use up one of max_illegal."""
+    env = agentgym.make("games/tic_tac_toe-v0", max_illegal=3)
+    env.reset(options={"task_id": "tic_tac_toe-0"})
+    replies, _, terminated, _, _ = env.step({"role": "assistant", "content": "Let me think."})
+    assert not terminated and "2 more illegal or unreadable moves" in replies[-1]["content"]
+    broken = '<tool_call>{"name": "move", "arguments": {"move</tool_call>'
+    replies, _, terminated, _, _ = env.step({"role": "assistant", "content": broken})
+    assert not terminated and replies[-1]["role"] == "tool"
+    assert "not valid JSON" in replies[-1]["content"] and "1 more illegal" in replies[-1]["content"]
+    replies, reward, terminated, truncated, _ = env.step(move_msg("(9,9)"))
+    assert terminated and not truncated and reward == 0.0 and "forfeit" in replies[-1]["content"]
+    traj = env.trajectory
+    assert traj.status == "ok" and traj.metadata["illegal_moves"] == 3 and traj.metadata["forfeit"] is True
+    # a legal move in between does not reset the count, and does not add to it
+    env.reset(options={"task_id": "tic_tac_toe-0"})
+    env.step({"role": "assistant", "content": "hmm"})
+    env.step(move_msg(env.legal_moves()[0]))
+    assert env.illegal == 1 and not env.done
+
+
 def test_running_out_of_turns_is_truncated_not_a_forfeit():
-    env = agentgym.make("games/tic_tac_toe-v0", max_turns=2)
+    env = agentgym.make("games/tic_tac_toe-v0", max_turns=2, max_illegal=5)
     env.reset(options={"task_id": "tic_tac_toe-0"})
     env.step({"role": "assistant", "content": "thinking"})
     _, reward, terminated, truncated, info = env.step({"role": "assistant", "content": "still thinking"})
