@@ -78,6 +78,10 @@ class FlywheelConfig:
     """SFT optimizer steps per round"""
     learning_rate: float = 3e-3
     """learning rate of every training stage"""
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "cosine"
+    """learning-rate schedule of each round's SFT, after a warm-up of a tenth of its steps (a
+    decay ends the round at a low rate; a constant rate can leave the round's model on a loss
+    spike)"""
     batch_size: int = 16
     """sequences per optimizer step"""
     rl: Literal["none", "dpo", "grpo"] = "none"
@@ -108,6 +112,8 @@ class FlywheelConfig:
                 f"rl_steps ({self.rl_steps}) has no effect with rl (none); set rl or drop rl_steps"
             )
         check_min_score(self.min_score)
+        if self.lr_scheduler not in ("constant", "linear", "cosine"):
+            raise ValueError(f"lr_scheduler must be constant, linear or cosine, got {self.lr_scheduler!r}")
         if self.backend not in ("hf", "vllm"):
             raise ValueError(f"backend must be hf or vllm, got {self.backend!r}")
 
@@ -211,6 +217,8 @@ def train_sft_stage(cfg: FlywheelConfig, model: str, data: list[str], out: Path,
             batch_size=cfg.batch_size,
             micro_batch_size=cfg.batch_size,
             learning_rate=cfg.learning_rate,
+            lr_scheduler=cfg.lr_scheduler,
+            warmup_steps=steps // 10,
             seed=cfg.seed,
             quiet=True,
         )
