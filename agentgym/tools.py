@@ -122,6 +122,8 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
 
 
 def _check_value(name: str, value: Any, schema: dict[str, Any]) -> Any:
+    if type(value) is str and schema.get("type") == "string" and "enum" not in schema:
+        return value  # the common case, first
     if value is None and schema.get("nullable"):
         return None
     if "enum" in schema and value not in schema["enum"]:
@@ -172,6 +174,10 @@ def _check_value(name: str, value: Any, schema: dict[str, Any]) -> Any:
     return value
 
 
+_PLAIN = frozenset({str, int, float, bool, list, dict, type(None)})
+"""result types that are never awaitable (skips the slower ``inspect.isawaitable``)"""
+
+
 @dataclass(frozen=True)
 class Tool:
     """A callable the model may use, with its OpenAI-style JSON schema."""
@@ -202,11 +208,12 @@ class Tool:
         if not isinstance(arguments, dict):
             raise ToolArgumentError(f"arguments must be a JSON object, got {type(arguments).__name__}")
         props = self.parameters["properties"]
-        unknown = sorted(set(arguments) - set(props))
-        if unknown:
+        if not arguments.keys() <= props.keys():
+            unknown = sorted(set(arguments) - set(props))
             raise ToolArgumentError(f"unknown argument(s) {unknown}; {self.name} takes {sorted(props)}")
-        missing = [p for p in self.parameters.get("required", []) if p not in arguments]
-        if missing:
+        required = self.parameters.get("required", ())
+        if len(required) > len(arguments) or not arguments.keys() >= set(required):
+            missing = [p for p in required if p not in arguments]
             raise ToolArgumentError(f"missing required argument(s) {missing}")
         return {k: _check_value(k, v, props[k]) for k, v in arguments.items()}
 
@@ -231,7 +238,7 @@ class Tool:
         """``call`` that also runs an async tool to completion (in a fresh event loop: on a
         helper thread when this thread already runs one). Used by the synchronous ``step``."""
         result = self.call(arguments, owner)
-        if not inspect.isawaitable(result):
+        if type(result) in _PLAIN or not inspect.isawaitable(result):
             return result
 
         async def wait() -> Any:

@@ -152,13 +152,12 @@ class GameEnv(ToolEnv):
         self.illegal = 0
         self.forfeit = False
         self._seat_option: int | None = None
-        self._moves_key: Any = None
-        self._episode = 0
         self._ply = 0
         self._view = make_viewer(self.game)
         self._system: dict[int, str] = {}
         self._names: dict[tuple[int, int], str] | None = {} if self.name in _FIXED_MOVE_NAMES else None
-        self._moves_cache: dict[str, int] = {}
+        self._moves_cache: dict[str, int] | None = None
+        """the agent's listed moves in the current position; None once the state moves on"""
         self._moved = False
         """a move was played in the reply being answered (one move per turn)"""
 
@@ -193,7 +192,7 @@ class GameEnv(ToolEnv):
             raise ValueError(f"seat must be a player number in 0..{n - 1}, got {self.seat}")
         self.task_seed, self.illegal, self.forfeit = k, 0, False
         self.state = self.game.new_initial_state()
-        self._episode += 1
+        self._moves_cache = None
         self._ply = 0
         self.done = False
         seen = self._advance()
@@ -227,14 +226,21 @@ class GameEnv(ToolEnv):
 
     def _moves(self) -> dict[str, int]:
         """Listed move -> action id for the agent's turn, computed once per position."""
-        s = self.state
-        key = (self._episode, self._ply)
-        if key != self._moves_key:
-            moves: dict[str, int] = {}
+        moves = self._moves_cache
+        if moves is None:
+            s, moves = self.state, {}
             if s is not None and not s.is_terminal() and s.current_player() == self.seat:
-                moves = {self._move_name(self.seat, a): a for a in s.legal_actions()}
-            self._moves_key, self._moves_cache = key, moves
-        return self._moves_cache
+                names, seat = self._names, self.seat
+                if names is None:
+                    moves = {s.action_to_string(seat, a): a for a in s.legal_actions()}
+                else:  # names that do not depend on the position: each computed once
+                    for a in s.legal_actions():
+                        name = names.get((seat, a))
+                        if name is None:
+                            name = names[seat, a] = s.action_to_string(seat, a)
+                        moves[name] = a
+            self._moves_cache = moves
+        return moves
 
     def _move_name(self, player: int, action: int) -> str:
         if self._names is None:
@@ -247,6 +253,7 @@ class GameEnv(ToolEnv):
     def _apply(self, action: int) -> None:
         self.state.apply_action(action)
         self._ply += 1
+        self._moves_cache = None
 
     def _advance(self) -> list[str]:
         """Play chance and opponents until the agent's turn or the end; returns what the agent
