@@ -208,7 +208,7 @@ class GameEnv(ToolEnv):
                 f"You are playing {self.game.get_type().long_name} as player {self.seat} "
                 f"(players are numbered from 0) against {' and '.join(others)}. "
                 f"On each of your turns call the move tool with exactly one legal move, written as listed. "
-                f"After {self.max_illegal} illegal moves you forfeit the game."
+                f"After {self.max_illegal} illegal or unreadable moves you forfeit the game."
             )
         return [
             {"role": "system", "content": self._system[self.seat]},

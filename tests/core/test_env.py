@@ -214,3 +214,26 @@ def test_tool_calls_that_are_not_a_list(calls):
     expected = "1 items" if isinstance(calls, dict) else "Error: malformed tool call"
     assert [m["content"] for m in obs] == [expected] and not terminated
     assert isinstance(env.trajectory.messages[-2]["tool_calls"], list)  # the record stays valid
+
+
+def test_tool_arguments_decode_exactly_as_json_loads():
+    """The fast decoder of structured tool-call arguments reads every input as ``json.loads``
+    does: integers past 64 bits stay exact ints, lone surrogates and NaN get json's reading."""
+    import json
+
+    from agentgym.env import _loads
+
+    cases = [
+        '{"n": 123456789012345678901234567890}',
+        '{"n": -9223372036854775809, "m": 18446744073709551616}',
+        '{"x": 1e308, "y": 0.1000000000000000055511151231257827, "z": -0.0}',
+        '{"s": "\\ud800", "t": "caf\\u00e9 \\ud83d\\ude00"}',
+        '{"a": [1, {"b": null, "c": true}], "d": ""}',
+    ]
+    for raw in cases:
+        got, want = _loads(raw), json.loads(raw)
+        assert got == want and repr(got) == repr(want), raw
+    assert repr(_loads('{"x": NaN}')) == repr(json.loads('{"x": NaN}'))
+    for bad in ('{"a": ', "{'a': 1}", '{"a": 1,}'):
+        with pytest.raises(json.JSONDecodeError):
+            _loads(bad)
