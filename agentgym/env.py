@@ -20,40 +20,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium
 import gymnasium.utils.seeding
 
-from agentgym.parsing import Format, parse_tool_calls
+from agentgym.parsing import Format, loads_json, parse_tool_calls
 from agentgym.spaces import ConversationSpace, MessageSpace
 from agentgym.tools import Tool, ToolArgumentError
 from agentgym.types import Message, Task, Trajectory
 from agentgym.verifiers import Rubric, Score, as_verifier
-
-try:
-    from orjson import loads as _fast_loads
-except ImportError:
-    _fast_loads = json.loads
-
-
-_LONG_NUMBER = re.compile(r"\d{17}")
-"""a digit run orjson may not read exactly (it turns integers past 64 bits into floats)"""
-
-
-def _loads(raw: str) -> Any:
-    """``json.loads`` of tool-call arguments, through orjson first (several times faster). Long
-    digit runs, and whatever orjson refuses (lone surrogates, NaN), get the json module's
-    reading, so every argument decodes exactly as ``json.loads`` decodes it."""
-    if _LONG_NUMBER.search(raw):
-        return json.loads(raw)
-    try:
-        return _fast_loads(raw)
-    except ValueError:
-        return json.loads(raw)
-
 
 Verifier = Callable[[Trajectory, Task], Score]
 
@@ -331,8 +308,8 @@ class ToolEnv(gymnasium.Env):
             return out, tool, arguments
         if isinstance(raw, str):
             try:
-                return out, tool, _loads(raw) if raw.strip() else {}
-            except (json.JSONDecodeError, RecursionError) as e:
+                return out, tool, loads_json(raw) if raw.strip() else {}
+            except (ValueError, RecursionError) as e:  # not JSON, or NaN / Infinity
                 out["content"] = f"Error: arguments of {name} are not valid JSON: {getattr(e, 'msg', e)}"
                 return out, None, None
         return out, tool, raw

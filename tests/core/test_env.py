@@ -217,23 +217,27 @@ def test_tool_calls_that_are_not_a_list(calls):
 
 
 def test_tool_arguments_decode_exactly_as_json_loads():
-    """The fast decoder of structured tool-call arguments reads every input as ``json.loads``
-    does: integers past 64 bits stay exact ints, lone surrogates and NaN get json's reading."""
-    import json
-
-    from agentgym.env import _loads
+    """Tool-call arguments decode as ``json.loads`` decodes them (integers past 64 bits stay exact
+    ints, lone surrogates are kept), except NaN and Infinity, which JSON does not have: refused in
+    a model's text and in a structured call alike."""
+    from agentgym.parsing import loads_json
 
     cases = [
         '{"n": 123456789012345678901234567890}',
         '{"n": -9223372036854775809, "m": 18446744073709551616}',
-        '{"x": 1e308, "y": 0.1000000000000000055511151231257827, "z": -0.0}',
+        '{"x": 1e308, "y": 0.1000000000000000055511151231257827, "z": -0.0, "w": 1e400}',
         '{"s": "\\ud800", "t": "caf\\u00e9 \\ud83d\\ude00"}',
         '{"a": [1, {"b": null, "c": true}], "d": ""}',
     ]
     for raw in cases:
-        got, want = _loads(raw), json.loads(raw)
+        got, want = loads_json(raw), json.loads(raw)
         assert got == want and repr(got) == repr(want), raw
-    assert repr(_loads('{"x": NaN}')) == repr(json.loads('{"x": NaN}'))
-    for bad in ('{"a": ', "{'a': 1}", '{"a": 1,}'):
-        with pytest.raises(json.JSONDecodeError):
-            _loads(bad)
+    for bad in ('{"a": ', "{'a': 1}", '{"a": 1,}', '{"x": NaN}', "[Infinity]"):
+        with pytest.raises(ValueError):
+            loads_json(bad)
+    env = agentgym.make("toy/calculator-v0")
+    env.reset(seed=0)
+    call = tool_call("calculator", {})
+    call["function"]["arguments"] = '{"expression": NaN}'
+    replies, *_ = env.step({"role": "assistant", "content": "", "tool_calls": [call]})
+    assert replies[0]["content"].startswith("Error: arguments of calculator are not valid JSON"), replies
