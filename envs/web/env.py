@@ -25,7 +25,6 @@ from agentgym.envs.web.site import Site
 from agentgym.envs.web.verify import pages_visited, task_success
 
 from agentgym.env import EpisodeOver, ToolEnv
-from agentgym.parsing import parse_tool_calls
 from agentgym.policy import PolicySpec
 from agentgym.tools import ToolArgumentError, tool
 from agentgym.types import Message, Task, Trajectory
@@ -372,7 +371,7 @@ class WebReplayEnv(ToolEnv):
         self.turns += 1
         info: dict[str, Any] = {"turn": self.turns}
         try:
-            replies = await self._respond(action)
+            replies = await self.arespond(action)
             self.trajectory.messages.extend(replies)
             terminated = self.done
             truncated = not terminated and self.turns >= self.max_turns
@@ -406,38 +405,14 @@ class WebReplayEnv(ToolEnv):
                 raise self._failure("reading the final page state", e) from None
             return {"url": self._page.url, "local_storage": {}, "error": str(e).splitlines()[0]}
 
-    async def _respond(self, action: Message) -> list[Message]:
-        calls = action.get("tool_calls")
-        errors: list[str] = []
-        if not calls:
-            parsed = parse_tool_calls(action.get("content") or "", self.tool_format)
-            calls, errors = parsed.tool_calls, parsed.errors
-        replies: list[Message] = [{"role": "tool", "name": "error", "content": f"Error: {e}"} for e in errors]
-        if not calls and not errors:
-            replies.append(
-                {"role": "user", "content": f"Please call one of the tools ({', '.join(self._tools)})."}
-            )
-        for call in calls:
-            replies.append(await self._call(call))
-            if self.done:
-                break
-        return replies
-
-    async def _call(self, call: Any) -> Message:
-        try:
-            name, raw = call["function"]["name"], call["function"].get("arguments", "{}")
-        except (KeyError, TypeError):
-            return {"role": "tool", "name": "error", "content": "Error: malformed tool call"}
-        out: Message = {"role": "tool", "tool_call_id": str(call.get("id", "")), "name": str(name)}
-        tool_ = self._tools.get(name)
-        if tool_ is None:
-            out["content"] = f"Error: unknown tool {name!r}. Available tools: {', '.join(self._tools)}."
+    async def acall_tool(self, call: Any, arguments: Any = None) -> Message:
+        """One tool call, run in the browser (``arespond`` of the base class plans the calls)."""
+        out, tool_, raw = self._resolve_call(call, arguments)
+        if tool_ is None:  # the reply already says what is wrong with the call
             return out
+        name = tool_.name
         try:
-            args = tool_.validate(json.loads(raw or "{}") if isinstance(raw, str) else raw)
-        except (json.JSONDecodeError, RecursionError) as e:
-            out["content"] = f"Error: arguments of {name} are not valid JSON: {getattr(e, 'msg', e)}"
-            return out
+            args = tool_.validate(raw)
         except ToolArgumentError as e:
             out["content"] = f"Error: {name}: {e}"
             return out
