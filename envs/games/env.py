@@ -230,15 +230,8 @@ class GameEnv(ToolEnv):
         if moves is None:
             s, moves = self.state, {}
             if s is not None and not s.is_terminal() and s.current_player() == self.seat:
-                names, seat = self._names, self.seat
-                if names is None:
-                    moves = {s.action_to_string(seat, a): a for a in s.legal_actions()}
-                else:  # names that do not depend on the position: each computed once
-                    for a in s.legal_actions():
-                        name = names.get((seat, a))
-                        if name is None:
-                            name = names[seat, a] = s.action_to_string(seat, a)
-                        moves[name] = a
+                known, seat = self._names or {}, self.seat  # the names seen before, first
+                moves = {known.get((seat, a)) or self._move_name(seat, a): a for a in s.legal_actions()}
             self._moves_cache = moves
         return moves
 
@@ -309,16 +302,8 @@ class GameEnv(ToolEnv):
         text = str(move)
         action = parse_move(self.state, self.seat, text, self._moves())
         if action is None:
-            self.illegal += 1
             shown = text if len(text) <= 60 else text[:57] + "..."
-            if self.illegal >= self.max_illegal:
-                self.forfeit = self.done = True
-                return f"Error: {shown!r} is not a legal move. That is {self.illegal} illegal moves: you forfeit and lose."
-            left = self.max_illegal - self.illegal
-            return (
-                f"Error: {shown!r} is not a legal move. Legal moves: {self._moves_hint()}.\n"
-                f"{left} more illegal move{'s' if left > 1 else ''} and you forfeit."
-            )
+            return f"Error: {shown!r} is not a legal move. {self._count_illegal()}"
         self._apply(action)
         self._moved = True
         return self._turn_text(self._advance())
@@ -332,16 +317,8 @@ class GameEnv(ToolEnv):
         # No move was played or tried (no tool call, a call that could not be read, another
         # tool): an unreadable move, counted with the illegal ones so that a policy that never
         # manages a move forfeits instead of running out the turn budget.
-        self.illegal += 1
-        if self.illegal >= self.max_illegal:
-            self.forfeit = self.done = True
-            note = f"No move was played. That is {self.illegal} illegal or unreadable moves: you forfeit and lose."
-        else:
-            left = self.max_illegal - self.illegal
-            note = (
-                f"Please call the move tool with one legal move: {self._moves_hint()}.\n"
-                f"{left} more illegal or unreadable move{'s' if left > 1 else ''} and you forfeit."
-            )
+        tail = self._count_illegal()
+        note = f"No move was played. {tail}" if self.forfeit else f"Please call the move tool. {tail}"
         if replies and replies[-1].get("role") == "user":  # a reply without a tool call
             return [*replies[:-1], {"role": "user", "content": note}]
         if replies and replies[-1].get("role") == "tool":  # the errors of calls that were not moves
@@ -349,6 +326,19 @@ class GameEnv(ToolEnv):
             last["content"] = f"{last.get('content') or ''}\n{note}"
             return [*replies[:-1], last]
         return [*replies, {"role": "user", "content": note}]
+
+    def _count_illegal(self) -> str:
+        """Count one illegal or unreadable move; what the agent is told: the forfeit when that was
+        the last one allowed, else the legal moves and how many more it may get wrong."""
+        self.illegal += 1
+        if self.illegal >= self.max_illegal:
+            self.forfeit = self.done = True
+            return f"That is {self.illegal} illegal or unreadable moves: you forfeit and lose."
+        left = self.max_illegal - self.illegal
+        return (
+            f"Legal moves: {self._moves_hint()}.\n"
+            f"{left} more illegal or unreadable move{'s' if left > 1 else ''} and you forfeit."
+        )
 
     # ----- scoring ------------------------------------------------------------------------------
 
