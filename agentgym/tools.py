@@ -211,9 +211,8 @@ class Tool:
         if not arguments.keys() <= props.keys():
             unknown = sorted(set(arguments) - set(props))
             raise ToolArgumentError(f"unknown argument(s) {unknown}; {self.name} takes {sorted(props)}")
-        required = self.parameters.get("required", ())
-        if len(required) > len(arguments) or not arguments.keys() >= set(required):
-            missing = [p for p in required if p not in arguments]
+        missing = [p for p in self.parameters.get("required", ()) if p not in arguments]
+        if missing:
             raise ToolArgumentError(f"missing required argument(s) {missing}")
         return {k: _check_value(k, v, props[k]) for k, v in arguments.items()}
 
