@@ -124,18 +124,23 @@ def _completions_differ(chosen: Record, rejected: Record) -> bool:
     return n < len(c) and n < len(r)
 
 
+def _evidence_by_task(records: Iterable[Record]) -> dict[tuple[str, str], list[Record]]:
+    """The records whose status is evidence (ok or truncated), grouped by (env, task_id)."""
+    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for r in records:
+        if r["status"] in EVIDENCE_STATUSES:
+            groups[(str(r["env"]), str(r["task_id"]))].append(r)
+    return groups
+
+
 def preference_pairs(records: Iterable[Record], margin: float = 0.0) -> list[tuple[Record, Record]]:
     """One (chosen, rejected) pair per (env, task_id): chosen is the best record with status
     ``ok``, rejected the worst record whose status is evidence (ok or truncated), whose score is
     below the chosen one's by more than 0 and at least ``margin``, and whose conversation is not
     a prefix of the chosen one's (its completion would be empty). Infrastructure failures are
     never used."""
-    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
-    for r in records:
-        if r["status"] in EVIDENCE_STATUSES:
-            groups[(str(r["env"]), str(r["task_id"]))].append(r)
     pairs = []
-    for ranked in (sorted(g, key=rank_key) for g in groups.values()):
+    for ranked in (sorted(g, key=rank_key) for g in _evidence_by_task(records).values()):
         ok = [r for r in ranked if r["status"] == "ok"]
         if not ok:
             continue
@@ -152,10 +157,7 @@ def preference_pairs(records: Iterable[Record], margin: float = 0.0) -> list[tup
 
 def no_pairs_message(records: list[Record], margin: float) -> str:
     """Why a set of records gives no preference pair, counted per (env, task_id)."""
-    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
-    for r in records:
-        if r["status"] in EVIDENCE_STATUSES:
-            groups[(str(r["env"]), str(r["task_id"]))].append(r)
+    groups = _evidence_by_task(records)
     tasks = len({(str(r["env"]), str(r["task_id"])) for r in records})
     single = no_ok = no_gap = prefix = 0
     for g in groups.values():
