@@ -175,11 +175,11 @@ def observation(state: pyspiel.State, player: int) -> str:
     return make_viewer(state.get_game())(state, player)
 
 
-def kuhn_cards(players: int) -> list[str]:
-    """The names of Kuhn poker's cards, lowest first: J Q K for two players (the deck has one card
-    more than there are players, ending at the king), the card numbers past 12 cards.
+def card_ranks(players: int) -> list[str]:
+    """The card ranks of Kuhn and Leduc poker, lowest first: both decks have one rank more than
+    there are players, ending at the king (J Q K for two), numbers past 12 ranks.
 
-    >>> kuhn_cards(2), kuhn_cards(3)
+    >>> card_ranks(2), card_ranks(3)
     (['J', 'Q', 'K'], ['10', 'J', 'Q', 'K'])
     """
     n = players + 1
@@ -193,7 +193,7 @@ def _kuhn(state: pyspiel.State, player: int) -> str:
     if m is None:
         return "No card dealt yet."
     card, bets = int(m.group()), info[m.end() :]
-    cards = kuhn_cards(n)
+    cards = card_ranks(n)
     names = {"p": "pass", "b": "bet"}
     lines = [f"Your card: {cards[card] if card < len(cards) else card} ({' < '.join(cards)})."]
     if bets:
@@ -224,7 +224,7 @@ def _leduc(state: pyspiel.State, player: int) -> str:
     if "Private" not in fields:
         return info
     n = state.get_game().num_players()
-    ranks = kuhn_cards(n)
+    ranks = card_ranks(n)
     deck = len(ranks) * 2
 
     def card(text: str) -> str:
