@@ -314,6 +314,21 @@ def test_pass_at_k_is_the_per_task_unbiased_estimate_averaged():
     assert summarize(sample, k=1)["pass@1"] == pytest.approx((0.25 + 0.75 + 0 + 1) / 4)
 
 
+def test_env_errors_are_no_evidence_in_the_summary():
+    """A crashed env is a status, not a zero: it leaves mean score, pass@k and the task count alone."""
+    ok = [Trajectory(env="e", task_id="a", score=1.0), Trajectory(env="e", task_id="b", score=0.5)]
+    crashed = [
+        Trajectory(env="e", task_id="a", score=0.0, status="env_error"),
+        Trajectory(env="e", task_id="c", score=0.0, status="env_error"),
+    ]
+    s = summarize(ok + crashed)
+    assert s["mean_score"] == pytest.approx(0.75) and s["evidence_episodes"] == 2
+    assert s["pass@1"] == pytest.approx(0.5) and s["pass@1_tasks"] == 2 and s["tasks"] == 2
+    assert s["statuses"]["env_error"] == 2 and s["episodes"] == 4
+    only_crashes = summarize(crashed)
+    assert only_crashes["mean_score"] is None and only_crashes["pass@1"] is None
+
+
 def test_eval_refuses_k_above_the_samples_per_task():
     bad = subprocess.run(
         [*AGENTGYM, "eval", "--env", "toy/calculator-v0", "--policy", "scripted", "--n", "2"]

@@ -1,0 +1,119 @@
+"""Guards that keep bad data and a wrong-signed penalty out of training: the KL term pulls the
+policy toward its reference, and records whose token record failed its check never reach a GRPO
+group or a DPO pair."""
+
+import json
+
+import pytest
+import torch
+from agentgym.trainers import losses as L
+from agentgym.trainers.dpo import build_pairs
+from agentgym.trainers.grpo import make_groups
+
+from agentgym.types import Trajectory
+
+
+def test_the_kl_term_pulls_the_policy_toward_the_reference():
+    """With zero advantages only the k3 penalty acts: descending the loss must shrink the distance
+    to the reference from either side (a flipped sign would push it away)."""
+    ref = torch.tensor([[-1.0, -2.0, -0.5, -3.0]])
+    start = ref + torch.tensor([[0.8, -0.6, 0.4, -1.2]])
+    lp = start.clone().requires_grad_(True)
+    mask = torch.ones_like(ref)
+    opt = torch.optim.SGD([lp], lr=0.5)
+    kls = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss, stats = L.ppo_clip_loss(lp, lp.detach(), torch.zeros(1), mask, ref_logprobs=ref, kl_coef=1.0)
+        loss.backward()
+        opt.step()
+        kls.append(stats["kl_ref"])
+    assert kls[0] > 0.1
+    assert kls[-1] < kls[0] / 10
+    assert ((lp.detach() - ref).abs() < (start - ref).abs()).all()
+    assert all(b <= a for a, b in zip(kls, kls[1:], strict=False))
+
+
+def _record(task_id, score, check="ok", status="ok"):
+    t = Trajectory(
+        env="e",
+        task_id=task_id,
+        score=score,
+        status=status,
+        tokens=[1, 2, 3],
+        mask=[0, 1, 1],
+        messages=[{"role": "assistant", "content": "x"}],
+    )
+    t.metadata["token_check"] = check
+    return t
+
+
+def test_grpo_groups_leave_out_records_that_failed_their_token_check():
+    bad = ["assistant turn 0: tokens decode to 'y', message says 'x'"]
+    trajs = [_record("a", 1.0), _record("a", 0.0), _record("a", 0.5, bad), _record("b", 1.0, bad)]
+    trajs.append(_record("b", 0.0))
+    members, counts = make_groups(trajs, "std")
+    assert counts["excluded_tokens"] == 2
+    assert sorted((t.task_id, t.score) for t, _ in members) == [("a", 0.0), ("a", 1.0)]
+    assert all(t.metadata["token_check"] == "ok" for t, _ in members)
+
+
+def test_dpo_pairs_leave_out_records_that_failed_their_token_check():
+    bad = ["1 sampled spans but 2 assistant messages"]
+    trajs = [_record("a", 1.0, bad), _record("a", 0.5), _record("a", 0.0)]
+    trajs += [_record("b", 1.0), _record("b", 0.0, bad)]
+    pairs = build_pairs(trajs)
+    # a: the failed 1.0 cannot be chosen, so 0.5 over 0.0; b: no valid rejected side is left
+    assert [(p.chosen.task_id, p.chosen.score, p.rejected.score) for p in pairs] == [("a", 0.5, 0.0)]
+    assert len(build_pairs(trajs, pairs_per_task="all")) == 1
+
+
+@pytest.mark.slow
+def test_grpo_with_a_kl_penalty_runs_against_a_frozen_reference(tmp_path):
+    """GRPO with kl_coef > 0 loads a reference model, logs the KL to it each step (0 before the
+    first update, positive once the policy moved) and keeps the reference frozen."""
+    from agentgym.policies.tiny import build_tiny_model, fine_tune
+    from agentgym.trainers import GRPOConfig, train_grpo
+
+    from agentgym.registry import make
+    from agentgym.rollout import run_rollouts
+
+    model = build_tiny_model(tmp_path / "model", seed=0)
+    env = make("toy/calculator-v0", difficulty=1)
+    demos = run_rollouts("toy/calculator-v0", "scripted", n=32, env_kwargs={"difficulty": 1}, progress=False)
+    fine_tune(model, [t.messages for t in demos], env.tool_schemas, steps=100, lr=5e-3)
+    env.close()
+    before = {k: v.clone() for k, v in _weights(model).items()}
+    cfg = GRPOConfig(
+        model=str(model),
+        env="toy/calculator-v0",
+        env_kwargs={"difficulty": 1},
+        num_tasks=8,
+        tasks_per_step=8,
+        group_size=4,
+        max_steps=3,
+        batch_size=32,
+        micro_batch_size=16,
+        learning_rate=3e-3,
+        sampler="hf",
+        temperature=1.0,
+        kl_coef=0.5,
+        output_dir=str(tmp_path / "grpo"),
+        quiet=True,
+    )
+    train_grpo(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if "kl_ref" in r]
+    assert trained, f"no step trained (every group had equal scores): {rows}"
+    # the first update is computed with the policy still equal to the reference
+    assert trained[0]["kl_ref"] == pytest.approx(0.0, abs=1e-6)
+    assert len(trained) >= 2, f"only one step trained: {rows}"
+    assert all(r["kl_ref"] > 0 for r in trained[1:])
+    # the reference is the starting model, untouched on disk
+    assert all(torch.equal(before[k], v) for k, v in _weights(model).items())
+
+
+def _weights(model_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
