@@ -1,10 +1,17 @@
 """Tool-call parsing from model text, per model family, in one place.
 
-Formats:
+Formats (``FORMATS``):
 - ``hermes`` (Hermes, Qwen 2.5/3): ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``
+  blocks anywhere in the reply, prose around them.
 - ``json``: the whole reply is a JSON object ``{"name", "arguments"}`` (or a list of them),
   optionally inside a ```json fence.
-- ``auto``: hermes tags when present, else plain JSON.
+- ``llama3_json`` (Llama 3.1-3.3): the reply is ``{"name": ..., "parameters": {...}}``, possibly
+  after ``<|python_tag|>`` (prose before the tag is kept as prose), several calls joined by ``;``.
+- ``mistral``: prose, then ``[TOOL_CALLS]`` and a JSON list of ``{"name", "arguments"}`` objects;
+  the newer ``[TOOL_CALLS]name[ARGS]{...}`` form (one marker per call) is read too.
+- ``auto``: decided by the reply's markers: ``<tool_call>`` is hermes, ``[TOOL_CALLS]`` mistral,
+  ``<|python_tag|>`` llama3_json, anything else plain JSON. Every format takes ``arguments`` or
+  ``parameters`` as the arguments key.
 
 The parser never raises and runs in linear time on any input: it scans with ``str.find`` and
 ``json.JSONDecoder.raw_decode`` (each character is read a bounded number of times), no
@@ -29,10 +36,12 @@ from typing import Any, Literal
 
 from agentgym.types import ToolCall
 
-Format = Literal["auto", "hermes", "json"]
-FORMATS = ("auto", "hermes", "json")
+Format = Literal["auto", "hermes", "json", "llama3_json", "mistral"]
+FORMATS: tuple[Format, ...] = ("auto", "hermes", "json", "llama3_json", "mistral")
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+PYTHON_TAG = "<|python_tag|>"
+TOOL_CALLS, ARGS = "[TOOL_CALLS]", "[ARGS]"
 MAX_ERRORS = 8
 """malformed calls reported one by one; a reply with more gets one line counting the rest"""
 
@@ -91,6 +100,7 @@ try:
 except ImportError:  # optional speed-up
     _orjson_loads = None
 
+_SPACE = re.compile(r"\s*")
 _LONG_NUMBER = re.compile(r"\d{17}")
 """a digit run orjson may not read exactly (it turns integers past 64 bits into floats)"""
 
@@ -198,6 +208,99 @@ def _parse_json(text: str) -> ParseResult:
     return _cap_errors(result)
 
 
+def _add_calls(result: ParseResult, items: list[Any], index: int) -> int:
+    """Append each decoded item as a call (or the reason it is not one); returns the last index."""
+    for item in items:
+        index += 1
+        call = _to_call(item, index)
+        if isinstance(call, str):
+            result.errors.append(call)
+        else:
+            result.tool_calls.append(call[0])
+            result.arguments.append(call[1])
+    return index
+
+
+def _parse_llama3(text: str) -> ParseResult:
+    tag = text.find(PYTHON_TAG)
+    s = text[tag + len(PYTHON_TAG) :].strip() if tag >= 0 else text.strip()
+    if tag < 0 and (not s or s[0] not in "[{"):
+        return ParseResult()  # a final answer
+    items: list[Any] = []
+    err = None
+    pos = _SPACE.match(s).end()
+    while pos < len(s):
+        try:
+            obj, pos = _decoder.raw_decode(s, pos)
+        except json.JSONDecodeError as e:
+            err = f"tool call {len(items) + 1} is not valid JSON: {e.msg} at char {e.pos}"
+            break
+        except (ValueError, RecursionError) as e:
+            err = f"tool call {len(items) + 1} is not valid JSON: {str(e)[:200]}"
+            break
+        items.extend(obj if isinstance(obj, list) else [obj])
+        pos = _SPACE.match(s, pos).end()
+        if pos < len(s):
+            if s[pos] != ";":
+                err = f"text after tool call {len(items)} at char {pos} (join several calls with ';')"
+                break
+            pos = _SPACE.match(s, pos + 1).end()
+    looks_like_a_call = bool(items) and isinstance(items[0], dict) and "name" in items[0]
+    if tag < 0 and not looks_like_a_call and '"name"' not in s[:200]:
+        return ParseResult()  # JSON, but not a tool call (complain only when it plainly tried)
+    result = ParseResult()
+    _add_calls(result, items, 0)
+    if err is not None:
+        result.errors.append(err)
+    return _cap_errors(result)
+
+
+def _parse_mistral(text: str) -> ParseResult:
+    result = ParseResult()
+    index = 0
+    start = text.find(TOOL_CALLS)
+    while start >= 0:
+        # each marker's region ends at the next marker, so the scan stays linear
+        nxt = text.find(TOOL_CALLS, start + len(TOOL_CALLS))
+        region = text[start + len(TOOL_CALLS) : len(text) if nxt < 0 else nxt].strip()
+        start = nxt
+        if region[:1] in ("[", "{"):
+            obj, err = _decode(region)
+            if err is not None:
+                index += 1
+                result.errors.append(f"tool call {index} is not valid JSON: {err}")
+            else:
+                index = _add_calls(result, obj if isinstance(obj, list) else [obj], index)
+            continue
+        at = region.find(ARGS)
+        if at < 0:
+            index += 1
+            result.errors.append(f"tool call {index} has neither a JSON list nor a name and {ARGS}")
+            continue
+        args, err = _decode(region[at + len(ARGS) :].strip())
+        if err is not None:
+            index += 1
+            result.errors.append(f"tool call {index} has arguments that are not valid JSON: {err}")
+            continue
+        index = _add_calls(result, [{"name": region[:at].strip(), "arguments": args}], index)
+    return _cap_errors(result)
+
+
+def detect_format(text: str) -> Format:
+    """The format ``auto`` reads a reply in, from its markers.
+
+    >>> detect_format("[TOOL_CALLS][]"), detect_format('{"name": "f"}')
+    ('mistral', 'json')
+    """
+    if OPEN in text:
+        return "hermes"
+    if TOOL_CALLS in text:
+        return "mistral"
+    if PYTHON_TAG in text:
+        return "llama3_json"
+    return "json"
+
+
 def parse_tool_calls(text: Any, fmt: Format = "auto") -> ParseResult:
     """Find the tool calls in a model's reply. Never raises; non-text input gives no calls.
 
@@ -210,32 +313,52 @@ def parse_tool_calls(text: Any, fmt: Format = "auto") -> ParseResult:
 
 @functools.lru_cache(maxsize=2048)
 def _parse_cached(text: str, fmt: Format) -> ParseResult:
-    if OPEN not in text:
-        # Fast path for the common final answer: no tag, and not JSON-looking.
-        head = text.lstrip()[:1]
-        if head not in ("{", "[", "`") or fmt == "hermes":
-            return ParseResult()
+    if fmt == "auto":
+        fmt = detect_format(text)
     if fmt == "hermes":
-        return _parse_hermes(text)
-    if fmt == "json":
-        return _parse_json(text)
-    if OPEN in text:
-        return _parse_hermes(text)
+        return _parse_hermes(text) if OPEN in text else ParseResult()
+    if fmt == "mistral":
+        return _parse_mistral(text) if TOOL_CALLS in text else ParseResult()
+    if fmt == "llama3_json":
+        return _parse_llama3(text)
+    # Fast path for the common final answer: not JSON-looking.
+    if text.lstrip()[:1] not in ("{", "[", "`"):
+        return ParseResult()
     return _parse_json(text)
 
 
 def format_tool_call(name: str, arguments: dict[str, Any], fmt: Format = "auto") -> str:
-    """Render a tool call as the model would write it (the inverse of ``parse_tool_calls``).
+    """Render a tool call as the model would write it (the inverse of ``parse_tool_calls``;
+    ``auto`` writes hermes).
 
     >>> format_tool_call("add", {"a": 1})
     '<tool_call>\\n{"name": "add", "arguments": {"a": 1}}\\n</tool_call>'
+    >>> format_tool_call("add", {"a": 1}, "mistral")
+    '[TOOL_CALLS][{"name": "add", "arguments": {"a": 1}}]'
     """
+    if fmt == "llama3_json":
+        return json.dumps({"name": name, "parameters": arguments}, ensure_ascii=False)
     body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
+    if fmt == "mistral":
+        return f"{TOOL_CALLS}[{body}]"
     return body if fmt == "json" else f"{OPEN}\n{body}\n{CLOSE}"
 
 
-def strip_tool_calls(text: str) -> str:
-    """The reply's prose without its ``<tool_call>`` blocks (used by exporters)."""
+def strip_tool_calls(text: str, fmt: Format = "auto") -> str:
+    """The reply's prose without its tool calls (used by exporters and the token check): hermes
+    blocks cut out, the text before ``[TOOL_CALLS]`` or ``<|python_tag|>``, and nothing of a
+    reply that is all JSON calls.
+
+    >>> strip_tool_calls("Sure. [TOOL_CALLS][]")
+    'Sure.'
+    """
+    if fmt == "auto":
+        fmt = detect_format(text)
+    if fmt == "mistral" or (fmt == "llama3_json" and PYTHON_TAG in text):
+        marker = TOOL_CALLS if fmt == "mistral" else PYTHON_TAG
+        return text.split(marker, 1)[0].strip()
+    if fmt in ("json", "llama3_json"):
+        return "" if parse_tool_calls(text, fmt).tool_calls else text.strip()
     out = []
     pos = 0
     while True:

@@ -4,7 +4,14 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentgym.parsing import MAX_ERRORS, format_tool_call, parse_tool_calls, strip_tool_calls
+from agentgym.parsing import (
+    FORMATS,
+    MAX_ERRORS,
+    detect_format,
+    format_tool_call,
+    parse_tool_calls,
+    strip_tool_calls,
+)
 
 
 def test_hermes_calls_and_errors():
@@ -51,7 +58,7 @@ def test_format_round_trip_and_strip():
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.text(max_size=3000), st.sampled_from(["auto", "hermes", "json"]))
+@given(st.text(max_size=3000), st.sampled_from(FORMATS))
 def test_arbitrary_text_never_raises(text, fmt):
     r = parse_tool_calls(text, fmt)
     assert isinstance(r.tool_calls, list) and isinstance(r.errors, list)
@@ -74,14 +81,22 @@ pieces = st.sampled_from(
         "```",
         "\n",
         " ",
+        "[TOOL_CALLS]",
+        "[ARGS]",
+        "<|python_tag|>",
+        ";",
+        '"parameters"',
     ]
 )
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.one_of(pieces, st.text(max_size=5)), max_size=300))
-def test_adversarial_fragments_never_raise(parts):
-    parse_tool_calls("".join(parts))
+@given(st.lists(st.one_of(pieces, st.text(max_size=5)), max_size=300), st.sampled_from(FORMATS))
+def test_adversarial_fragments_never_raise(parts, fmt):
+    text = "".join(parts)
+    r = parse_tool_calls(text, fmt)
+    assert len(r.tool_calls) == len(r.arguments) and len(r.errors) <= MAX_ERRORS + 1
+    assert isinstance(strip_tool_calls(text, fmt), str)
 
 
 def test_huge_and_nested_inputs_finish_fast():
@@ -152,4 +167,111 @@ def test_megabyte_replies_parse_in_linear_time():
         t_small = min(seconds(small + " " * i) for i in (1, 2))
         t_big = min(seconds(big + " " * i) for i in (1, 2))
         # 8x the input: a quadratic scan would take 64x as long
+        assert t_big < 5.0 and t_big < 24 * t_small + 0.05, (unit, t_small, t_big)
+
+
+def test_llama3_json_calls():
+    one = parse_tool_calls('{"name": "add", "parameters": {"a": 1}}', "llama3_json")
+    assert [c["function"]["name"] for c in one.tool_calls] == ["add"] and one.arguments == [{"a": 1}]
+    tagged = (
+        'Let me add. <|python_tag|>{"name": "add", "parameters": {"a": 1}}; {"name": "neg", "parameters": {}}'
+    )
+    r = parse_tool_calls(tagged)  # auto: the tag says llama3_json
+    assert [c["function"]["name"] for c in r.tool_calls] == ["add", "neg"] and r.errors == []
+    assert strip_tool_calls(tagged) == "Let me add."
+    assert parse_tool_calls("The answer is 4.", "llama3_json").tool_calls == []
+    assert parse_tool_calls('{"answer": 4}', "llama3_json").errors == []  # JSON, but not a call
+    assert parse_tool_calls('{"name": "add", "parameters": {}} and then', "llama3_json").errors == [
+        "text after tool call 1 at char 34 (join several calls with ';')"
+    ]
+    assert (
+        parse_tool_calls('<|python_tag|>{"name": "add", ', "llama3_json")
+        .errors[0]
+        .startswith("tool call 1 is not valid JSON")
+    )
+
+
+def test_mistral_calls():
+    text = 'Adding. [TOOL_CALLS][{"name": "add", "arguments": {"a": 1}}, {"name": "neg", "arguments": "{}"}]'
+    r = parse_tool_calls(text)  # auto: the marker says mistral
+    assert [c["function"]["name"] for c in r.tool_calls] == ["add", "neg"] and r.arguments == [{"a": 1}, {}]
+    assert strip_tool_calls(text) == "Adding."
+    newer = parse_tool_calls('[TOOL_CALLS]add[ARGS]{"a": 1}[TOOL_CALLS]neg[ARGS]{}', "mistral")
+    assert [c["function"]["name"] for c in newer.tool_calls] == ["add", "neg"] and newer.errors == []
+    assert parse_tool_calls("[TOOL_CALLS]add", "mistral").errors == [
+        "tool call 1 has neither a JSON list nor a name and [ARGS]"
+    ]
+    assert (
+        parse_tool_calls('[TOOL_CALLS][{"name": "a"', "mistral")
+        .errors[0]
+        .startswith("tool call 1 is not valid JSON")
+    )
+    assert parse_tool_calls('[TOOL_CALLS][{"name": "a", "arguments": {"x": NaN}}]').tool_calls == []
+    # a format finds nothing in another format's calls
+    assert parse_tool_calls(format_tool_call("add", {}), "mistral").tool_calls == []
+    assert parse_tool_calls(format_tool_call("add", {}, "mistral"), "hermes").tool_calls == []
+
+
+def test_auto_reads_each_format_by_its_marker():
+    for fmt in ("hermes", "mistral", "llama3_json", "json"):
+        text = format_tool_call("add", {"a": 1}, fmt)
+        if fmt == "llama3_json":
+            text = "<|python_tag|>" + text
+        assert detect_format(text) == fmt
+        r = parse_tool_calls(text)
+        assert [c["function"]["name"] for c in r.tool_calls] == ["add"] and r.arguments == [{"a": 1}], fmt
+
+
+_prose = st.text(max_size=200).filter(
+    lambda s: not any(m in s for m in ("<tool_call>", "[TOOL_CALLS]", "<|python_tag|>"))
+)
+_args = st.dictionaries(
+    st.text(max_size=10), st.one_of(st.integers(), st.text(max_size=20), st.booleans()), max_size=4
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _prose, st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), _args), min_size=1, max_size=3)
+)
+def test_mistral_calls_after_prose_are_recovered(prose, calls):
+    body = ", ".join(format_tool_call(n, a, "json") for n, a in calls)
+    for fmt in ("mistral", "auto"):
+        text = f"{prose}[TOOL_CALLS][{body}]"
+        r = parse_tool_calls(text, fmt)
+        assert [(c["function"]["name"], a) for c, a in zip(r.tool_calls, r.arguments, strict=True)] == calls
+        assert r.errors == [] and strip_tool_calls(text, fmt) == prose.strip()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _prose, st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), _args), min_size=1, max_size=3)
+)
+def test_llama3_calls_are_recovered_bare_or_after_the_tag(prose, calls):
+    body = "; ".join(format_tool_call(n, a, "llama3_json") for n, a in calls)
+    for text in (body, f"{prose}<|python_tag|>{body}"):
+        r = parse_tool_calls(text, "llama3_json")
+        assert [(c["function"]["name"], a) for c, a in zip(r.tool_calls, r.arguments, strict=True)] == calls
+        assert r.errors == []
+    assert strip_tool_calls(f"{prose}<|python_tag|>{body}") == prose.strip()
+
+
+def test_new_formats_parse_megabytes_in_linear_time():
+    def seconds(text, fmt):
+        t0 = time.perf_counter()
+        parse_tool_calls(text, fmt)
+        return time.perf_counter() - t0
+
+    for unit, fmt in (
+        ("[TOOL_CALLS]", "mistral"),
+        ("[TOOL_CALLS][", "mistral"),
+        ('[TOOL_CALLS]["', "mistral"),
+        ("[TOOL_CALLS]a[ARGS]{", "mistral"),
+        ('{"name": "a", "parameters": {}};', "llama3_json"),
+        ("<|python_tag|>{", "llama3_json"),
+        (";", "llama3_json"),
+    ):
+        small, big = unit * (125_000 // len(unit)), unit * (1_000_000 // len(unit))
+        t_small = min(seconds(small + " " * i, fmt) for i in (1, 2))
+        t_big = min(seconds(big + " " * i, fmt) for i in (1, 2))
         assert t_big < 5.0 and t_big < 24 * t_small + 0.05, (unit, t_small, t_big)
