@@ -22,12 +22,14 @@ so padding stays small) and builds:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from agentgym.trainers.losses import token_logprobs
+from torch.utils.checkpoint import checkpoint
 
 from agentgym.types import Trajectory
 
@@ -234,20 +236,99 @@ def micro_batches(
         yield batch
 
 
-def forward_logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
-    """``[B, T-1]`` log-probs the model gives each target token (with gradient if enabled).
+LOGITS_PER_CHUNK = 2**25
+"""most logits (rows x vocabulary) one chunk of the LM head holds at a time: 128 MiB in float32,
+682 rows of a 49,152-id vocabulary"""
+
+
+def forward_logprobs(model: torch.nn.Module, batch: TokenBatch, full_logits: bool = False) -> torch.Tensor:
+    """``[B, T-1]`` log-probs the model gives each trained target token (with gradient if enabled):
+    the positions where ``batch.loss_mask`` is 1; every other position holds 0.
 
     Only the attention mask goes to the model (and only where padding is not all at the ends of
     the rows, see ``_mask_for``); the loss mask is applied by the caller's loss.
     A batch with shared prefixes runs them once, keeps their keys and values (with gradient) and
     runs every continuation on top of its prefix's cache, so a group of G rollouts of one task
     pays for its prompt once instead of G times (the idea of Prefix Grouper, Liu et al. 2025,
-    arXiv:2506.05433, here through the model's own KV cache)."""
+    arXiv:2506.05433, here through the model's own KV cache).
+
+    The LM head runs only on the trained positions, a chunk of rows at a time (``_head_logprobs``),
+    so no ``[B, T, vocabulary]`` logits are ever held. ``full_logits`` computes the logits of
+    every position as the model's own forward does (log-probs then fill every position); models
+    whose forward changes the head's output (a logit soft-cap, a scale) always take that path."""
+    inputs = {"input_ids": batch.input_ids}
     if batch.prefix_ids is None:
-        out = model(
-            input_ids=batch.input_ids, attention_mask=_mask_for(model, batch.attention_mask), use_cache=False
+        inputs |= {"attention_mask": _mask_for(model, batch.attention_mask), "use_cache": False}
+    else:
+        inputs |= _prefix_cache(model, batch)
+    head = _unwrap_ddp(model).get_output_embeddings()
+    if full_logits or head is None or _PLAIN_HEAD.get(head) is False:
+        return token_logprobs(model(**inputs).logits[:, :-1, :], batch.targets)
+    seen: dict[str, Any] = {}
+
+    def keep_hidden(_module, args):
+        # the final hidden states the head would turn into logits, and the autocast state the
+        # head runs under inside the model's forward; the model's own head computes the last
+        # position only
+        kind = args[0].device.type
+        seen["hidden"] = args[0]
+        seen["autocast"] = torch.autocast(
+            kind, torch.get_autocast_dtype(kind), enabled=torch.is_autocast_enabled(kind)
         )
+        return (args[0][:, -1:], *args[1:])
+
+    handle = head.register_forward_pre_hook(keep_hidden)
+    try:
+        out = model(**inputs)
+    finally:
+        handle.remove()
+    if "hidden" not in seen:  # the forward never called its output embeddings: these are all its logits
+        _PLAIN_HEAD[head] = False
         return token_logprobs(out.logits[:, :-1, :], batch.targets)
+    hidden = seen["hidden"]
+    if head not in _PLAIN_HEAD:
+        with seen["autocast"], torch.no_grad():
+            mine = head(hidden[:, -1:]).float()
+        _PLAIN_HEAD[head] = mine.shape == out.logits.shape and torch.equal(mine, out.logits.float())
+        if not _PLAIN_HEAD[head]:
+            return forward_logprobs(model, batch, full_logits=True)
+    with seen["autocast"]:
+        return _head_logprobs(head, hidden[:, :-1], batch.targets, batch.loss_mask > 0, out.logits.shape[-1])
+
+
+_PLAIN_HEAD: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+"""output-embedding module -> whether its model's logits are exactly what it returns"""
+
+
+def _head_logprobs(
+    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, trained: torch.Tensor, vocab: int
+) -> torch.Tensor:
+    """Log-probs of ``targets`` where ``trained`` is True, from the final hidden states
+    ``[B, T-1, H]``: the head and the log-softmax run on ``LOGITS_PER_CHUNK`` logits at a time,
+    each chunk under activation checkpointing, so its logits are freed once its log-probs are
+    taken and computed again, one chunk at a time, in the backward pass."""
+    rows, picked = hidden[trained], targets[trained]
+    step = max(1, LOGITS_PER_CHUNK // vocab)
+    grad = torch.is_grad_enabled() and rows.requires_grad
+    parts = []
+    for i in range(0, max(len(rows), 1), step):  # at least once: the head stays in the graph
+        args = (head, rows[i : i + step], picked[i : i + step])
+        parts.append(
+            checkpoint(_chunk_logprobs, *args, use_reentrant=False) if grad else _chunk_logprobs(*args)
+        )
+    return torch.zeros(trained.shape, dtype=parts[0].dtype, device=rows.device).masked_scatter(
+        trained, torch.cat(parts)
+    )
+
+
+def _chunk_logprobs(head: torch.nn.Module, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return token_logprobs(head(rows), targets)
+
+
+def _prefix_cache(model: torch.nn.Module, batch: TokenBatch) -> dict[str, Any]:
+    """Run a batch's shared prefixes once and return the inputs that run its continuations on top
+    of them: the prefixes' KV cache (with gradient), one row per continuation, and the positions
+    and attention mask that place each continuation after its prefix."""
     from transformers import DynamicCache
 
     # The prefix pass goes to the module itself: under DDP its gradient reaches the same
@@ -268,14 +349,12 @@ def forward_logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
     width = batch.input_ids.shape[1]
     positions = lengths[:, None] + torch.arange(width, device=lengths.device)[None, :]
     attention = torch.cat([batch.prefix_mask.index_select(0, batch.prefix_index), batch.attention_mask], 1)
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=_mask_for(model, attention),
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-    )
-    return token_logprobs(out.logits[:, :-1, :], batch.targets)
+    return {
+        "attention_mask": _mask_for(model, attention),
+        "position_ids": positions,
+        "past_key_values": cache,
+        "use_cache": True,
+    }
 
 
 def _mask_for(model: torch.nn.Module, mask: torch.Tensor) -> torch.Tensor | None:

@@ -24,7 +24,8 @@ def _traj():
     return Trajectory(messages=[], env="toy/calculator-v0", task_id="t", tokens=ids, mask=mask, logprobs=lps)
 
 
-def test_env_and_tool_tokens_get_exactly_zero_gradient(tiny_model_dir):
+@pytest.mark.parametrize("full_logits", [False, True])
+def test_env_and_tool_tokens_get_exactly_zero_gradient(tiny_model_dir, full_logits):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -40,26 +41,29 @@ def test_env_and_tool_tokens_get_exactly_zero_gradient(tiny_model_dir):
 
     captured = {}
 
-    def keep(_module, _inp, out):
-        out.logits.retain_grad()
-        captured["logits"] = out.logits
+    def keep(_module, args):  # the final hidden states, as the model's forward gives them to the head
+        if "hidden" not in captured:
+            args[0].retain_grad()
+            captured["hidden"] = args[0]
 
-    handle = model.register_forward_hook(keep)
-    lp = forward_logprobs(model, batch)
+    handle = model.get_output_embeddings().register_forward_pre_hook(keep)
+    lp = forward_logprobs(model, batch, full_logits=full_logits)
     handle.remove()
+    hidden = captured["hidden"]
+    assert hidden.shape[:2] == batch.input_ids.shape
     for agg in ("token-mean", "seq-mean-token-mean"):
-        model.zero_grad()
-        captured["logits"].grad = None
+        hidden.grad = None
         loss, _ = losses.ppo_clip_loss(
             lp, lp.detach(), batch.advantages, batch.loss_mask, agg=agg
         )  # ratio 1: nothing clipped
         loss.backward(retain_graph=True)
-        g = captured["logits"].grad[:, :-1].abs().sum(-1)  # position t predicts target t
+        g = hidden.grad[:, :-1].abs().sum(-1)  # position t predicts target t
         assert (g[batch.loss_mask == 0] == 0).all()
         assert (g[batch.loss_mask == 1] > 0).all()
-    captured["logits"].grad = None
-    losses.masked_nll(captured["logits"][:, :-1], batch.targets, batch.loss_mask).backward()
-    g = captured["logits"].grad[:, :-1].abs().sum(-1)
+    logits = model(input_ids=batch.input_ids).logits
+    logits.retain_grad()
+    losses.masked_nll(logits[:, :-1], batch.targets, batch.loss_mask).backward()
+    g = logits.grad[:, :-1].abs().sum(-1)
     assert (g[batch.loss_mask == 0] == 0).all() and (g[batch.loss_mask == 1] > 0).all()
 
 
@@ -174,6 +178,112 @@ def test_shared_prefix_forward_gives_the_same_logprobs_and_gradient(tiny_model_d
     assert torch.allclose(shared_sums, plain_sums, atol=1e-4)
     assert torch.allclose(shared_grads, plain_grads, atol=1e-4 * plain_grads.abs().max().item())
     assert plain_grads.abs().max() > 0
+
+
+def _llama(vocab: int, tied: bool, **kw):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, tie_word_embeddings=tied, **shape | kw))
+
+
+def _logprobs_and_grads(model, batch, full_logits):
+    model.zero_grad()
+    lp = forward_logprobs(model, batch, full_logits=full_logits)
+    sums = (lp * batch.loss_mask).sum(-1)
+    (sums * batch.advantages).sum().backward()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    return lp.detach() * batch.loss_mask, grads
+
+
+@pytest.mark.parametrize("model_kind", ["tiny", "tiny-lora", "llama-49k-tied", "llama-49k-lora-head"])
+@pytest.mark.parametrize("share", [False, True])
+def test_the_chunked_head_gives_the_logprobs_and_gradient_of_the_full_logits(
+    tiny_model_dir, monkeypatch, model_kind, share
+):
+    """The LM head over the trained positions only, a few rows at a time, against the logits of
+    every position: the same log-probs and the same gradient, with and without shared prefixes."""
+    from agentgym.trainers import batch as batch_module
+    from transformers import AutoModelForCausalLM
+
+    if model_kind.startswith("tiny"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    else:
+        model = _llama(49152, tied=model_kind.endswith("tied"))
+    if "lora" in model_kind:
+        from peft import LoraConfig, get_peft_model
+
+        targets = ["q_proj", "v_proj"] + (["lm_head"] if model_kind.endswith("head") else [])
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=targets, init_lora_weights=False))
+    vocab = model.get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(batch_module, "LOGITS_PER_CHUNK", 7 * vocab)  # chunks of 7 rows
+    batch = collate(_grouped_sequences(), pad_id=0, share_prefix=share)
+    assert batch.num_agent_tokens > 7 * 3  # several chunks
+    full_lp, full_grads = _logprobs_and_grads(model, batch, True)
+    lp, grads = _logprobs_and_grads(model, batch, False)
+    assert torch.allclose(lp, full_lp, atol=1e-5)
+    assert torch.allclose(grads, full_grads, atol=1e-5 * full_grads.abs().max().item())
+    assert full_grads.abs().max() > 0
+
+
+def test_the_chunked_head_keeps_no_logits_for_backward():
+    """With a 49,152-id vocabulary the full path saves [B, T, V] logits for the backward pass;
+    the chunked path saves nothing that size (each chunk's logits are computed again)."""
+    model = _llama(49152, tied=True)
+    batch = collate(_grouped_sequences(), pad_id=0)
+    b, t = batch.targets.shape
+    weights = {p.data_ptr() for p in model.parameters()}
+
+    def largest_saved(full_logits):
+        sizes = [0]
+
+        def pack(x):
+            if x.data_ptr() not in weights:
+                sizes.append(x.numel())
+            return x
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            forward_logprobs(model, batch, full_logits=full_logits)
+        return max(sizes)
+
+    assert largest_saved(True) >= b * t * 49152
+    assert largest_saved(False) <= batch.input_ids.numel() * 128  # activations (MLP width 128), no logits
+
+
+def test_a_model_that_changes_its_logits_takes_the_full_path():
+    """Gemma 2 soft-caps the head's output inside its forward: the chunked head would give other
+    log-probs, so such a model gets the full logits (and the same values as with full_logits)."""
+    from agentgym.trainers.batch import _PLAIN_HEAD
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+    config = Gemma2Config(
+        vocab_size=320, head_dim=16, num_key_value_heads=4, final_logit_softcapping=0.5, **shape
+    )
+    model = Gemma2ForCausalLM(config)
+    batch = collate(_grouped_sequences(), pad_id=0)
+    with torch.no_grad():
+        full = forward_logprobs(model, batch, full_logits=True) * batch.loss_mask
+        assert torch.allclose(forward_logprobs(model, batch) * batch.loss_mask, full, atol=1e-6)
+        assert torch.allclose(forward_logprobs(model, batch) * batch.loss_mask, full, atol=1e-6)
+    assert _PLAIN_HEAD[model.lm_head] is False
+
+
+def test_the_chunked_head_runs_under_the_models_autocast():
+    """Mixed precision wraps only the model's forward in autocast (as accelerate does): the head's
+    chunks run in the same precision as the model's own head, so both paths agree."""
+    from agentgym.trainers.batch import _PLAIN_HEAD
+
+    model = _llama(320, tied=False)
+    model.forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward)
+    batch = collate(_grouped_sequences(), pad_id=0)
+    full_lp, full_grads = _logprobs_and_grads(model, batch, True)
+    lp, grads = _logprobs_and_grads(model, batch, False)
+    assert _PLAIN_HEAD[model.lm_head]  # the chunked path was taken
+    assert torch.allclose(lp, full_lp, atol=2e-2)
+    assert torch.allclose(grads, full_grads, atol=2e-2 * full_grads.abs().max().item())
 
 
 def test_share_prefix_on_is_refused_where_sharded():

@@ -118,3 +118,69 @@ def test_grpo_under_ddp_shares_rollouts_and_splits_the_batch(tiny_model_dir, tmp
         assert len({t.task_id for t in step}) == 4  # each process sampled tasks of its own
     rows = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("train_tokens", 0) > 0 for r in rows), rows
+
+
+_HEAD_UNDER_DDP = """
+import json, torch, torch.distributed as dist
+from transformers import LlamaConfig, LlamaForCausalLM
+from agentgym.trainers.batch import Sequence, collate, forward_logprobs
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, tie_word_embeddings=True)
+model = torch.nn.parallel.DistributedDataParallel(LlamaForCausalLM(config))
+gen = torch.Generator().manual_seed(1 + rank)  # each rank its own batch: 2 prompts x 3 rollouts
+seqs = []
+for _ in range(2):
+    prompt = torch.randint(3, 49152, (30,), generator=gen).tolist()
+    for n in (5, 9, 12):
+        ids = prompt + torch.randint(3, 49152, (n,), generator=gen).tolist()
+        seqs.append(Sequence(ids=ids, mask=[0] * 30 + [1] * n, advantage=float(n - 8)))
+gaps = {}
+for share in (False, True):
+    grads = {}
+    for full in (True, False):
+        model.zero_grad()
+        batch = collate(seqs, pad_id=0, share_prefix=share)
+        sums = (forward_logprobs(model, batch, full_logits=full) * batch.loss_mask).sum(-1)
+        (sums * batch.advantages).sum().backward()
+        grads[full] = torch.cat([p.grad.flatten() for p in model.parameters()])
+    mine = grads[False].clone()
+    dist.broadcast(mine, 0)  # rank 0's gradient: the same on every rank after the all-reduce
+    scale = grads[True].abs().max().item()
+    gaps[str(share)] = {
+        "head": (grads[False] - grads[True]).abs().max().item() / scale,
+        "ranks": (mine - grads[False]).abs().max().item() / scale,
+    }
+print(json.dumps({"rank": rank, "gaps": gaps}), flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_the_chunked_lm_head_gives_the_full_logits_gradient_under_ddp(tmp_path):
+    """Two ranks, a tied 49,152-id head: the chunked head (run outside the DDP forward) gives the
+    all-reduced gradient of the full-logits path, with and without shared prefixes."""
+    import json
+
+    script = tmp_path / "head_ddp.py"
+    script.write_text(_HEAD_UNDER_DDP)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"rank"')]
+    assert sorted(r["rank"] for r in rows) == [0, 1], proc.stdout
+    for row in rows:
+        for gap in row["gaps"].values():
+            assert gap["head"] < 1e-5 and gap["ranks"] == 0.0, row
