@@ -16,6 +16,20 @@ Message-only data (teacher demos, imported datasets) goes through the same rende
 ``check_trajectory`` decodes each mask-1 span and compares it with its assistant message; a
 trajectory that fails is flagged in ``traj.metadata["token_check"]`` and must not be trained on.
 
+Tool support is probed once, when a renderer is built: it renders a made-up tool call, two
+calls in one message, a call with text beside it and a tool result, and looks for each in what
+the template wrote. A template that loses one of them (SmolLM2's own template renders a turn that called a
+tool as ``<|im_start|>assistant\n<|im_end|>``) would train on records that silently miss what the
+assistant did, so it is refused with a ``RenderError`` that says what was lost: at once when the
+renderer has tools (the model is meant to call them), else as soon as a message needs what the
+template drops. Give such a model a template with tool support (``chat_template=``).
+
+The call format (``tool_format``, one of ``agentgym.parsing.FORMATS``) is how the template writes
+tool calls, so how a sampled turn's calls are read back by ``check_trajectory``. By default
+(``"auto"``) it is detected from the probe: the first of ``hermes``, ``mistral``,
+``llama3_json`` and ``json`` whose parser reads the made-up call back exactly. Name it to insist
+on one; a template that writes calls no parser reads is refused.
+
 The tokenizer is any Hugging Face tokenizer with a chat template (passed in; nothing heavy is
 imported here).
 """
@@ -27,11 +41,19 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from agentgym.parsing import parse_tool_calls, strip_tool_calls
-from agentgym.types import Message, Trajectory
+from agentgym.parsing import FORMATS, Format, parse_tool_calls, strip_tool_calls
+from agentgym.types import Message, Trajectory, tool_call
 
 _BASE: list[Message] = [{"role": "system", "content": "."}, {"role": "user", "content": "."}]
 _DUMMY: Message = {"role": "assistant", "content": "."}
+
+# The made-up tool traffic the template is probed with: words no template writes by itself.
+_PROBE_CALL = tool_call("probe_lookup", {"probe_key": "probe value 7"})
+_PROBE_OTHER = tool_call("probe_other", {"probe_flag": True}, call_id="call_1")
+_PROBE_TEXT = "Probe text 5."
+_PROBE_RESULT = "probe result 9"
+_DETECTED: tuple[Format, ...] = ("hermes", "mistral", "llama3_json", "json")
+_FIX = "give a chat template with tool support (ChatRenderer(chat_template=...), or chat_template=PATH in the policy spec)"
 
 
 class RenderError(ValueError):
@@ -45,11 +67,23 @@ class ChatRenderer:
         tokenizer: a Hugging Face tokenizer with a chat template.
         tools: the tool schemas shown to the model (OpenAI format), or None.
         chat_template: a template to use instead of the tokenizer's own.
+        tool_format: how the template writes tool calls (``agentgym.parsing.FORMATS``);
+            ``"auto"`` detects it from the template.
+
+    Raises:
+        RenderError: the template cannot give token-exact records, or it loses tool calls, tool
+            results or the tool schemas while ``tools`` are given; the message says which.
     """
 
     def __init__(
-        self, tokenizer: Any, tools: Sequence[dict[str, Any]] | None = None, chat_template: str | None = None
+        self,
+        tokenizer: Any,
+        tools: Sequence[dict[str, Any]] | None = None,
+        chat_template: str | None = None,
+        tool_format: Format = "auto",
     ):
+        if tool_format not in FORMATS:
+            raise ValueError(f"tool_format must be one of {', '.join(FORMATS)}, got {tool_format!r}")
         self.tokenizer = tokenizer
         self.tools = list(tools) if tools else None
         self.chat_template = chat_template
@@ -59,6 +93,7 @@ class ChatRenderer:
         """the end-of-turn token the template closes every message with (generation stops on it)"""
         self._base_open = self.render(_BASE, add_generation_prompt=True)
         self._base_closed = self.render([*_BASE, _DUMMY])
+        self._header = self._base_open[len(self.render(_BASE)) :]
         if self.end_id not in self._base_closed[len(self._base_open) :]:
             raise RenderError(
                 f"the chat template does not close an assistant turn with the eos token "
@@ -67,6 +102,109 @@ class ChatRenderer:
         last_end = len(self._base_closed) - 1 - self._base_closed[::-1].index(self.end_id)
         self.separator: list[int] = self._base_closed[last_end + 1 :]
         """tokens the template puts after an end-of-turn token, before the next message"""
+        self.tool_format: Format = tool_format
+        """how the template writes tool calls (detected when built with ``"auto"``)"""
+        self.lost: dict[str, str] = self._probe()
+        """what the template loses (``tool_calls``, ``several_calls``, ``content_with_calls``,
+        ``tool_results``, ``tool_schemas``), each with the reason; empty for full tool support"""
+        fatal = [self.lost[k] for k in ("tool_schemas", "tool_calls", "tool_results") if k in self.lost]
+        if self.tools and fatal:
+            raise RenderError(f"{'; '.join(fatal)}: {_FIX}")
+
+    # ----- probing the template's tool support ---------------------------------------------------
+
+    def _turn(self, message: Message, after: Sequence[Message] = ()) -> tuple[str, str]:
+        """How the template renders ``message`` as an assistant turn: the text the assistant
+        writes (up to its end-of-turn token) and the whole turn with its header, or with the
+        messages ``after`` it when there are any."""
+        ids = self.render([*_BASE, message, *after])
+        whole = self._text(ids[len(self._base_open) - len(self._gen_header()) :])
+        body = ids[len(self._base_open) :] if ids[: len(self._base_open)] == self._base_open else ids
+        if self.end_id in body:
+            body = body[: body.index(self.end_id)]
+        return self._text(body), whole
+
+    def _probe(self) -> dict[str, str]:
+        lost: dict[str, str] = {}
+        text, whole = self._turn({"role": "assistant", "content": _PROBE_TEXT})
+        if _PROBE_TEXT not in text:
+            raise RenderError(
+                f"the chat template drops an assistant message's text (it renders as {whole!r})"
+            )
+        if self.tools:
+            names = [t["function"]["name"] for t in self.tools]
+            shown = self._text(self._base_open)
+            if any(name not in shown for name in names):
+                missing = ", ".join(n for n in names if n not in shown)
+                lost["tool_schemas"] = (
+                    f"the chat template does not show the tools to the model ({missing} missing)"
+                )
+        one: Message = {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL]}
+        try:
+            text, whole = self._turn(one)
+        except Exception as e:  # a template may raise anything on a message it does not expect
+            lost["tool_calls"] = f"the chat template fails on an assistant message with a tool call ({e})"
+            return lost
+        name, args = _PROBE_CALL["function"]["name"], json.loads(_PROBE_CALL["function"]["arguments"])
+        if name not in text or any(str(v) not in text for v in args.values()):
+            lost["tool_calls"] = (
+                f"the chat template drops the tool calls of an assistant message (one renders as {whole!r})"
+            )
+            return lost
+        formats = _DETECTED if self.tool_format == "auto" else (self.tool_format,)
+        found = next((f for f in formats if _same_calls(text, one, f)), None)
+        if found is None:
+            if self.tool_format == "auto":
+                which, hint = "no parser", f"calls must be written in one of {', '.join(_DETECTED)}"
+            else:
+                which, hint = f"the {self.tool_format!r} parser", "leave tool_format='auto' to detect it"
+            lost["tool_calls"] = (
+                f"the chat template writes tool calls that {which} reads back ({text!r}); {hint}"
+            )
+            return lost
+        self.tool_format = found
+        for key, message, what in (
+            ("several_calls", {"role": "assistant", "content": "", "tool_calls": [_PROBE_CALL, _PROBE_OTHER]},
+             "more than one tool call"),
+            ("content_with_calls", {"role": "assistant", "content": _PROBE_TEXT, "tool_calls": [_PROBE_CALL]},
+             "text beside its tool call"),
+        ):  # fmt: skip
+            try:
+                text, whole = self._turn(message)
+            except Exception as e:
+                lost[key] = f"the chat template fails on an assistant message with {what} ({e})"
+                continue
+            if not _same_calls(text, message, found):
+                lost[key] = (
+                    f"the chat template loses part of an assistant message with {what} (it renders as {whole!r})"
+                )
+        result: Message = {"role": "tool", "tool_call_id": "call_0", "name": name, "content": _PROBE_RESULT}
+        try:
+            _, whole = self._turn(one, [result])
+        except Exception as e:
+            whole = f"an error: {e}"
+        if _PROBE_RESULT not in whole:
+            lost["tool_results"] = (
+                f"the chat template drops tool results (a call and its result render as {whole!r})"
+            )
+        return lost
+
+    def _refuse(self, message: Message) -> None:
+        """Raise when the template loses part of ``message`` (a message it was probed to drop)."""
+        if message.get("role") in ("tool", "ipython"):
+            key = "tool_results"
+        elif not message.get("tool_calls"):
+            return
+        elif "tool_calls" in self.lost:
+            key = "tool_calls"
+        elif len(message["tool_calls"]) > 1 and "several_calls" in self.lost:
+            key = "several_calls"
+        elif (message.get("content") or "").strip() and "content_with_calls" in self.lost:
+            key = "content_with_calls"
+        else:
+            return
+        if key in self.lost:
+            raise RenderError(f"{self.lost[key]}; a record of this message would not hold it: {_FIX}")
 
     # ----- rendering -----------------------------------------------------------------------------
 
@@ -84,21 +222,47 @@ class ChatRenderer:
     def env_delta(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> list[int]:
         """Tokens of env/tool messages that follow an assistant turn (after its separator),
         ending with the next assistant header when ``add_generation_prompt``."""
+        if self.lost:
+            for m in messages:
+                self._refuse(m)
         full = self.render([*_BASE, _DUMMY, *messages], add_generation_prompt=add_generation_prompt)
-        if full[: len(self._base_closed)] != self._base_closed:
-            raise RenderError("the chat template changes earlier turns when messages are appended")
-        return full[len(self._base_closed) :]
+        return self._after(self._base_closed, full, "when messages are appended")
 
     def assistant_ids(self, message: Message) -> list[int]:
         """The tokens an assistant would generate for ``message``, end-of-turn token included."""
-        full = self.render([*_BASE, message])
-        if full[: len(self._base_open)] != self._base_open:
-            raise RenderError("the assistant header of the chat template depends on the message")
-        body = full[len(self._base_open) :]
+        if self.lost:
+            self._refuse(message)
+        body = self._after(self._base_open, self.render([*_BASE, message]), "after the assistant header")
         tail = [self.end_id, *self.separator]
         if body[-len(tail) :] != tail:
             raise RenderError("an assistant turn does not end with the end-of-turn token and separator")
         return body[: len(body) - len(self.separator)]
+
+    def _after(self, head: list[int], full: list[int], where: str) -> list[int]:
+        """The tokens of ``full`` after ``head``, its first part. When the template keeps the text
+        of ``head`` but its last tokens merge with what follows (a header that ends in a newline
+        before a message that starts with one, say), the rest is tokenized on its own: the
+        tokens a rollout would have had, since it never re-tokenizes its prompt."""
+        if full[: len(head)] == head:
+            return full[len(head) :]
+        text, before = self._text(full), self._text(head)
+        if not text.startswith(before):
+            at = next((i for i, (a, b) in enumerate(zip(text, before, strict=False)) if a != b), len(text))
+            raise RenderError(
+                f"the chat template changes earlier turns {where}: {before[max(0, at - 30) : at + 30]!r} "
+                f"becomes {text[max(0, at - 30) : at + 30]!r} (a template that moves the tools or "
+                "the system prompt to the last user message cannot grow a record token-exactly)"
+            )
+        rest = list(self.tokenizer.encode(text[len(before) :], add_special_tokens=False))
+        if self._text([*head, *rest]) != text:
+            raise RenderError(
+                f"tokens merge across the turn boundary {where} and the rest does not tokenize on "
+                f"its own: {text[len(before) - 10 : len(before) + 20]!r}"
+            )
+        return rest
+
+    def _text(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def tokenize_messages(
         self, messages: Sequence[Message], add_generation_prompt: bool = False
@@ -139,7 +303,7 @@ class ChatRenderer:
         return ids, mask
 
     def _gen_header(self) -> list[int]:
-        return self._base_open[len(self.render(_BASE)) :]
+        return self._header
 
     # ----- growing a trajectory -----------------------------------------------------------------
 
@@ -207,8 +371,9 @@ def mask_spans(mask: Sequence[int]) -> list[tuple[int, int]]:
     return spans
 
 
-def _same_calls(text: str, message: Message) -> bool:
-    parsed = parse_tool_calls(text, "hermes")
+def _same_calls(text: str, message: Message, fmt: Format = "hermes") -> bool:
+    """Whether ``text`` holds exactly ``message``'s tool calls (in format ``fmt``) and its text."""
+    parsed = parse_tool_calls(text, fmt)
     want = message.get("tool_calls") or []
     if parsed.errors or len(parsed.tool_calls) != len(want):
         return False
@@ -220,7 +385,7 @@ def _same_calls(text: str, message: Message) -> bool:
             or json.loads(got["function"]["arguments"]) != exp_args
         ):
             return False
-    return strip_tool_calls(text) == (message.get("content") or "").strip()
+    return strip_tool_calls(text, fmt) == (message.get("content") or "").strip()
 
 
 def check_trajectory(traj: Trajectory, renderer: ChatRenderer) -> list[str]:
@@ -244,7 +409,11 @@ def check_trajectory(traj: Trajectory, renderer: ChatRenderer) -> list[str]:
         problems.append(f"{len(spans)} sampled spans but {len(assistants)} assistant messages")
     for k, ((a, b), msg) in enumerate(zip(spans, assistants, strict=False)):
         text = renderer.decode_turn(traj.tokens[a:b])
-        ok = _same_calls(text, msg) if msg.get("tool_calls") else text == (msg.get("content") or "")
+        ok = (
+            _same_calls(text, msg, renderer.tool_format)
+            if msg.get("tool_calls")
+            else text == (msg.get("content") or "")
+        )
         if not ok:
             problems.append(
                 f"assistant turn {k}: tokens decode to {text[:80]!r}, message says {msg.get('content', '')[:80]!r}"

@@ -13,17 +13,19 @@ from agentgym.policy import Completion, SamplingParams
 from agentgym.testing import need
 from agentgym.types import Trajectory, tool_call
 
-# The tiny template, except that assistant turns before the last message lose their <think> block,
-# as Qwen3's template does to earlier turns.
+# A ChatML template whose assistant turns before the last message lose their <think> block, as
+# Qwen3's template does to earlier turns (tools named in the system turn, Hermes calls).
 THINK_STRIPPING = """\
 {%- for m in messages %}
 {%- if m.role == 'assistant' %}
 {%- set content = m.content or '' %}
 {%- if not loop.last and '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}\
 <|im_start|>assistant
-{{ content }}<|im_end|>
+{{ content }}{% for tc in m.tool_calls or [] %}<tool_call>
+{"name": "{{ tc.function.name }}", "arguments": {{ tc.function.arguments }}}
+</tool_call>{% endfor %}<|im_end|>
 {% else %}<|im_start|>{{ m.role }}
-{{ m.content or '' }}<|im_end|>
+{{ m.content or '' }}{% if m.role == 'system' and tools %} Tools: {{ tools | map(attribute='function.name') | join(', ') }}{% endif %}<|im_end|>
 {% endif %}
 {%- endfor %}
 {%- if add_generation_prompt %}<|im_start|>assistant
