@@ -53,7 +53,10 @@ _PROBE_OTHER = tool_call("probe_other", {"probe_flag": True}, call_id="call_1")
 _PROBE_TEXT = "Probe text 5."
 _PROBE_RESULT = "probe result 9"
 _DETECTED: tuple[Format, ...] = ("hermes", "mistral", "llama3_json", "json")
-_FIX = "give a chat template with tool support (ChatRenderer(chat_template=...), or chat_template=PATH in the policy spec)"
+_FIX = (
+    "give the model a chat template with tool support: save it as chat_template.jinja in the model "
+    "directory, or pass it as chat_template= (to ChatRenderer, or chat_template=PATH in a policy spec)"
+)
 
 
 class RenderError(ValueError):
