@@ -7,7 +7,12 @@ file at once, so a killed run loses nothing it finished; ``resume=True`` skips t
 
 Failures become statuses, never crashes: an exception from the env is ``env_error``, from the
 policy ``policy_error``, and a turn (the policy's reply plus the env's step, tools included) or
-an episode over its time limit is ``timeout``.
+an episode over its time limit is ``timeout``; its error names the limit that fired and the
+flag that raises it.
+
+A policy given as a spec string is built by the runner and closed by it when the run ends (a
+model backend's thread, engine or connections go with it); a policy object passed in stays the
+caller's to close.
 
     from agentgym.rollout import run_rollouts, summarize
     trajs = run_rollouts("toy/calculator-v0", "scripted", n=100, concurrency=32, out="x.jsonl")
@@ -193,8 +198,8 @@ class Runner:
         concurrency: int = 8,
         env_kwargs: dict[str, Any] | None = None,
         max_turns: int | None = None,
-        turn_timeout: float | None = 300.0,
-        episode_timeout: float | None = 1800.0,
+        turn_timeout: float | None = 600.0,
+        episode_timeout: float | None = 3600.0,
         on_trajectory: Callable[[Trajectory], None] | None = None,
     ):
         if concurrency < 1:
@@ -257,7 +262,10 @@ class Runner:
             asyncio.current_task().uncancel()
             limit = self.turn_timeout if slot.fired == "turn" else self.episode_timeout
             traj.status = "timeout"
-            traj.metadata["error"] = f"{slot.fired} time limit of {limit} s exceeded during {stage}"
+            traj.metadata["error"] = (
+                f"{slot.fired} time limit of {limit} s exceeded during {stage}; raise it with "
+                f"--{slot.fired}-timeout (Python: {slot.fired}_timeout=)"
+            )
             healthy = stage == "policy"
         except PolicyError as e:
             traj.status = "policy_error"
@@ -281,6 +289,13 @@ class Runner:
         traj.metadata.update(sample=job.sample, seed=job.seed, policy=self.policy_spec_str())
         traj.metadata["seconds"] = round(time.perf_counter() - t0, 4)
         return traj, healthy
+
+    async def close(self) -> None:
+        """Close the policy if this runner built it from a spec string (in a thread: stopping an
+        engine can block)."""
+        close = getattr(self.policy, "close", None)
+        if isinstance(self.policy_spec, str | PolicySpec) and close is not None:
+            await asyncio.to_thread(close)
 
     def policy_spec_str(self) -> str:
         if self._spec_str is None:
@@ -405,8 +420,8 @@ async def rollout(
     resume: bool = False,
     env_kwargs: dict[str, Any] | None = None,
     max_turns: int | None = None,
-    turn_timeout: float | None = 300.0,
-    episode_timeout: float | None = 1800.0,
+    turn_timeout: float | None = 600.0,
+    episode_timeout: float | None = 3600.0,
     task_ids: Sequence[str] | None = None,
     progress: bool | None = None,
     on_trajectory: Callable[[Trajectory], None] | None = None,
@@ -447,9 +462,13 @@ async def rollout(
             open(out, "w").close()
     jobs = plan_jobs(task_ids, group, seed, skip)
     t0 = time.perf_counter()
-    results = await runner.run(jobs, out=out, progress=progress)
+    try:
+        results = await runner.run(jobs, out=out, progress=progress)
+        seconds = time.perf_counter() - t0
+    finally:
+        await runner.close()
     rollout.last_stats = {
-        "seconds": time.perf_counter() - t0,
+        "seconds": seconds,
         "turns": runner.turns,
         "episodes": len(results),
     }

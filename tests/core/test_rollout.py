@@ -273,8 +273,9 @@ def test_turn_timeout_covers_a_hanging_tool_without_stalling_other_episodes(env_
     by_id = {t.task_id: t for t in trajs}
     assert by_id["calc-0"].status == "timeout"
     assert "turn time limit of 0.4 s exceeded during env" in by_id["calc-0"].metadata["error"]
+    assert "raise it with --turn-timeout" in by_id["calc-0"].metadata["error"]
     assert all(t.status == "ok" and t.score == 1.0 for tid, t in by_id.items() if tid != "calc-0")
-    assert elapsed < 2.5  # the episode limit (1800 s) and the tool (3 s, 30 s) never ran out
+    assert elapsed < 2.5  # the episode limit (3600 s) and the tool (3 s, 30 s) never ran out
 
 
 def test_resume_repairs_the_file_and_reports_bad_lines(tmp_path, capsys):
@@ -354,3 +355,21 @@ def test_resume_with_fewer_tasks_returns_only_the_planned_keys(tmp_path):
     trajs = run_rollouts("toy/calculator-v0", "scripted", n=4, out=out, resume=True)
     assert sorted(t.task_id for t in trajs) == [f"calc-{i}" for i in range(4)]
     assert rollout.last_stats["episodes"] == 0 and len(load_trajectories(out)) == 10
+
+
+class ClosingScripted(ScriptedCalculator):
+    closed = 0
+
+    def close(self) -> None:
+        ClosingScripted.closed += 1
+
+
+def test_a_policy_built_from_a_spec_is_closed_when_the_run_ends(monkeypatch):
+    """The runner owns a policy it built from a spec string (a model backend's thread or engine
+    goes with it); a policy object passed in stays open for its owner."""
+    monkeypatch.setattr(CalculatorEnv, "make_policy", lambda self, spec: ClosingScripted())
+    ClosingScripted.closed = 0
+    trajs = run_rollouts("toy/calculator-v0", "scripted", n=3)
+    assert [t.status for t in trajs] == ["ok"] * 3 and ClosingScripted.closed == 1
+    run_rollouts("toy/calculator-v0", ClosingScripted(), n=3)
+    assert ClosingScripted.closed == 1
