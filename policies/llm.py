@@ -129,6 +129,13 @@ class LLMPolicy:
             return False
         return self.renderer(getattr(env, "tool_schemas", None)).check(traj)
 
+    def close(self) -> None:
+        """Release the generator: its thread, engine or connections. The runner calls this for
+        a policy it built from a spec string once the run is over."""
+        close = getattr(self.generator, "close", None)
+        if close is not None:
+            close()
+
     def update_weights(self, weights: Any, timeout: float = 300.0) -> None:
         """Push new weights to the generator (a state dict or ``(name, tensor)`` pairs); raises
         when the push fails or takes longer than ``timeout`` seconds."""
