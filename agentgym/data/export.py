@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from agentgym.data.filter import Record, checked_records, no_records_message, rank_key, write_records
-from agentgym.parsing import OPEN, parse_tool_calls, strip_tool_calls
+from agentgym.parsing import parse_tool_calls, strip_tool_calls
 from agentgym.types import EVIDENCE_STATUSES, Message, Trajectory, iter_jsonl
 
 FORMATS = ("trl-sft", "trl-dpo", "ms-swift", "hf")
@@ -80,6 +80,8 @@ def normalize_message(m: Message) -> Message:
 
     >>> normalize_message({"role": "assistant", "content": 'ok <tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call>'})
     {'role': 'assistant', 'content': 'ok', 'tool_calls': [{'id': 'call_0', 'type': 'function', 'function': {'name': 'f', 'arguments': '{"x": 1}'}}]}
+    >>> normalize_message({"role": "assistant", "content": 'Checking. [TOOL_CALLS][{"name": "f", "arguments": {}}]'})["content"]
+    'Checking.'
     """
     out: Message = dict(m)  # type: ignore[assignment]
     if m.get("role") != "assistant" or m.get("tool_calls"):
@@ -87,7 +89,7 @@ def normalize_message(m: Message) -> Message:
     text = m.get("content") or ""
     parsed = parse_tool_calls(text)
     if parsed.tool_calls and not parsed.errors:
-        out["content"] = strip_tool_calls(text) if OPEN in text else ""
+        out["content"] = strip_tool_calls(text)
         out["tool_calls"] = parsed.tool_calls
     return out
 
