@@ -128,6 +128,111 @@ def test_get_refuses_unknown_names(tmp_path):
     assert out.returncode == 2 and "smollm2-135m-instruct" in out.stderr
 
 
+def write_llama_gguf(model_dir, path) -> None:
+    """A Llama checkpoint (float32) and its byte-level tokenizer written as a GGUF file the way
+    llama.cpp lays one out: its tensor names, q/k rows in its rotary order, the vocabulary and
+    the chat template as metadata."""
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    c = model.config
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny")
+    w.add_vocab_size(c.vocab_size)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_tokenizer_model("gpt2")
+    tokens = tok.convert_ids_to_tokens(list(range(len(tok))))
+    w.add_token_list(tokens)
+    w.add_token_types([3 if i in tok.added_tokens_decoder else 1 for i in range(len(tokens))])
+    w.add_token_scores([0.0] * len(tokens))  # no merges: the vocabulary is single bytes
+    w.add_eos_token_id(tok.eos_token_id)
+    w.add_pad_token_id(tok.pad_token_id)
+    w.add_chat_template(tok.chat_template)
+
+    def rotary_order(t, heads):  # llama.cpp keeps each head's two rotary halves interleaved
+        return t.reshape(heads, 2, t.shape[0] // heads // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
+
+    names = {"self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up"}
+    names |= {
+        "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
+    names |= {"self_attn.v_proj": "attn_v", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k"}
+    for name, t in model.state_dict().items():
+        t = t.numpy()
+        if name == "model.embed_tokens.weight":
+            w.add_tensor("token_embd.weight", t)
+        elif name == "model.norm.weight":
+            w.add_tensor("output_norm.weight", t)
+        elif name == "lm_head.weight":
+            w.add_tensor("output.weight", t)
+        else:
+            _, _, layer, rest = name.split(".", 3)
+            part = names[rest.removesuffix(".weight")]
+            if part == "attn_q":
+                t = rotary_order(t, c.num_attention_heads)
+            elif part == "attn_k":
+                t = rotary_order(t, c.num_key_value_heads)
+            w.add_tensor(f"blk.{layer}.{part}.weight", t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_from_gguf_gives_back_the_model_that_was_written(tiny_dir, tmp_path):
+    """The tiny model written as a Llama GGUF and converted back: same logits, same tokens, its
+    own chat template kept, and a README naming the file."""
+    need(module="gguf", install="pip install 'agentgym[models]'")
+    import torch
+    from agentgym.policies.models import from_gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    write_llama_gguf(tiny_dir, tmp_path / "tiny.gguf")
+    out = from_gguf(tmp_path / "tiny.gguf", tmp_path / "model")
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    assert "tiny.gguf" in (out / "README.md").read_text()
+    before = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    after = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    ids = torch.tensor([[5, 80, 90, 100, 110, 120, 2, 7, 44]])
+    with torch.no_grad():
+        torch.testing.assert_close(after(ids).logits, before(ids).logits, rtol=0, atol=1e-5)
+    tok_before, tok_after = AutoTokenizer.from_pretrained(tiny_dir), AutoTokenizer.from_pretrained(out)
+    text = tok_before.apply_chat_template([{"role": "user", "content": "héllo <|im_end|>"}], tokenize=False)
+    assert tok_after.encode(text, add_special_tokens=False) == tok_before.encode(
+        text, add_special_tokens=False
+    )
+    assert tok_after.chat_template == tok_before.chat_template and tok_after.eos_token == "<|im_end|>"
+
+
+def test_from_gguf_refuses_other_architectures(tmp_path):
+    need(module="gguf", install="pip install 'agentgym[models]'")
+    import gguf
+    import numpy as np
+    from agentgym.policies.models import from_gguf
+
+    w = gguf.GGUFWriter(str(tmp_path / "x.gguf"), "mamba")
+    w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match="holds a 'mamba' model"):
+        from_gguf(tmp_path / "x.gguf", tmp_path / "out")
+
+
 # ----- the real model (slow) ---------------------------------------------------------------------
 
 
