@@ -18,8 +18,9 @@ came from. Loading such a directory needs nothing beyond transformers.
 
 SmolLM2's own chat template has no tools: an assistant turn that calls one renders empty. Its
 directory gets ``chatml_tools.jinja`` instead (tool schemas as JSON in the system turn, Hermes
-``<tool_call>`` blocks, ``tool`` turns); ``--chat-template chatml-tools`` installs the same
-template in any converted ChatML model.
+``<tool_call>`` blocks, ``tool`` turns), keeping SmolLM2's default system prompt;
+``--chat-template chatml-tools`` installs the same template, with a neutral default system
+prompt, in any converted ChatML model.
 
 Nothing heavy is imported at module level.
 """
@@ -35,6 +36,19 @@ from typing import Any
 
 CHATML_TOOLS = Path(__file__).with_name("chatml_tools.jinja")
 """the tool-aware ChatML template (``--chat-template chatml-tools``)"""
+
+
+def chatml_tools(default_system: str | None = None) -> str:
+    """The tool-aware ChatML template, with ``default_system`` as the system prompt of a
+    conversation that brings none (a model keeps the one it was tuned with)."""
+    text = CHATML_TOOLS.read_text()
+    if default_system is None:
+        return text
+    line = "{%- set default_system = 'You are a helpful assistant.' -%}"
+    if "'" in default_system or line not in text:
+        raise ValueError(f"cannot set the default system prompt to {default_system!r}")
+    return text.replace(line, line.replace("You are a helpful assistant.", default_system))
+
 
 DIGIT_SPLITTING = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"}
 """``tokenizer.ggml.pre`` names whose vocabulary was learned with every digit split off on its
@@ -54,8 +68,8 @@ class PackagedModel:
     title: str
     """the model's own name, the README's heading"""
     description: str
-    chat_template: Path | None = None
-    """a template to install instead of the file's own"""
+    chat_template: str | None = None
+    """a template to install instead of the file's own (its text)"""
 
 
 KNOWN = {
@@ -66,7 +80,8 @@ KNOWN = {
         title="SmolLM2-135M-Instruct",
         description="SmolLM2-135M-Instruct by Hugging Face (HuggingFaceTB), 134.5M parameters, "
         "49,152-token byte-level BPE",
-        chat_template=CHATML_TOOLS,
+        # SmolLM2's own template gives this system prompt when a conversation has none
+        chat_template=chatml_tools("You are a helpful AI assistant named SmolLM, trained by Hugging Face"),
     ),
 }
 """names ``agentgym model get`` knows"""
@@ -188,6 +203,7 @@ def from_gguf(
     chat_template: str | Path | None = None,
     source: str | None = None,
     title: str | None = None,
+    template_text: str | None = None,
 ) -> Path:
     """Convert a Llama-family GGUF file into a Hugging Face model directory (float32 safetensors,
     tokenizer, generation config, README.md).
@@ -199,6 +215,7 @@ def from_gguf(
             template. With the ChatML template the end-of-turn token ``<|im_end|>`` becomes eos.
         source: a line for the README saying where the file came from.
         title: the README's heading (default: the name the file gives).
+        template_text: the template itself, instead of ``chat_template``'s file.
 
     Returns:
         ``out_dir``, loadable by transformers and vLLM.
@@ -213,9 +230,11 @@ def from_gguf(
             f"{path.name} holds a {summary['architecture']!r} model; from-gguf converts Llama-family "
             "files (general.architecture 'llama')"
         )
+    template = template_text
     if chat_template == "chatml-tools":
-        chat_template = CHATML_TOOLS
-    template = Path(chat_template).read_text() if chat_template is not None else None
+        template = chatml_tools()
+    elif chat_template is not None:
+        template = Path(chat_template).read_text()
 
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
@@ -259,7 +278,7 @@ def get_model(name: str, out_dir: str | Path, install: bool = True) -> Path:
         f"{model.description}. The file {model.file} from the Python package {model.package} "
         f"{version} (licence as the package states it: {licence})."
     )
-    return from_gguf(path, out_dir, chat_template=model.chat_template, source=source, title=model.title)
+    return from_gguf(path, out_dir, source=source, title=model.title, template_text=model.chat_template)
 
 
 def _readme(

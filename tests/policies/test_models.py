@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from agentgym.envs.toy import CalculatorEnv, ScriptedCalculator
-from agentgym.policies.models import CHATML_TOOLS, KNOWN, PackagedModel, find_packaged_file, get_model
+from agentgym.policies.models import KNOWN, PackagedModel, chatml_tools, find_packaged_file, get_model
 
 from agentgym.chat import ChatRenderer, check_trajectory
 from agentgym.testing import need
@@ -89,7 +89,7 @@ def byte_tokenizer():
     from agentgym.policies.tiny import build_tokenizer
 
     tok = build_tokenizer()
-    tok.chat_template = CHATML_TOOLS.read_text()
+    tok.chat_template = chatml_tools()
     return tok
 
 
@@ -110,9 +110,16 @@ def test_the_template_without_tools_is_plain_chatml(byte_tokenizer):
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
     )
     assert text == (
-        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     )
+    # SmolLM2's directory keeps the system prompt its own template gives
+    byte_tokenizer.chat_template = KNOWN["smollm2-135m-instruct"].chat_template
+    text = byte_tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert text.startswith(
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    )
+    byte_tokenizer.chat_template = chatml_tools()
     text = byte_tokenizer.apply_chat_template([{"role": "system", "content": "S"}], tokenize=False)
     assert text == "<|im_start|>system\nS<|im_end|>\n"
 
@@ -267,7 +274,7 @@ def test_the_directory_is_a_plain_float32_checkpoint_with_its_provenance(smollm2
         assert fact in readme, fact
     tok_config = json.loads((smollm2_dir / "tokenizer_config.json").read_text())
     assert tok_config["eos_token"] == "<|im_end|>"
-    assert (smollm2_dir / "chat_template.jinja").read_text() == CHATML_TOOLS.read_text()
+    assert (smollm2_dir / "chat_template.jinja").read_text() == model.chat_template
 
 
 @pytest.mark.slow
