@@ -1,20 +1,24 @@
 """Training throughput of the GRPO update and the DPO step, against TRL on the same model and batches.
 
-    python bench/trainers.py [--n 16] [--group 4] [--repeats 3] [--size tiny] [--full [--trl-vllm try|patched|skip]]
+    python bench/trainers.py [--n 16] [--group 4] [--repeats 3] [--size tiny | --model DIR] [--full-head]
+                             [--full [--trl-vllm try|patched|skip]]
 
-Builds the tiny offline model, tokenizes toy/calculator trajectories with the chat template (the
+Builds the tiny offline model (or takes ``--model DIR``, e.g. from ``agentgym model get
+smollm2-135m-instruct DIR``), tokenizes toy/calculator trajectories with its chat template (the
 same token ids for both sides), then times, per optimizer step:
 
 - GRPO update: on a GRPO-shaped batch (``--group`` rollouts of each of ``--n / --group`` tasks),
   our ``forward_logprobs`` + ``ppo_clip_loss`` + backward + AdamW step, against
   ``trl.GRPOTrainer.compute_loss`` on the same sequences split into prompt and completion (with
   TRL's ``tool_mask`` set to our agent mask, so both train exactly the same tokens);
-- DPO step: our ``pair_logps`` + ``dpo_loss`` against ``trl.DPOTrainer.compute_loss`` on the
-  same pairs (scripted against random rollouts of ``--n`` tasks; reference log-probs
-  precomputed on both sides).
+- DPO step: our summed agent-token log-probs of the pairs (what ``pair_logps`` computes) +
+  ``dpo_loss`` against ``trl.DPOTrainer.compute_loss`` on the same pairs (scripted against
+  random rollouts of ``--n`` tasks; reference log-probs precomputed on both sides).
 
 Ours runs twice: as the trainers run by default (a prompt shared by a group's rollouts or a
 pair's two sides runs once, ``share_prefix``), and with ``share_prefix`` off (``*_plain``).
+``--full-head`` runs both again with the LM head over every position
+(``forward_logprobs(full_logits=True)``, ``*_full_head``) instead of over the trained tokens only.
 
 Prints one JSON object: tokens/s (real, non-padding tokens of the sequences trained on per
 second of forward+backward+optimizer step) and the peak RSS of the process that ran it (each
@@ -111,7 +115,7 @@ def build_data(model_dir: str, n: int, group: int):
     return tok, seqs, pairs
 
 
-def ours_grpo(model_dir, seqs, pad_id, repeats, share=True):
+def ours_grpo(model_dir, seqs, pad_id, repeats, share=True, full_logits=False):
     from agentgym.trainers.batch import collate, forward_logprobs
     from agentgym.trainers.losses import ppo_clip_loss
     from transformers import AutoModelForCausalLM
@@ -120,10 +124,10 @@ def ours_grpo(model_dir, seqs, pad_id, repeats, share=True):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     batch = collate(seqs, pad_id, share_prefix=share)
     with torch.no_grad():
-        batch.old_logprobs = forward_logprobs(model, batch) * batch.loss_mask
+        batch.old_logprobs = forward_logprobs(model, batch, full_logits) * batch.loss_mask
 
     def step():
-        lp = forward_logprobs(model, batch)
+        lp = forward_logprobs(model, batch, full_logits)
         loss, _ = ppo_clip_loss(lp, batch.old_logprobs, batch.advantages, batch.loss_mask, 0.2, 0.28)
         loss.backward()
         opt.step()
@@ -198,8 +202,8 @@ def trl_grpo(model_dir, seqs, tok, repeats, workdir):
     return timed(step, repeats), int(sum(len(s) for s in seqs))
 
 
-def ours_dpo(model_dir, pairs, pad_id, repeats, share=True):
-    from agentgym.trainers.dpo import pair_logps
+def ours_dpo(model_dir, pairs, pad_id, repeats, share=True, full_logits=False):
+    from agentgym.trainers.batch import collate, forward_logprobs
     from agentgym.trainers.losses import dpo_loss
     from transformers import AutoModelForCausalLM
 
@@ -207,11 +211,16 @@ def ours_dpo(model_dir, pairs, pad_id, repeats, share=True):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     seqs = [c for c, _ in pairs] + [r for _, r in pairs]
     n = len(pairs)
+    batch = collate(seqs, pad_id, share_prefix=share)  # what the trainer's pair_logps builds
+
+    def pair_logps():
+        return (forward_logprobs(model, batch, full_logits) * batch.loss_mask).sum(-1)
+
     with torch.no_grad():
-        ref = pair_logps(model, seqs, pad_id, mean=False, share_prefix=share)
+        ref = pair_logps()
 
     def step():
-        lp = pair_logps(model, seqs, pad_id, mean=False, share_prefix=share)
+        lp = pair_logps()
         loss, _, _ = dpo_loss(lp[:n], lp[n:], ref[:n], ref[n:], beta=0.1)
         loss.backward()
         opt.step()
@@ -237,7 +246,9 @@ def trl_dpo(model_dir, pairs, tok, repeats, workdir):
         logging_steps=1000,
         learning_rate=1e-5,
         max_length=None,
-        precompute_ref_log_probs=False,
+        # the reference log-probs come with the inputs (computed below), as ours are: no reference
+        # model is loaded and no reference forward runs in the step
+        precompute_ref_log_probs=True,
     )
     ds = Dataset.from_dict({"prompt": ["x"] * n, "chosen": ["a"] * n, "rejected": ["b"] * n})
     trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
@@ -851,7 +862,17 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=4, help="rollouts per task in the GRPO batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", default="tiny", choices=["tiny", "small"])
+    parser.add_argument(
+        "--model",
+        help="a model directory to use instead of building the tiny model (its own tokenizer and "
+        "chat template; e.g. `agentgym model get smollm2-135m-instruct DIR`)",
+    )
     parser.add_argument("--full", action="store_true", help="also time full steps in each library's own loop")
+    parser.add_argument(
+        "--full-head",
+        action="store_true",
+        help="also time our steps with the LM head over every position (the path before the chunked head)",
+    )
     parser.add_argument(
         "--full-steps", type=int, default=4, help="steps per full-step run (the first untimed)"
     )
@@ -872,12 +893,12 @@ def main() -> None:
     from agentgym.policies.tiny import build_tiny_model
 
     work = tempfile.mkdtemp(prefix="agentgym-bench-trainers-")
-    model_dir = str(build_tiny_model(os.path.join(work, "model"), size=args.size))
+    model_dir = args.model or str(build_tiny_model(os.path.join(work, "model"), size=args.size))
     tok, seqs, pairs = build_data(model_dir, args.n, args.group)
     pad = tok.pad_token_id
     torch.manual_seed(0)
     res: dict = {
-        "model": args.size,
+        "model": args.model or args.size,
         "n": args.n,
         "group": args.group,
         "torch_threads": torch.get_num_threads(),
@@ -907,6 +928,16 @@ def main() -> None:
             "agentgym_plain_peak_rss_mb": round(m0, 1),
             "trl_peak_rss_mb": round(m2, 1),
         }
+        if args.full_head:
+            # the same steps with the LM head over every position (forward_logprobs(full_logits=True))
+            s3, t3, m3 = isolated(*ours, True, True)
+            s4, t4, m4 = isolated(*ours, False, True)
+            res[name] |= {
+                "agentgym_full_head_tokens_per_s": round(t3 / s3, 1),
+                "agentgym_plain_full_head_tokens_per_s": round(t4 / s4, 1),
+                "agentgym_full_head_peak_rss_mb": round(m3, 1),
+                "agentgym_plain_full_head_peak_rss_mb": round(m4, 1),
+            }
     if args.full:
         res.update(full_comparison(args, work, model_dir))
     print(json.dumps(res))
