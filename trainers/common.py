@@ -86,13 +86,26 @@ def load_tokenizer(path: str):
     return tok
 
 
+def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    """Warm-up length in optimizer steps: ``cfg.warmup_steps`` itself, or below 1 that share of
+    ``total_steps``.
+
+    >>> from types import SimpleNamespace as C
+    >>> warmup_steps(C(warmup_steps=0.1), 400), warmup_steps(C(warmup_steps=25), 400), warmup_steps(C(warmup_steps=0), 9)
+    (40, 25, 0)
+    """
+    w = cfg.warmup_steps
+    return round(w * total_steps) if 0 < w < 1 else int(w)
+
+
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, total_steps: int):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     from transformers import get_scheduler
 
+    total = max(total_steps, 1)
     sched = get_scheduler(
-        cfg.lr_scheduler, opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=max(total_steps, 1)
+        cfg.lr_scheduler, opt, num_warmup_steps=warmup_steps(cfg, total), num_training_steps=total
     )
     return opt, sched
 

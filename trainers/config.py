@@ -44,9 +44,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     """AdamW weight decay"""
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
-    """learning-rate schedule after warm-up"""
-    warmup_steps: int = 0
-    """optimizer steps of linear warm-up"""
+    """learning-rate schedule after warm-up (SFT: cosine by default)"""
+    warmup_steps: float = 0
+    """linear warm-up: a number of optimizer steps, or below 1 a share of the run's steps (0.1: the
+    first tenth; SFT's default)"""
     max_grad_norm: float = 1.0
     """gradient clipping norm (0 turns clipping off)"""
     batch_size: int = 8
@@ -97,6 +98,10 @@ class TrainConfig:
             )
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if 1 < self.warmup_steps != int(self.warmup_steps):
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be a whole number of steps, or below 1 a share of them"
+            )
         if self.save_every < 0 or self.warmup_steps < 0:
             raise ValueError(
                 f"save_every ({self.save_every}) and warmup_steps ({self.warmup_steps}) must be >= 0"
@@ -123,6 +128,12 @@ class TrainConfig:
 
 @dataclass
 class SFTConfig(TrainConfig):
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "cosine"
+    """learning-rate schedule after warm-up; decayed to 0 by default (at a constant rate the last
+    updates leave the weights wherever a noisy step put them, and a tool-call format learned to a
+    low mean loss can still come out garbled)"""
+    warmup_steps: float = 0.1
+    """linear warm-up: a number of optimizer steps, or below 1 a share of the run's steps"""
     data: list[str] = field(default_factory=list)
     """trajectory JSONL files to train on"""
     eval_data: list[str] = field(default_factory=list)

@@ -33,39 +33,63 @@ def _pass_rate(model_dir, temperature, group=1):
     return summarize(trajs)["mean_score"]
 
 
-@pytest.fixture(scope="session")
-def sft_run(tiny_model_dir, tmp_path_factory):
+SFT_STEPS = 400
+"""the SFT recipe's optimizer steps (batch 16, lr 3e-3, cosine decay after a tenth of warm-up)"""
+
+
+def _train_sft(model_dir, root, seed):
     from agentgym.trainers import SFTConfig, train_sft
 
     from agentgym.rollout import run_rollouts
     from agentgym.types import write_jsonl
 
-    root = tmp_path_factory.mktemp("sft")
     demos = run_rollouts(
         "toy/calculator-v0", "scripted", n=DEMOS, env_kwargs={"difficulty": 1}, progress=False
     )
     write_jsonl(root / "demos.jsonl", demos)
     cfg = SFTConfig(
-        model=str(tiny_model_dir),
+        model=str(model_dir),
         data=[str(root / "demos.jsonl")],
         output_dir=str(root / "run"),
-        max_steps=200,
+        max_steps=SFT_STEPS,
         batch_size=16,
         micro_batch_size=16,
         learning_rate=3e-3,
+        seed=seed,
         quiet=True,
     )
     return train_sft(cfg)
 
 
+@pytest.fixture(scope="session")
+def sft_run(tiny_model_dir, tmp_path_factory):
+    return _train_sft(tiny_model_dir, tmp_path_factory.mktemp("sft"), seed=0)
+
+
+def _check_sft(run, model_dir):
+    assert run["last_loss"] < run["first_loss"] / 200
+    before = _pass_rate(model_dir, 0)
+    after = _pass_rate(run["model_dir"], 0)
+    print(json.dumps({"untrained_pass": before, "sft_pass": after, **run}))
+    assert before == 0.0
+    # measured 0.94-1.0 at 400 steps on AVX2 and AVX-512 kernels; the old 200-step constant-rate
+    # recipe gave 0.0-0.44 depending on the CPU's kernels (its last steps garbled the call format)
+    assert after >= 0.75
+
+
 @pytest.mark.slow
 def test_sft_lowers_loss_and_solves_trained_tasks(sft_run, tiny_model_dir):
-    assert sft_run["last_loss"] < sft_run["first_loss"] / 20
-    before = _pass_rate(tiny_model_dir, 0)
-    after = _pass_rate(sft_run["model_dir"], 0)
-    print(json.dumps({"untrained_pass": before, "sft_pass": after, **sft_run}))
-    assert before == 0.0
-    assert after >= 0.25  # measured 0.4375 (7 of 16); untrained 0
+    _check_sft(sft_run, tiny_model_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_sft_recipe_holds_for_other_seeds(seed, tmp_path):
+    """Another model initialisation and data order each: one lucky seed cannot hide a collapse."""
+    from agentgym.policies.tiny import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "model", seed=seed)
+    _check_sft(_train_sft(model, tmp_path, seed), model)
 
 
 @pytest.fixture(scope="session")
