@@ -179,6 +179,9 @@ class OnlineConfig(TrainConfig):
     """env constructor arguments, e.g. {difficulty: 1}"""
     num_tasks: int = 64
     """size of the fixed task pool (env.task_ids(num_tasks, seed))"""
+    task_ids: list[str] = field(default_factory=list)
+    """the task pool itself, instead of env.task_ids(num_tasks, seed): e.g. the tasks the starting
+    model solves only sometimes (the ones whose groups carry a learning signal)"""
     tasks_per_step: int = 4
     """tasks rolled out per step (GRPO) or per round (online DPO), by each process"""
     group_size: int = 8
@@ -212,7 +215,12 @@ class OnlineConfig(TrainConfig):
         """Cross-field checks of the rollout fields (called when env is set)."""
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 to compare rollouts of a task, got {self.group_size}")
-        if self.num_tasks < self.tasks_per_step:
+        if self.task_ids and len(set(self.task_ids)) < self.tasks_per_step:
+            raise ValueError(
+                f"task_ids ({len(set(self.task_ids))} distinct) must hold at least tasks_per_step "
+                f"({self.tasks_per_step}) tasks"
+            )
+        if not self.task_ids and self.num_tasks < self.tasks_per_step:
             raise ValueError(
                 f"num_tasks ({self.num_tasks}) must be >= tasks_per_step ({self.tasks_per_step})"
             )

@@ -60,11 +60,16 @@ def make_sampler(cfg: OnlineConfig, model, tokenizer):
 
 
 def task_pool(cfg: OnlineConfig) -> list[str]:
-    """The fixed pool of ``num_tasks`` task ids that the run's steps take their tasks from."""
+    """The fixed pool of task ids that the run's steps take their tasks from: ``task_ids`` where
+    given (each checked against the env), else ``num_tasks`` of the env's own."""
     from agentgym.registry import make
 
     env = make(cfg.env, **cfg.env_kwargs)
     try:
+        if cfg.task_ids:
+            for task_id in cfg.task_ids:
+                env.load_task(task_id)  # an unknown id fails here, before any rollout
+            return list(cfg.task_ids)
         return env.task_ids(cfg.num_tasks, cfg.seed)
     finally:
         env.close()

