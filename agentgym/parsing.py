@@ -142,27 +142,38 @@ def _decode_through_close(text: str, start: int, stop: int) -> tuple[Any, int] |
     return obj, start + rest + len(CLOSE)
 
 
+def _hermes_block(text: str, start: int, budget: list[int]) -> tuple[Any, str | None, int]:
+    """The block whose ``<tool_call>`` opens at ``start``: its decoded JSON (or an error) and the
+    end of its ``</tool_call>`` (``len(text)`` when it is never closed).
+
+    ``budget`` holds how many characters the scans past the next opening tag may still read (the
+    caller starts it at twice the text's length), which keeps a whole reply's parse linear."""
+    body_start = start + len(OPEN)
+    end = text.find(CLOSE, body_start)
+    body = text[body_start:] if end < 0 else text[body_start:end]
+    obj, err = _decode(body.strip())
+    if err is not None and end >= 0 and '"' in body:
+        # the closing tag may sit inside a JSON string (code that mentions it): decode the value
+        # itself, up to the next opening tag, or, where that tag sits inside a string too and the
+        # budget allows, to the end of the text
+        nxt = text.find(OPEN, body_start)
+        found = _decode_through_close(text, body_start, len(text) if nxt < 0 else nxt)
+        if found is None and nxt >= 0 and budget[0] > 0:
+            found = _decode_through_close(text, body_start, len(text))
+            budget[0] -= (found[1] if found else len(text)) - body_start
+        if found is not None:
+            return found[0], None, found[1]
+    return obj, err, len(text) if end < 0 else end + len(CLOSE)
+
+
 def _parse_hermes(text: str) -> ParseResult:
     result = ParseResult()
     pos = 0
     index = 0
-    while True:
-        start = text.find(OPEN, pos)
-        if start < 0:
-            break
+    budget = [2 * len(text)]
+    while (start := text.find(OPEN, pos)) >= 0:
         index += 1
-        body_start = start + len(OPEN)
-        end = text.find(CLOSE, body_start)
-        body = text[body_start:] if end < 0 else text[body_start:end]
-        pos = len(text) if end < 0 else end + len(CLOSE)
-        obj, err = _decode(body.strip())
-        if err is not None and end >= 0 and '"' in body:
-            # the closing tag may sit inside a JSON string (code that mentions it): decode the
-            # value itself, up to the next opening tag at most, so the scan stays linear
-            nxt = text.find(OPEN, body_start)
-            found = _decode_through_close(text, body_start, len(text) if nxt < 0 else nxt)
-            if found is not None:
-                (obj, pos), err = found, None
+        obj, err, pos = _hermes_block(text, start, budget)
         if err is not None:
             result.errors.append(f"tool call {index} is not valid JSON: {err}")
             continue
@@ -287,18 +298,19 @@ def _parse_mistral(text: str) -> ParseResult:
 
 
 def detect_format(text: str) -> Format:
-    """The format ``auto`` reads a reply in, from its markers.
+    """The format ``auto`` reads a reply in, from the first of its markers (a later one may sit
+    inside a call's arguments).
 
     >>> detect_format("[TOOL_CALLS][]"), detect_format('{"name": "f"}')
     ('mistral', 'json')
+    >>> detect_format('<|python_tag|>{"name": "w", "parameters": {"s": "<tool_call>"}}')
+    'llama3_json'
     """
-    if OPEN in text:
-        return "hermes"
-    if TOOL_CALLS in text:
-        return "mistral"
-    if PYTHON_TAG in text:
-        return "llama3_json"
-    return "json"
+    found = [(at, fmt) for marker, fmt in _MARKERS if (at := text.find(marker)) >= 0]
+    return min(found)[1] if found else "json"
+
+
+_MARKERS: list[tuple[str, Format]] = [(OPEN, "hermes"), (TOOL_CALLS, "mistral"), (PYTHON_TAG, "llama3_json")]
 
 
 def parse_tool_calls(text: Any, fmt: Format = "auto") -> ParseResult:
@@ -351,6 +363,8 @@ def strip_tool_calls(text: str, fmt: Format = "auto") -> str:
 
     >>> strip_tool_calls("Sure. [TOOL_CALLS][]")
     'Sure.'
+    >>> strip_tool_calls('Writing it. <tool_call>{"name": "w", "arguments": {"s": "</tool_call>"}}</tool_call> Done.')
+    'Writing it.  Done.'
     """
     if fmt == "auto":
         fmt = detect_format(text)
@@ -361,14 +375,9 @@ def strip_tool_calls(text: str, fmt: Format = "auto") -> str:
         return "" if parse_tool_calls(text, fmt).tool_calls else text.strip()
     out = []
     pos = 0
-    while True:
-        start = text.find(OPEN, pos)
-        if start < 0:
-            out.append(text[pos:])
-            break
+    budget = [2 * len(text)]
+    while (start := text.find(OPEN, pos)) >= 0:
         out.append(text[pos:start])
-        end = text.find(CLOSE, start)
-        if end < 0:
-            break
-        pos = end + len(CLOSE)
+        pos = _hermes_block(text, start, budget)[2]
+    out.append(text[pos:])
     return "".join(out).strip()

@@ -134,6 +134,29 @@ def test_closing_tag_inside_a_json_string():
     r = parse_tool_calls(text)
     assert [c["function"]["name"] for c in r.tool_calls] == ["write", "run"] and r.errors == []
     assert r.arguments[0]["text"] == code
+    # the prose between and after the calls survives; no piece of a call's arguments leaks into it
+    assert strip_tool_calls(f"Writing. {text} Done.") == "Writing.  then  Done."
+    # the opening tag inside a string too (a parser the agent writes for this very format)
+    code = 'if s.startswith("<tool_call>"): s = s.split("</tool_call>")[0]'
+    text = format_tool_call("write", {"text": code}) + " then " + format_tool_call("run", {})
+    r = parse_tool_calls(text)
+    assert [c["function"]["name"] for c in r.tool_calls] == ["write", "run"] and r.errors == []
+    assert r.arguments[0]["text"] == code and strip_tool_calls(text) == "then"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(max_size=100).filter(lambda s: "<tool_call>" not in s),
+    st.lists(
+        st.lists(
+            st.sampled_from(["</tool_call>", "<tool_call>", "<", ">", "a", '"', "\\", " "]), max_size=8
+        ).map("".join),
+        max_size=4,
+    ),
+)
+def test_strip_leaves_exactly_the_prose_whatever_the_arguments_hold(prose, values):
+    calls = "".join(format_tool_call("w", {"s": v}) for v in values)
+    assert strip_tool_calls(prose + calls + prose) == (prose + prose).strip()
 
 
 def test_nan_and_infinity_are_not_json():
@@ -161,7 +184,13 @@ def test_megabyte_replies_parse_in_linear_time():
         parse_tool_calls(text)  # auto: '{' takes the JSON path, tags the hermes one
         return time.perf_counter() - t0
 
-    for unit in ("{", "<tool_call>", "<tool_call></tool_call>", '<tool_call>{"a": "</tool_call>'):
+    for unit in (
+        "{",
+        "<tool_call>",
+        "<tool_call></tool_call>",
+        '<tool_call>{"a": "</tool_call>',
+        '<tool_call>{"a": "<tool_call></tool_call>',
+    ):
         small, big = unit * (125_000 // len(unit)), unit * (1_000_000 // len(unit))
         # distinct strings each time, so the parser's cache never answers
         t_small = min(seconds(small + " " * i) for i in (1, 2))
