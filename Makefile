@@ -8,11 +8,13 @@ setup:
 	bash scripts/setup.sh
 
 test: setup
+	VENV=$(VENV) bash scripts/docker.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: setup
+	VENV=$(VENV) bash scripts/docker.sh
 	$(BIN)/python -m pytest -q -m "not slow"
 
 quickstart: setup

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything agentgym needs on a fresh Debian machine: system packages (chromium for the
-# web envs, bubblewrap for the code sandbox), a virtual environment in .venv, the CPU build of
+# web envs, bubblewrap and docker.io for the code sandbox), a virtual environment in .venv, the CPU build of
 # torch, vLLM's CPU engine, and agentgym with all extras. Safe to run again: it skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,9 @@ command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 # the code sandbox runs programs with the system python as an unprivileged uid, under prlimit
 [ -x /usr/bin/python3.11 ] || need_apt+=(python3.11)
 command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
+# the docker sandbox backend: the engine, and debootstrap to build its image with no registry
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "setup: installing ${need_apt[*]} with apt-get"

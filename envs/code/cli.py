@@ -29,6 +29,22 @@ def add_commands(subparsers) -> None:
     run.add_argument("--memory", type=int, default=512, help="memory limit in MiB (default: 512)")
     run.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     run.set_defaults(func=run_file)
+    engine = sub.add_parser("engine", help="the Docker engine the docker backend talks to")
+    engine_sub = engine.add_subparsers(dest="engine_command", metavar="ACTION")
+    engine_sub.required = True
+    start = engine_sub.add_parser(
+        "start", help="start dockerd unless an engine answers, and wait until it does"
+    )
+    start.add_argument("--wait", type=float, default=60.0, help="seconds to wait for an answer (default: 60)")
+    start.set_defaults(func=engine_start)
+    engine_sub.add_parser("status", help="say whether an engine answers").set_defaults(func=engine_status)
+    build = sub.add_parser(
+        "build-image",
+        help="build the docker backend's image (agentgym-sandbox) with debootstrap, no registry",
+    )
+    build.add_argument("--mirror", default=None, help="Debian archive URL (default: deb.debian.org)")
+    build.add_argument("--force", action="store_true", help="build again even where the image exists")
+    build.set_defaults(func=build_image)
 
 
 def run_file(args: argparse.Namespace) -> int:
@@ -57,3 +73,40 @@ def run_file(args: argparse.Namespace) -> int:
         print("--- stderr ---")
         print(result.stderr, end="" if result.stderr.endswith("\n") or not result.stderr else "\n")
     return 0 if result.ok else 1
+
+
+def engine_start(args: argparse.Namespace) -> int:
+    from agentgym.envs.code.engine import start_engine
+
+    try:
+        print(f"docker engine: {start_engine(wait=args.wait)}")
+    except RuntimeError as e:
+        print(f"agentgym sandbox engine start: error: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def engine_status(args: argparse.Namespace) -> int:
+    from agentgym.envs.code.docker_backend import docker_problem
+
+    problem = docker_problem()
+    print("docker engine: answers" if problem is None else f"docker engine: {problem}")
+    return 0 if problem is None else 1
+
+
+def build_image(args: argparse.Namespace) -> int:
+    from agentgym.envs.code.engine import DEFAULT_MIRROR, LATEST, build_image
+
+    try:
+        tag = build_image(mirror=args.mirror or DEFAULT_MIRROR, force=args.force)
+    except (RuntimeError, ImportError) as e:
+        print(f"agentgym sandbox build-image: error: {e}", file=sys.stderr)
+        return 3
+    except Exception as e:  # the engine does not answer
+        print(
+            f"agentgym sandbox build-image: error: {e}; start it: agentgym sandbox engine start",
+            file=sys.stderr,
+        )
+        return 3
+    print(f"image: {tag} (tagged {LATEST})")
+    return 0

@@ -23,7 +23,9 @@ from functools import lru_cache
 
 from agentgym.envs.code.sandbox import Limits, RunResult, Sandbox, SandboxError, SandboxUnavailable
 
-DEFAULT_IMAGE = "python:3.11-slim"
+DEFAULT_IMAGE = "agentgym-sandbox:latest"
+"""built here by ``agentgym sandbox build-image`` (agentgym.envs.code.engine); any image with
+``python3``, ``python`` and coreutils does, e.g. ``image="python:3.11-slim", pull=True``"""
 USER = "65534:65534"
 MAX_PAYLOAD = 1_500_000
 """bytes of one run's files (as JSON of base64) one run may carry: they travel in the
@@ -53,9 +55,10 @@ os.execvp(sys.argv[1], sys.argv[1:])
 """
 
 
-@lru_cache(maxsize=1)
-def docker_problem() -> str | None:
-    """Why the docker backend cannot run here (with the fix), or None when an engine answers."""
+@lru_cache(maxsize=8)
+def docker_problem(image: str | None = DEFAULT_IMAGE) -> str | None:
+    """Why the docker backend cannot run ``image`` here (with the fix), or None when an engine
+    answers and has that image (``image=None``: the engine alone)."""
     try:
         import docker
     except ImportError:
@@ -64,7 +67,18 @@ def docker_problem() -> str | None:
         client = docker.from_env(timeout=5)
         client.ping()
     except Exception as e:  # DockerException, connection errors: no engine answers
-        return f"no Docker engine answers ({type(e).__name__}: {str(e)[:200]}); start dockerd or use --backend bwrap"
+        return (
+            f"no Docker engine answers ({type(e).__name__}: {str(e)[:200]}); start one "
+            "(agentgym sandbox engine start) or use --backend bwrap"
+        )
+    if image is not None:
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            how = "build it: agentgym sandbox build-image" if image == DEFAULT_IMAGE else "docker pull it"
+            return f"the Docker engine has no image {image!r}; {how}"
+        except docker.errors.DockerException as e:
+            return f"the Docker engine did not answer about image {image!r}: {e}"
     return None
 
 
@@ -80,15 +94,17 @@ class DockerSandbox(Sandbox):
 
     Args:
         limits: default limits of each run (memory, CPU and pids also bound the container).
-        image: the image to run; it needs ``python3`` and coreutils' ``timeout``.
+        image: the image to run; it needs ``python3``, ``python`` and coreutils' ``timeout``.
+        pull: pull ``image`` from its registry when the engine lacks it (otherwise that is an
+            error that says how to build the default image).
     """
 
     backend = "docker"
     max_input_bytes = MAX_PAYLOAD * 3 // 4 - 4096  # base64 and JSON around the bytes
 
-    def __init__(self, limits: Limits | None = None, image: str = DEFAULT_IMAGE):
+    def __init__(self, limits: Limits | None = None, image: str = DEFAULT_IMAGE, pull: bool = False):
         super().__init__(limits)
-        problem = docker_problem()
+        problem = docker_problem(None)
         if problem is not None:
             raise SandboxUnavailable(problem)
         import docker
@@ -100,6 +116,13 @@ class DockerSandbox(Sandbox):
             try:
                 self.client.images.get(image)
             except docker.errors.ImageNotFound:
+                if not pull:
+                    how = (
+                        "build it: agentgym sandbox build-image"
+                        if image == DEFAULT_IMAGE
+                        else "pull it yourself (docker pull), or pass pull=True"
+                    )
+                    raise SandboxUnavailable(f"the Docker engine has no image {image!r}; {how}") from None
                 self.client.images.pull(image)
             self.container = self.client.containers.run(
                 image,

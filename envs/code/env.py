@@ -53,6 +53,9 @@ class CodeEnv(ToolEnv):
         max_output: characters of tool output shown to the model; longer output is cut with a marker.
         test_timeout: seconds each test call may take when grading.
         max_turns: assistant turns before the episode is truncated.
+        image: the docker backend's image (default: ``agentgym-sandbox:latest``, which
+            ``agentgym sandbox build-image`` makes).
+        pull: let the docker backend pull ``image`` from its registry when the engine lacks it.
     """
 
     system_prompt = (
@@ -72,6 +75,8 @@ class CodeEnv(ToolEnv):
         max_output: int = 4000,
         test_timeout: float = 5.0,
         max_turns: int | None = None,
+        image: str | None = None,
+        pull: bool = False,
         **kwargs: Any,
     ):
         super().__init__(max_turns=max_turns, **kwargs)
@@ -79,7 +84,8 @@ class CodeEnv(ToolEnv):
             raise ValueError(f"max_output must be at least 100 characters, got {max_output}")
         self.tasks: list[CodeTask] = load_tasks(tasks)
         self.by_id = {t.task_id: t for t in self.tasks}
-        self.backend = resolve_backend(backend)
+        self.backend = resolve_backend(backend, image)
+        self.docker_options = {"image": image, "pull": pull} if self.backend == "docker" and image else {}
         self.limits = Limits(timeout=timeout, memory_mb=memory_mb)
         self.max_output = max_output
         self.test_timeout = test_timeout
@@ -90,7 +96,7 @@ class CodeEnv(ToolEnv):
         self.last_grade: GradeResult | None = None
 
     def new_sandbox(self) -> Sandbox:
-        return make_sandbox(self.backend, self.limits)
+        return make_sandbox(self.backend, self.limits, **self.docker_options)
 
     # ----- tasks -------------------------------------------------------------------------------
 

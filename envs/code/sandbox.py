@@ -242,32 +242,34 @@ class Sandbox:
 BACKENDS = ("bwrap", "docker")
 
 
-def backend_problem(name: str) -> str | None:
-    """Why ``name`` cannot run here (with how to fix it), or None when it can."""
+def backend_problem(name: str, image: str | None = None) -> str | None:
+    """Why ``name`` cannot run here (with how to fix it), or None when it can; for docker, with
+    ``image`` (default: the backend's own)."""
     if name == "bwrap":
         from agentgym.envs.code.bwrap import bwrap_problem
 
         return bwrap_problem()
     if name == "docker":
-        from agentgym.envs.code.docker_backend import docker_problem
+        from agentgym.envs.code.docker_backend import DEFAULT_IMAGE, docker_problem
 
-        return docker_problem()
+        return docker_problem(image or DEFAULT_IMAGE)
     raise ValueError(f"unknown sandbox backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
 
 
-def resolve_backend(name: str = "auto") -> str:
-    """The backend ``name`` stands for: ``auto`` = docker when an engine answers, else bwrap.
+def resolve_backend(name: str = "auto", image: str | None = None) -> str:
+    """The backend ``name`` stands for: ``auto`` = docker when an engine answers and has the
+    image (``image``, default the backend's own), else bwrap.
 
     Raises:
         SandboxUnavailable: the named backend (or, for auto, every backend) cannot run here.
     """
     if name == "auto":
-        problems = {b: backend_problem(b) for b in ("docker", "bwrap")}
+        problems = {b: backend_problem(b, image) for b in ("docker", "bwrap")}
         for b in ("docker", "bwrap"):
             if problems[b] is None:
                 return b
         raise SandboxUnavailable(f"{INSTALL_HELP} (docker: {problems['docker']}; bwrap: {problems['bwrap']})")
-    problem = backend_problem(name)
+    problem = backend_problem(name, image)
     if problem is not None:
         raise SandboxUnavailable(f"sandbox backend {name!r} cannot run: {problem}")
     return name
@@ -275,8 +277,10 @@ def resolve_backend(name: str = "auto") -> str:
 
 def make_sandbox(backend: str = "auto", limits: Limits | None = None, **kwargs: Any) -> Sandbox:
     """A new sandbox session on ``backend`` (``auto``, ``bwrap`` or ``docker``)."""
-    name = resolve_backend(backend)
+    name = resolve_backend(backend, kwargs.get("image"))
     if name == "bwrap":
+        kwargs.pop("image", None)
+        kwargs.pop("pull", None)
         from agentgym.envs.code.bwrap import BwrapSandbox
 
         return BwrapSandbox(limits, **kwargs)

@@ -1,5 +1,5 @@
-"""Fixtures for the code sandbox tests: a usable bwrap backend (required under CI=true), and
-whether a Docker engine answers (docker tests are skipped, with the reason, where none does)."""
+"""Fixtures for the code sandbox tests: a usable bwrap backend and a Docker engine with the
+sandbox image, both required under CI=true (elsewhere their tests skip, saying how to get them)."""
 
 import pytest
 
@@ -32,7 +32,22 @@ def backend(request):
     if request.param == "bwrap":
         request.getfixturevalue("bwrap_ready")
     else:
-        reason = docker_skip_reason()
-        if reason is not None:
-            pytest.skip(reason)
+        docker_ready()
     return request.param
+
+
+def docker_ready():
+    """Fail under CI=true, skip elsewhere, unless the docker backend can run its image."""
+    reason = docker_skip_reason()
+    if reason is None:
+        return
+    fix = "apt-get install docker.io debootstrap; agentgym sandbox engine start; agentgym sandbox build-image"
+    if in_ci():
+        pytest.fail(f"CI=true and this test {reason} ({fix})", pytrace=False)
+    pytest.skip(f"{reason} ({fix})")
+
+
+@pytest.fixture
+def docker_engine():
+    """A Docker engine with the sandbox image (required under CI=true)."""
+    docker_ready()

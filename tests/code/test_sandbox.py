@@ -62,7 +62,7 @@ def test_auto_picks_a_working_backend(bwrap_ready):
 def test_no_backend_names_both_install_routes(monkeypatch):
     import agentgym.envs.code.sandbox as sb
 
-    monkeypatch.setattr(sb, "backend_problem", lambda name: f"{name} is missing here")
+    monkeypatch.setattr(sb, "backend_problem", lambda name, image=None: f"{name} is missing here")
     with pytest.raises(SandboxUnavailable) as e:
         resolve_backend("auto")
     assert INSTALL_HELP in str(e.value)
@@ -86,15 +86,7 @@ def test_cli_runs_a_file_and_reports_json(bwrap_ready, tmp_path, capsys):
     assert rc == 1 and "limit:     timeout" in text
 
 
-def _docker_reason():
-    from agentgym.envs.code.docker_backend import docker_problem
-
-    problem = docker_problem()
-    return None if problem is None else f"needs a Docker engine: {problem}"
-
-
-@pytest.mark.skipif(_docker_reason() is not None, reason=str(_docker_reason()))
-def test_docker_container_is_removed_on_close_even_after_an_error():
+def test_docker_container_is_removed_on_close_even_after_an_error(docker_engine):
     import docker
 
     client = docker.from_env()
