@@ -2,7 +2,8 @@
 
 The container has no network, a read-only root file system, tmpfs ``/work``, ``/tmp`` and
 ``/opt/agentgym``, memory / CPU / pids limits, every capability dropped and no-new-privileges,
-and runs as uid 65534. Each run wipes ``/work``, ``/tmp``, ``/dev/shm`` and ``/opt/agentgym``, unpacks the session's files,
+and runs as uid 65534. Each run wipes ``/work``, ``/tmp``, ``/dev/shm`` and ``/opt/agentgym`` (where
+inputs larger than an exec's environment are staged first), unpacks the session's files,
 applies rlimits and ``exec``s the program under ``timeout -s KILL``; afterwards every process of
 the sandbox user is killed, so nothing one run starts survives into the next. The container is
 removed on ``close()``, when the session is garbage collected, and at interpreter exit, even
@@ -27,18 +28,26 @@ DEFAULT_IMAGE = "agentgym-sandbox:latest"
 """built here by ``agentgym sandbox build-image`` (agentgym.envs.code.engine); any image with
 ``python3``, ``python`` and coreutils does, e.g. ``image="python:3.11-slim", pull=True``"""
 USER = "65534:65534"
-MAX_PAYLOAD = 1_500_000
-"""bytes of one run's files (as JSON of base64) one run may carry: they travel in the
-environment, which execve caps at about 2 MB"""
+MAX_PAYLOAD = 40 << 20
+"""bytes of one run's files (as JSON of base64) one run may carry"""
+ENV_CHUNK = 1_000_000
+"""characters of the payload one exec carries in its environment (execve caps all of it at about
+2 MB); a larger payload is first appended to ``STAGE`` (on the run's tmpfs) by one short exec per
+chunk, and the run's loader reads it from there"""
+STAGE = "/opt/agentgym/.stage"
 
 _LOADER = r"""
 import base64, json, os, resource, shutil, sys
+staged = ""
+if os.environ.pop("AGENTGYM_STAGED", "") == "1":
+    with open("/opt/agentgym/.stage") as f:
+        staged = f.read()
 for root in ("/work", "/tmp", "/dev/shm", "/opt/agentgym"):
     for name in os.listdir(root) if os.path.isdir(root) else ():
         p = os.path.join(root, name)
         shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
 keys = sorted(k for k in os.environ if k.startswith("AGENTGYM_FILES_"))
-files = json.loads("".join(os.environ.pop(k) for k in keys))
+files = json.loads(staged + "".join(os.environ.pop(k) for k in keys))
 for path, (data, mode) in files.items():
     if not path.startswith(("/work/", "/opt/agentgym/")) or "/../" in path:
         raise SystemExit(f"refused path {path!r}")
@@ -140,7 +149,7 @@ class DockerSandbox(Sandbox):
                 tmpfs={
                     "/work": f"rw,size={lim.disk_mb}m,uid=65534,gid=65534,mode=0755",
                     "/tmp": f"rw,size={lim.disk_mb}m,uid=65534,gid=65534,mode=0755",
-                    "/opt/agentgym": "rw,size=8m,uid=65534,gid=65534,mode=0755",
+                    "/opt/agentgym": f"rw,size={MAX_PAYLOAD * 5 // 4 >> 20}m,uid=65534,gid=65534,mode=0755",
                 },
                 working_dir="/work",
                 labels={"agentgym.sandbox": "1"},
@@ -157,10 +166,15 @@ class DockerSandbox(Sandbox):
             raise ValueError(
                 f"the files of one run take {len(payload)} bytes encoded; the docker backend carries {MAX_PAYLOAD}"
             )
+        # the last chunk travels in the run's own environment, any before it through STAGE
+        tail = len(payload) - (len(payload) - 1) % ENV_CHUNK - 1 if payload else 0
+        self._stage(payload[:tail])
         env = {
             f"AGENTGYM_FILES_{i:04d}": payload[j : j + 100_000]
-            for i, j in enumerate(range(0, len(payload), 100_000))
+            for i, j in enumerate(range(tail, len(payload), 100_000))
         }
+        if tail:
+            env["AGENTGYM_STAGED"] = "1"
         mb = 1 << 20
         env.update(
             AGENTGYM_AS=str(limits.memory_mb * mb),
@@ -237,6 +251,33 @@ class DockerSandbox(Sandbox):
             backend=self.backend,
             details={"container": self.container.id[:12]},
         )
+
+    def _stage(self, data: str) -> None:
+        """Write ``data`` to ``STAGE`` in the container, ``ENV_CHUNK`` characters per exec."""
+        api = self.client.api
+        for i in range(0, len(data), ENV_CHUNK):
+            mode = "w" if i == 0 else "a"
+            code = (
+                "import os; keys = sorted(k for k in os.environ if k.startswith('AGENTGYM_STAGE_')); "
+                f"open({STAGE!r}, {mode!r}).write(''.join(os.environ[k] for k in keys))"
+            )
+            chunk = data[i : i + ENV_CHUNK]
+            try:
+                exec_id = api.exec_create(
+                    self.container.id,
+                    ["python3", "-I", "-S", "-c", code],
+                    user=USER,
+                    environment={  # one variable holds at most 128 KiB (MAX_ARG_STRLEN)
+                        f"AGENTGYM_STAGE_{k:04d}": chunk[j : j + 100_000]
+                        for k, j in enumerate(range(0, len(chunk), 100_000))
+                    },
+                )["Id"]
+                api.exec_start(exec_id)
+                exit_code = api.exec_inspect(exec_id).get("ExitCode")
+            except Exception as e:
+                raise SandboxError(f"docker exec failed while staging a run's files: {e}") from e
+            if exit_code != 0:
+                raise SandboxError(f"staging a run's files failed (exit code {exit_code})")
 
     def _kill_all(self) -> None:
         """Kill every process of the sandbox user (daemons included); the container's init stays."""

@@ -84,7 +84,7 @@ class CodeEnv(ToolEnv):
             raise ValueError(f"max_output must be at least 100 characters, got {max_output}")
         self.tasks: list[CodeTask] = load_tasks(tasks)
         self.by_id = {t.task_id: t for t in self.tasks}
-        self.backend = resolve_backend(backend, image)
+        self.backend = resolve_backend(backend, image, pull)
         self.docker_options = {"image": image, "pull": pull} if self.backend == "docker" and image else {}
         self.limits = Limits(timeout=timeout, memory_mb=memory_mb)
         self.max_output = max_output

@@ -242,9 +242,9 @@ class Sandbox:
 BACKENDS = ("bwrap", "docker")
 
 
-def backend_problem(name: str, image: str | None = None) -> str | None:
+def backend_problem(name: str, image: str | None = None, pull: bool = False) -> str | None:
     """Why ``name`` cannot run here (with how to fix it), or None when it can; for docker, with
-    ``image`` (default: the backend's own)."""
+    ``image`` (default: the backend's own) unless it may be pulled."""
     if name == "bwrap":
         from agentgym.envs.code.bwrap import bwrap_problem
 
@@ -252,11 +252,11 @@ def backend_problem(name: str, image: str | None = None) -> str | None:
     if name == "docker":
         from agentgym.envs.code.docker_backend import DEFAULT_IMAGE, docker_problem
 
-        return docker_problem(image or DEFAULT_IMAGE)
+        return docker_problem(None if pull else image or DEFAULT_IMAGE)
     raise ValueError(f"unknown sandbox backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
 
 
-def resolve_backend(name: str = "auto", image: str | None = None) -> str:
+def resolve_backend(name: str = "auto", image: str | None = None, pull: bool = False) -> str:
     """The backend ``name`` stands for: ``auto`` = docker when an engine answers and has the
     image (``image``, default the backend's own), else bwrap.
 
@@ -264,12 +264,12 @@ def resolve_backend(name: str = "auto", image: str | None = None) -> str:
         SandboxUnavailable: the named backend (or, for auto, every backend) cannot run here.
     """
     if name == "auto":
-        problems = {b: backend_problem(b, image) for b in ("docker", "bwrap")}
+        problems = {b: backend_problem(b, image, pull) for b in ("docker", "bwrap")}
         for b in ("docker", "bwrap"):
             if problems[b] is None:
                 return b
         raise SandboxUnavailable(f"{INSTALL_HELP} (docker: {problems['docker']}; bwrap: {problems['bwrap']})")
-    problem = backend_problem(name, image)
+    problem = backend_problem(name, image, pull)
     if problem is not None:
         raise SandboxUnavailable(f"sandbox backend {name!r} cannot run: {problem}")
     return name
@@ -277,7 +277,7 @@ def resolve_backend(name: str = "auto", image: str | None = None) -> str:
 
 def make_sandbox(backend: str = "auto", limits: Limits | None = None, **kwargs: Any) -> Sandbox:
     """A new sandbox session on ``backend`` (``auto``, ``bwrap`` or ``docker``)."""
-    name = resolve_backend(backend, kwargs.get("image"))
+    name = resolve_backend(backend, kwargs.get("image"), kwargs.get("pull", False))
     if name == "bwrap":
         kwargs.pop("image", None)
         kwargs.pop("pull", None)

@@ -62,7 +62,7 @@ def test_auto_picks_a_working_backend(bwrap_ready):
 def test_no_backend_names_both_install_routes(monkeypatch):
     import agentgym.envs.code.sandbox as sb
 
-    monkeypatch.setattr(sb, "backend_problem", lambda name, image=None: f"{name} is missing here")
+    monkeypatch.setattr(sb, "backend_problem", lambda name, image=None, pull=False: f"{name} is missing here")
     with pytest.raises(SandboxUnavailable) as e:
         resolve_backend("auto")
     assert INSTALL_HELP in str(e.value)
@@ -113,3 +113,56 @@ def test_session_files_are_capped_and_clashes_refused():
         box.write_file("a.py/c.py", "z")
     with pytest.raises(FileNotFoundError, match="files: a.py, b.py"):
         box.read_file("missing.py")
+
+
+def test_the_docker_backend_never_pulls_unless_asked(docker_engine):
+    """A missing image is an error that says how to get it; the default one names build-image."""
+    from agentgym.envs.code.docker_backend import DEFAULT_IMAGE, DockerSandbox, docker_problem
+
+    missing = "agentgym-sandbox-missing:nowhere"
+    with pytest.raises(SandboxUnavailable, match="no image 'agentgym-sandbox-missing:nowhere'.*pull=True"):
+        DockerSandbox(image=missing)
+    assert "docker pull" in docker_problem(missing)
+    with pytest.raises(SandboxUnavailable, match="cannot run: .*no image"):
+        make_sandbox("docker", image=missing)
+    assert resolve_backend("auto", image=missing) == "bwrap"  # auto falls back: it would have pulled
+    assert docker_problem(DEFAULT_IMAGE) is None
+
+
+def test_the_image_is_tagged_by_its_content_hash(docker_engine):
+    import docker
+    from agentgym.envs.code.engine import IMAGE, LATEST
+
+    tags = docker.from_env().images.get(LATEST).tags
+    hashed = [t for t in tags if t != LATEST]
+    assert hashed and all(t.startswith(f"{IMAGE}:") and len(t.split(":")[1]) == 16 for t in hashed)
+
+
+def test_engine_start_and_build_image_are_safe_to_run_again(docker_engine, capsys):
+    from agentgym.cli import main
+
+    assert main(["sandbox", "engine", "start"]) == 0
+    assert main(["sandbox", "engine", "status"]) == 0
+    assert main(["sandbox", "build-image"]) == 0  # the image exists: nothing is built
+    out = capsys.readouterr().out
+    assert "docker engine: already running" in out and "docker engine: answers" in out
+    assert "image: agentgym-sandbox:" in out and "debootstrap" not in out
+
+
+@pytest.mark.parametrize("size", [10, 2_000_000, 7_000_000])
+def test_large_inputs_arrive_whole(backend, size):
+    """Megabytes of grader values reach a run intact (docker: past execve's ~2 MB environment cap,
+    staged on the run's tmpfs), and nothing is left staged afterwards."""
+    import hashlib
+    import os
+
+    data = os.urandom(size)
+    with make_sandbox(backend) as box:
+        box.write_file(
+            "main.py",
+            b"import hashlib, os\nprint(hashlib.sha256(open('/opt/agentgym/v.bin', 'rb').read()).hexdigest())\nprint(os.path.exists('/opt/agentgym/.stage'))",
+        )
+        for _ in range(2):
+            r = box.run(["python", "main.py"], readonly_files={"/opt/agentgym/v.bin": data})
+            assert r.exit_code == 0, r.stderr
+            assert r.stdout.split() == [hashlib.sha256(data).hexdigest(), "False"]
