@@ -280,9 +280,12 @@ class DockerSandbox(Sandbox):
                 raise SandboxError(f"staging a run's files failed (exit code {exit_code})")
 
     def _kill_all(self) -> None:
-        """Kill every process of the sandbox user (daemons included); the container's init stays."""
+        """Kill every process of the sandbox user (daemons included) and remove its SysV IPC
+        objects; the container's init stays."""
         try:
-            self.container.exec_run(["sh", "-c", "kill -9 -1"], user=USER)
+            # kill(-1) spares the shell itself (Linux), which then removes the user's SysV IPC
+            # objects: shared memory, queues and semaphores live in the container, not the run
+            self.container.exec_run(["sh", "-c", "kill -9 -1; ipcrm --all 2>/dev/null; true"], user=USER)
             return
         except Exception:
             pass  # e.g. no pid left for the exec: restart the container instead

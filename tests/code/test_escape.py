@@ -403,6 +403,29 @@ print("found", [p for d in ("/work", "/tmp", "/dev/shm") for p in glob.glob(d + 
         assert box.run_python(look).stdout == "found []\n"
 
 
+_SYSV = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+key = {key}
+if sys.argv[-1] == "plant":
+    made = [libc.shmget(key, 4096, 0o1000 | 0o600), libc.msgget(key, 0o1000 | 0o600), libc.semget(key, 1, 0o1000 | 0o600)]
+    print("planted", all(i >= 0 for i in made))
+else:
+    found = [libc.shmget(key, 0, 0o600), libc.msgget(key, 0o600), libc.semget(key, 0, 0o600)]
+    print("found", [i for i in found if i >= 0])
+"""
+
+
+def test_no_sysv_ipc_object_outlives_its_run(backend):
+    """Shared memory, message queues and semaphores of one run are gone in the next (a channel
+    between runs, and between episodes where a sandbox is reused)."""
+    code = _SYSV.format(key=int(secrets.token_hex(3), 16) + 1)
+    with make_sandbox(backend, Limits(timeout=10)) as box:
+        box.write_file("ipc.py", code.encode())
+        assert box.run(["python", "ipc.py", "plant"]).stdout == "planted True\n"
+        assert box.run(["python", "ipc.py", "look"]).stdout == "found []\n"
+
+
 def test_printing_100_mb_is_cut_short(backend):
     r = run(
         backend,
