@@ -1,6 +1,6 @@
 """Sandbox overhead: the same tiny Python program run bare (a plain subprocess of the sandbox's
 interpreter, no isolation) and in each sandbox backend, interleaved in one run, plus the wall
-time of whole teacher episodes of code/python_functions-v0 (reset, write_file, run_tests,
+time of whole teacher episodes of code/python_functions-v0 on each backend (reset, write_file, run_tests,
 submit and hidden-test grading in two fresh sandboxes).
 
     .venv/bin/python bench/sandbox.py [--runs 40] [--episodes 10]
@@ -61,10 +61,10 @@ def bench_runs(runs: int) -> dict:
     return out
 
 
-def bench_episodes(n: int) -> dict:
+def bench_episodes(n: int, backend: str) -> dict:
     import agentgym
 
-    env = agentgym.make("code/python_functions-v0")
+    env = agentgym.make("code/python_functions-v0", backend=backend)
     teacher = env.make_policy(agentgym.parse_spec("teacher"))
     times, scores, grading = [], [], []
     for task_id in env.task_ids(n):
@@ -93,7 +93,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--episodes", type=int, default=10)
     args = parser.parse_args()
-    print(json.dumps({"per_run": bench_runs(args.runs), "episodes": bench_episodes(args.episodes)}, indent=2))
+    from agentgym.envs.code.sandbox import backend_problem
+
+    episodes = {
+        name: bench_episodes(args.episodes, name)
+        if backend_problem(name) is None
+        else {"unavailable": backend_problem(name)}
+        for name in ("bwrap", "docker")
+    }
+    print(json.dumps({"per_run": bench_runs(args.runs), "episodes": episodes}, indent=2))
 
 
 if __name__ == "__main__":
