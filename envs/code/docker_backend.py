@@ -103,7 +103,8 @@ class DockerSandbox(Sandbox):
 
     Args:
         limits: default limits of each run (memory, CPU and pids also bound the container).
-        image: the image to run; it needs ``python3``, ``python`` and coreutils' ``timeout``.
+        image: the image to run (default ``DEFAULT_IMAGE``); it needs ``python3``, ``python`` and
+            coreutils' ``timeout``.
         pull: pull ``image`` from its registry when the engine lacks it (otherwise that is an
             error that says how to build the default image).
     """
@@ -111,7 +112,7 @@ class DockerSandbox(Sandbox):
     backend = "docker"
     max_input_bytes = MAX_PAYLOAD * 3 // 4 - 4096  # base64 and JSON around the bytes
 
-    def __init__(self, limits: Limits | None = None, image: str = DEFAULT_IMAGE, pull: bool = False):
+    def __init__(self, limits: Limits | None = None, image: str | None = None, pull: bool = False):
         super().__init__(limits)
         problem = docker_problem(None)
         if problem is not None:
@@ -119,7 +120,7 @@ class DockerSandbox(Sandbox):
         import docker
 
         self.client = docker.from_env(timeout=30)
-        self.image = image
+        self.image = image = image or DEFAULT_IMAGE
         lim = self.limits
         try:
             try:
@@ -166,8 +167,9 @@ class DockerSandbox(Sandbox):
             raise ValueError(
                 f"the files of one run take {len(payload)} bytes encoded; the docker backend carries {MAX_PAYLOAD}"
             )
-        # the last chunk travels in the run's own environment, any before it through STAGE
-        tail = len(payload) - (len(payload) - 1) % ENV_CHUNK - 1 if payload else 0
+        # the last ENV_CHUNK characters travel in the run's own environment, any before them
+        # through STAGE
+        tail = max(0, len(payload) - ENV_CHUNK)
         self._stage(payload[:tail])
         env = {
             f"AGENTGYM_FILES_{i:04d}": payload[j : j + 100_000]

@@ -74,23 +74,18 @@ def start_engine(wait: float = 60.0, log: str | os.PathLike[str] | None = None) 
     raise RuntimeError(f"dockerd did not answer within {wait:.0f} s; see {log}")
 
 
-def image_exists(tag: str = LATEST) -> bool:
-    import docker
-
-    try:
-        _client().images.get(tag)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
-
-
 def build_image(mirror: str = DEFAULT_MIRROR, force: bool = False, log=print) -> str:
     """Build the sandbox image (unless ``agentgym-sandbox:latest`` exists and not ``force``) and
     return its content-hash tag."""
+    import docker
+
     client = _client(timeout=600)
-    if not force and image_exists():
-        tags = [t for t in client.images.get(LATEST).tags if t != LATEST]
-        return tags[0] if tags else LATEST
+    if not force:
+        try:
+            tags = [t for t in client.images.get(LATEST).tags if t != LATEST]
+            return tags[0] if tags else LATEST
+        except docker.errors.ImageNotFound:
+            pass
     if shutil.which("debootstrap") is None:
         raise RuntimeError("no debootstrap on PATH; install it: apt-get install debootstrap")
     if os.geteuid() != 0:

@@ -85,7 +85,7 @@ class CodeEnv(ToolEnv):
         self.tasks: list[CodeTask] = load_tasks(tasks)
         self.by_id = {t.task_id: t for t in self.tasks}
         self.backend = resolve_backend(backend, image, pull)
-        self.docker_options = {"image": image, "pull": pull} if self.backend == "docker" and image else {}
+        self.image, self.pull = image, pull
         self.limits = Limits(timeout=timeout, memory_mb=memory_mb)
         self.max_output = max_output
         self.test_timeout = test_timeout
@@ -96,7 +96,7 @@ class CodeEnv(ToolEnv):
         self.last_grade: GradeResult | None = None
 
     def new_sandbox(self) -> Sandbox:
-        return make_sandbox(self.backend, self.limits, **self.docker_options)
+        return make_sandbox(self.backend, self.limits, image=self.image, pull=self.pull)
 
     # ----- tasks -------------------------------------------------------------------------------
 
