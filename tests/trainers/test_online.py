@@ -18,19 +18,26 @@ DEMOS = 128
 """scripted demonstrations the SFT model trains on (the first TASKS of them are evaluated)"""
 
 
-def _pass_rate(model_dir, temperature, group=1):
-    from agentgym.rollout import run_rollouts, summarize
+def _calculator_rollouts(policy, n, group, concurrency):
+    """``group`` episodes of each of the first ``n`` easiest calculator tasks under ``policy``."""
+    from agentgym.rollout import run_rollouts
 
-    trajs = run_rollouts(
+    return run_rollouts(
         "toy/calculator-v0",
-        f"hf:{model_dir},temperature={temperature},max_tokens=128",
-        n=TASKS,
+        policy,
+        n=n,
         group=group,
         env_kwargs={"difficulty": 1},
-        concurrency=32,
+        concurrency=concurrency,
         progress=False,
     )
-    return summarize(trajs)["mean_score"]
+
+
+def _pass_rate(model_dir, temperature, group=1):
+    from agentgym.rollout import summarize
+
+    policy = f"hf:{model_dir},temperature={temperature},max_tokens=128"
+    return summarize(_calculator_rollouts(policy, TASKS, group, concurrency=32))["mean_score"]
 
 
 SFT_STEPS = 400
@@ -99,17 +106,8 @@ def _sometimes_solved(model_dir, temperature, n=32, group=8, keep=4):
     never solved gives GRPO nothing to push up, one always solved nothing to push down."""
     from collections import defaultdict
 
-    from agentgym.rollout import run_rollouts
-
-    trajs = run_rollouts(
-        "toy/calculator-v0",
-        f"vllm:{model_dir},temperature={temperature},max_tokens=128,enforce_eager=true",
-        n=n,
-        group=group,
-        env_kwargs={"difficulty": 1},
-        concurrency=64,
-        progress=False,
-    )
+    policy = f"vllm:{model_dir},temperature={temperature},max_tokens=128,enforce_eager=true"
+    trajs = _calculator_rollouts(policy, n, group, concurrency=64)
     scores = defaultdict(list)
     for t in trajs:
         scores[t.task_id].append(t.score)
