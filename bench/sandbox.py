@@ -1,9 +1,11 @@
 """Sandbox overhead: the same tiny Python program run bare (a plain subprocess of the sandbox's
-interpreter, no isolation) and in each sandbox backend, interleaved in one run, plus the wall
-time of whole teacher episodes of code/python_functions-v0 on each backend (reset, write_file, run_tests,
-submit and hidden-test grading in two fresh sandboxes).
+interpreter, no isolation) and in each sandbox backend, interleaved in one run; the cost of
+opening and closing a session (docker: a new container each time, or one from the warm pool);
+and whole teacher episodes of code/python_functions-v0 on each backend (reset, write_file,
+run_tests, submit and hidden-test grading in two fresh sandboxes), docker with and without its
+warm pool, after one warm-up episode each.
 
-    .venv/bin/python bench/sandbox.py [--runs 40] [--episodes 10]
+    .venv/bin/python bench/sandbox.py [--runs 40] [--episodes 10] [--sessions 20]
 
 Prints one JSON object. Backends that cannot run here are reported with the reason.
 """
@@ -61,13 +63,38 @@ def bench_runs(runs: int) -> dict:
     return out
 
 
-def bench_episodes(n: int, backend: str) -> dict:
+def bench_sessions(n: int) -> dict:
+    """Open a session, run nothing, close it: what a new sandbox costs an episode."""
+    from agentgym.envs.code.sandbox import Limits, backend_problem, make_sandbox
+
+    out: dict = {}
+    configs = {
+        "bwrap": ("bwrap", {}),
+        "docker_cold": ("docker", {"pool": 0}),
+        "docker_warm": ("docker", {"pool": 8}),
+    }
+    for label, (name, kwargs) in configs.items():
+        if backend_problem(name) is not None:
+            out[label] = {"unavailable": backend_problem(name)}
+            continue
+        make_sandbox(name, Limits(timeout=30), **kwargs).close()  # fills the pool (warm) or nothing
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            make_sandbox(name, Limits(timeout=30), **kwargs).close()
+            times.append(time.perf_counter() - t)
+        out[label] = _stats(times)
+    return out
+
+
+def bench_episodes(n: int, backend: str, **env_kwargs) -> dict:
     import agentgym
 
-    env = agentgym.make("code/python_functions-v0", backend=backend)
+    env = agentgym.make("code/python_functions-v0", backend=backend, **env_kwargs)
     teacher = env.make_policy(agentgym.parse_spec("teacher"))
     times, scores, grading = [], [], []
-    for task_id in env.task_ids(n):
+    ids = env.task_ids(n + 1)
+    for i, task_id in enumerate(ids):
         t = time.perf_counter()
         env.reset(seed=0, options={"task_id": task_id})
         while not env.done:
@@ -75,14 +102,18 @@ def bench_episodes(n: int, backend: str) -> dict:
             if msg["tool_calls"][0]["function"]["name"] == "submit":
                 g = time.perf_counter()
             _, reward, *_ = env.step(msg)
+        if i == 0:
+            continue  # warm-up: imports, the image's page cache, the pool's first containers
         grading.append(time.perf_counter() - g)
         times.append(time.perf_counter() - t)
         scores.append(reward)
     env.close()
     return {
         "backend": env.backend,
+        **env_kwargs,
         "episodes": n,
         "mean_score": sum(scores) / n,
+        "episodes_per_s": round(n / sum(times), 2),
         "episode": _stats(times),
         "submit_and_grade": _stats(grading),
     }
@@ -92,16 +123,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--sessions", type=int, default=20)
     args = parser.parse_args()
+    from agentgym.envs.code.docker_backend import pool_stats
     from agentgym.envs.code.sandbox import backend_problem
 
+    configs = {
+        "bwrap": ("bwrap", {}),
+        "docker_cold": ("docker", {"pool": 0}),
+        "docker_warm": ("docker", {"pool": 8}),
+    }
     episodes = {
-        name: bench_episodes(args.episodes, name)
+        label: bench_episodes(args.episodes, name, **kwargs)
         if backend_problem(name) is None
         else {"unavailable": backend_problem(name)}
-        for name in ("bwrap", "docker")
+        for label, (name, kwargs) in configs.items()
     }
-    print(json.dumps({"per_run": bench_runs(args.runs), "episodes": episodes}, indent=2))
+    sessions = bench_sessions(args.sessions)
+    result = {"per_run": bench_runs(args.runs), "session_open_close": sessions, "episodes": episodes}
+    if backend_problem("docker") is None:
+        result["docker_pool"] = pool_stats()
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

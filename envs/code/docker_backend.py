@@ -1,13 +1,19 @@
-"""The ``docker`` sandbox backend: one container per session, removed when the session closes.
+"""The ``docker`` sandbox backend: each session holds one container of its own.
 
-The container has no network, a read-only root file system, tmpfs ``/work``, ``/tmp`` and
+Containers come from a warm pool: a closed session's container is reset (every process of the
+sandbox user killed, its files, ``/dev/shm``, POSIX and SysV IPC removed, then checked) and kept
+for the next session with the same image and limits; one that cannot be reset is removed. A
+container is never lent to two sessions at once. The container has no network, a read-only root file system, tmpfs ``/work``, ``/tmp`` and
 ``/opt/agentgym``, memory / CPU / pids limits, every capability dropped and no-new-privileges,
 and runs as uid 65534. Each run wipes ``/work``, ``/tmp``, ``/dev/shm`` and ``/opt/agentgym`` (where
 inputs larger than an exec's environment are staged first), unpacks the session's files,
 applies rlimits and ``exec``s the program under ``timeout -s KILL``; afterwards every process of
-the sandbox user is killed, so nothing one run starts survives into the next. The container is
-removed on ``close()``, when the session is garbage collected, and at interpreter exit, even
-after errors.
+the sandbox user is killed, so nothing one run starts survives into the next. The container's
+init (``docker-init``, with ``sleep`` under it) runs as root with no capabilities, out of the
+sandbox user's reach: it cannot be signalled or traced, and it reaps orphans, so a run's dead
+processes never use up the next one's pids. A session that is garbage collected unclosed has
+its container removed; idle pooled containers are removed at interpreter exit, and containers
+left by a process that was killed are removed the next time a pool starts on that host.
 
 Needs a Docker engine and ``pip install 'agentgym[sandbox]'``. Run it:
 ``agentgym sandbox run --backend docker FILE.py``.
@@ -15,8 +21,12 @@ Needs a Docker engine and ``pip install 'agentgym[sandbox]'``. Run it:
 
 from __future__ import annotations
 
+import ast
+import atexit
 import base64
 import json
+import os
+import socket
 import threading
 import time
 import weakref
@@ -35,17 +45,40 @@ ENV_CHUNK = 1_000_000
 2 MB); a larger payload is first appended to ``STAGE`` (on the run's tmpfs) by one short exec per
 chunk, and the run's loader reads it from there"""
 STAGE = "/opt/agentgym/.stage"
+POOL_SIZE = 8
+"""idle containers kept warm per image and limits (``pool=0``: a container per session)"""
+WRITABLE = ("/work", "/tmp", "/dev/shm", "/dev/mqueue", "/opt/agentgym")
+"""every place the sandbox user can write; wiped before each run and before a container is
+lent again"""
 
-_LOADER = r"""
-import base64, json, os, resource, shutil, sys
+_WIPE = r"""
+import os
+def wipe(root):
+    dirs = []
+    for d, subdirs, files in os.walk(root):
+        links = [s for s in subdirs if os.path.islink(os.path.join(d, s))]
+        subdirs[:] = [s for s in subdirs if s not in links]
+        for s in subdirs:
+            os.chmod(os.path.join(d, s), 0o700)  # a directory the program made unreadable goes too
+            dirs.append(os.path.join(d, s))
+        for f in files + links:
+            os.unlink(os.path.join(d, f))
+    for p in reversed(dirs):
+        os.rmdir(p)
+"""
+
+_LOADER = (
+    _WIPE
+    + f"""
+import base64, json, resource, sys
 staged = ""
 if os.environ.pop("AGENTGYM_STAGED", "") == "1":
-    with open("/opt/agentgym/.stage") as f:
+    with open({STAGE!r}) as f:
         staged = f.read()
-for root in ("/work", "/tmp", "/dev/shm", "/opt/agentgym"):
-    for name in os.listdir(root) if os.path.isdir(root) else ():
-        p = os.path.join(root, name)
-        shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+for root in {WRITABLE!r}:
+    wipe(root)
+"""
+    + r"""
 keys = sorted(k for k in os.environ if k.startswith("AGENTGYM_FILES_"))
 files = json.loads(staged + "".join(os.environ.pop(k) for k in keys))
 for path, (data, mode) in files.items():
@@ -62,6 +95,30 @@ resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 os.chdir("/work")
 os.execvp(sys.argv[1], sys.argv[1:])
 """
+)
+
+_RESET = (
+    _WIPE
+    + f"""
+for root in {WRITABLE!r}:
+    wipe(root)
+left = [os.path.join(r, n) for r in {WRITABLE!r} if os.path.isdir(r) for n in os.listdir(r)]
+me = {{os.getpid(), os.getppid()}}
+procs = []
+for pid in os.listdir("/proc"):
+    if pid.isdigit() and int(pid) not in me:
+        try:
+            st = os.stat("/proc/" + pid)
+            state = open("/proc/" + pid + "/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if st.st_uid == 65534 and state != "Z":
+            procs.append(int(pid))
+print(repr({{"files": left, "processes": procs}}))
+"""
+)
+"""run as the sandbox user after every process of it was killed: wipes what it can write and
+prints what is left (a container with anything left is not lent again)"""
 
 
 @lru_cache(maxsize=8)
@@ -98,21 +155,165 @@ def _remove(client, container_id: str) -> None:
         pass
 
 
+class _Pool:
+    """Idle containers by configuration (image and container limits), lent one session at a time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Condition()
+        self.idle: dict[tuple, list[str]] = {}
+        self.resetting: dict[tuple, int] = {}
+        self.growing: dict[tuple, int] = {}
+        self.swept = False
+        self.stats = {"warm": 0, "cold": 0, "kept": 0, "discarded": 0}
+
+    def take(self, key: tuple) -> str | None:
+        """An idle container for ``key``; waits for one being reset rather than start a new one
+        (a reset takes a fraction of a container's start)."""
+        with self.lock:
+            self.lock.wait_for(
+                lambda: self.idle.get(key) or not (self.resetting.get(key) or self.growing.get(key)),
+                timeout=30,
+            )
+            ids = self.idle.get(key)
+            container_id = ids.pop() if ids else None
+            self.stats["warm" if container_id else "cold"] += 1
+            return container_id
+
+    def grow(self, box: DockerSandbox) -> None:
+        """When ``box`` took the last idle container of its kind (or none was left), start one
+        more in the background, up to the pool's size: the pool grows to what is in use at once."""
+        key = box._key
+        with self.lock:
+            ready = len(self.idle.get(key, ())) + self.resetting.get(key, 0) + self.growing.get(key, 0)
+            if self.idle.get(key) or self.growing.get(key) or ready >= box.pool:
+                return
+            self.growing[key] = self.growing.get(key, 0) + 1
+
+        def work() -> None:
+            container_id = None
+            try:
+                container_id = box._start(box.image, False)
+            except Exception:
+                pass  # the session that needs one will start it and report why it cannot
+            finally:
+                with self.lock:
+                    ids = self.idle.setdefault(key, [])
+                    if container_id and len(ids) < box.pool:
+                        ids.append(container_id)
+                        container_id = None
+                    self.growing[key] -= 1
+                    self.lock.notify_all()
+                if container_id:
+                    _remove(box.client, container_id)
+
+        threading.Thread(target=work, name="agentgym-docker-grow").start()
+
+    def give_back(self, box: DockerSandbox) -> None:
+        """Reset ``box``'s container in the background, then keep it idle or remove it."""
+        with self.lock:
+            self.resetting[box._key] = self.resetting.get(box._key, 0) + 1
+
+        def work() -> None:
+            kept = False
+            try:
+                clean = box.reset()
+                with self.lock:
+                    ids = self.idle.setdefault(box._key, [])
+                    if clean and len(ids) < box.pool:
+                        ids.append(box.container.id)
+                        self.stats["kept"] += 1
+                        kept = True
+                    self.stats["discarded"] += not clean
+            finally:
+                box._finalizer.detach() if kept else box._finalizer()
+                with self.lock:
+                    self.resetting[box._key] -= 1
+                    self.lock.notify_all()
+
+        threading.Thread(target=work, name="agentgym-docker-reset").start()
+
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until no container is being reset or started for the pool."""
+        with self.lock:
+            self.lock.wait_for(
+                lambda: not any(self.resetting.values()) and not any(self.growing.values()), timeout
+            )
+
+    def drain(self, client=None) -> int:
+        """Remove every idle container (at interpreter exit, or to start cold); returns how many."""
+        self.settle()
+        with self.lock:
+            ids = [i for v in self.idle.values() for i in v]
+            self.idle.clear()
+        if ids:
+            import docker
+
+            client = client or docker.from_env(timeout=30)
+            for i in ids:
+                _remove(client, i)
+        return len(ids)
+
+    def sweep(self, client) -> None:
+        """Once per process: remove containers that a dead process of this host left behind."""
+        with self.lock:
+            if self.swept:
+                return
+            self.swept = True
+        try:
+            for c in client.containers.list(
+                all=True, filters={"label": f"agentgym.host={socket.gethostname()}"}
+            ):
+                pid = int(c.labels.get("agentgym.pid", "0"))
+                if pid > 0 and not _alive(pid):
+                    _remove(client, c.id)
+        except Exception:
+            pass  # best effort: a leftover container only costs memory
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+POOL = _Pool()
+atexit.register(POOL.drain)
+
+
+def pool_stats() -> dict[str, int]:
+    """Counts since start: sessions served ``warm`` (a pooled container) and ``cold`` (a new
+    one), containers ``kept`` for reuse and ``discarded`` (could not be reset), and ``idle`` now."""
+    with POOL.lock:
+        return {**POOL.stats, "idle": sum(len(v) for v in POOL.idle.values())}
+
+
 class DockerSandbox(Sandbox):
-    """A sandbox session in its own Docker container.
+    """A sandbox session in its own Docker container, lent from a warm pool.
 
     Args:
-        limits: default limits of each run (memory, CPU and pids also bound the container).
+        limits: default limits of each run (memory, CPU, pids and disk also bound the container).
         image: the image to run (default ``DEFAULT_IMAGE``); it needs ``python3``, ``python`` and
             coreutils' ``timeout``.
         pull: pull ``image`` from its registry when the engine lacks it (otherwise that is an
             error that says how to build the default image).
+        pool: idle containers to keep warm for later sessions with this image and limits
+            (default ``POOL_SIZE``; 0 removes the container on close).
     """
 
     backend = "docker"
     max_input_bytes = MAX_PAYLOAD * 3 // 4 - 4096  # base64 and JSON around the bytes
 
-    def __init__(self, limits: Limits | None = None, image: str | None = None, pull: bool = False):
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        image: str | None = None,
+        pull: bool = False,
+        pool: int | None = None,
+    ):
         super().__init__(limits)
         problem = docker_problem(None)
         if problem is not None:
@@ -121,43 +322,70 @@ class DockerSandbox(Sandbox):
 
         self.client = docker.from_env(timeout=30)
         self.image = image = image or DEFAULT_IMAGE
+        self.pool = POOL_SIZE if pool is None else int(pool)
+        if self.pool < 0:
+            raise ValueError(f"pool must be 0 or more, got {pool}")
         lim = self.limits
+        self._key = (image, lim.memory_mb, lim.cpus, lim.processes, lim.disk_mb)
+        POOL.sweep(self.client)
+        container_id = POOL.take(self._key) if self.pool > 0 else None
+        self.warm = container_id is not None
         try:
-            try:
-                self.client.images.get(image)
-            except docker.errors.ImageNotFound:
-                if not pull:
-                    how = (
-                        "build it: agentgym sandbox build-image"
-                        if image == DEFAULT_IMAGE
-                        else "pull it yourself (docker pull), or pass pull=True"
-                    )
-                    raise SandboxUnavailable(f"the Docker engine has no image {image!r}; {how}") from None
-                self.client.images.pull(image)
-            self.container = self.client.containers.run(
-                image,
-                ["sleep", "infinity"],
-                detach=True,
-                network_mode="none",
-                user=USER,
-                read_only=True,
-                mem_limit=f"{lim.memory_mb}m",
-                memswap_limit=f"{lim.memory_mb}m",
-                nano_cpus=int(lim.cpus * 1e9),
-                pids_limit=lim.processes + 3,  # + the container's init, `timeout`, a clean-up exec
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                tmpfs={
-                    "/work": f"rw,size={lim.disk_mb}m,uid=65534,gid=65534,mode=0755",
-                    "/tmp": f"rw,size={lim.disk_mb}m,uid=65534,gid=65534,mode=0755",
-                    "/opt/agentgym": f"rw,size={MAX_PAYLOAD * 5 // 4 >> 20}m,uid=65534,gid=65534,mode=0755",
-                },
-                working_dir="/work",
-                labels={"agentgym.sandbox": "1"},
-            )
+            if container_id is None:
+                container_id = self._start(image, pull)
+            self.container = self.client.containers.get(container_id)
+            if self.warm and self.container.status != "running":
+                _remove(self.client, container_id)
+                self.warm = False
+                self.container = self.client.containers.get(self._start(image, pull))
         except docker.errors.DockerException as e:
             raise SandboxError(f"could not start a container from {image!r}: {e}") from e
         self._finalizer = weakref.finalize(self, _remove, self.client, self.container.id)
+        if self.pool > 0:
+            POOL.grow(self)
+
+    def _start(self, image: str, pull: bool) -> str:
+        import docker
+
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            if not pull:
+                how = (
+                    "build it: agentgym sandbox build-image"
+                    if image == DEFAULT_IMAGE
+                    else "pull it yourself (docker pull), or pass pull=True"
+                )
+                raise SandboxUnavailable(f"the Docker engine has no image {image!r}; {how}") from None
+            self.client.images.pull(image)
+        lim = self.limits
+        container = self.client.containers.run(
+            image,
+            ["sleep", "infinity"],
+            detach=True,
+            init=True,  # docker-init as pid 1 reaps the orphans of every run
+            user="0:0",  # init and sleep only; every run is an exec as USER, who cannot touch them
+            network_mode="none",
+            read_only=True,
+            mem_limit=f"{lim.memory_mb}m",
+            memswap_limit=f"{lim.memory_mb}m",
+            nano_cpus=int(lim.cpus * 1e9),
+            pids_limit=lim.processes + 4,  # + init, sleep, `timeout` and a clean-up exec
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            tmpfs={
+                "/work": f"rw,size={lim.disk_mb}m,uid=65534,gid=65534,mode=0755",
+                "/tmp": f"rw,size={lim.disk_mb}m,uid=65534,gid=65534,mode=0755",
+                "/opt/agentgym": f"rw,size={MAX_PAYLOAD * 5 // 4 >> 20}m,uid=65534,gid=65534,mode=0755",
+            },
+            working_dir="/work",
+            labels={
+                "agentgym.sandbox": "1",
+                "agentgym.host": socket.gethostname(),
+                "agentgym.pid": str(os.getpid()),
+            },
+        )
+        return container.id
 
     def _run(self, argv: list[str], limits: Limits, files, ro) -> RunResult:
         entries = {f"/work/{p}": (base64.b64encode(d).decode(), 0o644) for p, d in files.items()}
@@ -224,7 +452,9 @@ class DockerSandbox(Sandbox):
                 limit = "output"
                 self._kill_all()
             elif not api.exec_inspect(exec_id).get("Running", True):
-                self._kill_all()  # the program ended but a daemon still holds its output open
+                reader.join(0.5)  # the stream ends just after the program, unless a daemon holds it
+                if reader.is_alive():
+                    self._kill_all()
         if reader.is_alive():
             limit = limit or "timeout"
             self._kill_all()
@@ -251,7 +481,7 @@ class DockerSandbox(Sandbox):
             truncated=len(out) > ocap or len(err) > ocap,
             channel=bytes(out),
             backend=self.backend,
-            details={"container": self.container.id[:12]},
+            details={"container": self.container.id[:12], "warm": self.warm},
         )
 
     def _stage(self, data: str) -> None:
@@ -297,7 +527,28 @@ class DockerSandbox(Sandbox):
         except Exception as e:
             raise SandboxError(f"could not clean up the container: {e}") from e
 
+    def reset(self) -> bool:
+        """Kill every process of the sandbox user, wipe what it can write and remove its IPC
+        objects; True when the check after it finds nothing left."""
+        cmd = ["sh", "-c", 'kill -9 -1; ipcrm --all 2>/dev/null; exec python3 -I -S -c "$0"', _RESET]
+        for _ in range(2):  # a process killed a moment ago may still be on its way out
+            try:
+                res = self.container.exec_run(cmd, user=USER)
+                left = ast.literal_eval(res.output.decode().strip().splitlines()[-1])
+            except Exception:
+                return False
+            if res.exit_code == 0 and not left["files"] and not left["processes"]:
+                return True
+        return False
+
     def close(self) -> None:
+        """End the session: its container goes back to the pool when it resets clean (and the
+        pool has room), otherwise it is removed. The reset runs in the background; the next
+        session with the same image and limits waits for it rather than start a container."""
         if not self.closed:
-            self._finalizer()
+            self.closed = True
+            if self.pool > 0:
+                POOL.give_back(self)  # reset in the background, overlapping the caller's next step
+            else:
+                self._finalizer()
         super().close()

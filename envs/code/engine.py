@@ -7,7 +7,10 @@ The image is a minimal Debian (``debootstrap --variant=minbase``) with ``python3
 ``python`` naming it), from the Debian archive apt already uses. It is tagged
 ``agentgym-sandbox:<hash>``, where the hash covers the recipe and every installed package's
 name and version, and ``agentgym-sandbox:latest``, the tag the docker backend runs. The root file
-system goes into ``docker import`` as a tar with sorted names, zero times and numeric owners.
+system goes into ``docker import`` as a tar with sorted names, zero times and numeric owners;
+its Python byte code is compiled as unchecked-hash pycs first, which zero times leave valid (a
+timestamp pyc would be stale, and every run on the read-only root would compile the standard
+library again).
 """
 
 from __future__ import annotations
@@ -24,8 +27,13 @@ IMAGE = "agentgym-sandbox"
 LATEST = f"{IMAGE}:latest"
 SUITE = "bookworm"
 PACKAGES = ["python3", "python-is-python3"]
-RECIPE = f"debootstrap --variant=minbase --include={','.join(PACKAGES)} {SUITE}; no apt lists, docs or caches"
+RECIPE = (
+    f"debootstrap --variant=minbase --include={','.join(PACKAGES)} {SUITE}; no apt lists, docs or caches; "
+    "Python byte code compiled as unchecked-hash pycs"
+)
 """what goes into the image's hash besides its package list"""
+RECIPE_ID = hashlib.sha256(RECIPE.encode()).hexdigest()[:16]
+"""the recipe's own hash, a label on the image: ``build-image`` rebuilds an image of another recipe"""
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 PRUNE = ["var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info", "var/log"]
 
@@ -82,8 +90,11 @@ def build_image(mirror: str = DEFAULT_MIRROR, force: bool = False, log=print) ->
     client = _client(timeout=600)
     if not force:
         try:
-            tags = [t for t in client.images.get(LATEST).tags if t != LATEST]
-            return tags[0] if tags else LATEST
+            image = client.images.get(LATEST)
+            if image.labels.get("agentgym.recipe") == RECIPE_ID:
+                tags = [t for t in image.tags if t != LATEST]
+                return tags[0] if tags else LATEST
+            log(f"{LATEST} was built by another recipe; building it again")
         except docker.errors.ImageNotFound:
             pass
     if shutil.which("debootstrap") is None:
@@ -119,11 +130,24 @@ def build_image(mirror: str = DEFAULT_MIRROR, force: bool = False, log=print) ->
         for rel in PRUNE:
             shutil.rmtree(root / rel, ignore_errors=True)
             (root / rel).mkdir(parents=True, exist_ok=True)
+        libs = sorted(str(p.relative_to(root).as_posix()) for p in (root / "usr/lib").glob("python3*"))
+        compiled = subprocess.run(
+            ["chroot", str(root), "python3", "-m", "compileall", "-q", "-f"]
+            + ["--invalidation-mode", "unchecked-hash", *(f"/{p}" for p in libs)],
+            capture_output=True,
+            text=True,
+        )
+        if compiled.returncode != 0:
+            raise RuntimeError(f"compiling the image's Python byte code failed:\n{compiled.stderr[-2000:]}")
         tar = subprocess.Popen(
             ["tar", "-C", str(root), "--sort=name", "--mtime=@0", "--numeric-owner", "-c", "."],
             stdout=subprocess.PIPE,
         )
-        changes = ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "CMD /bin/bash"]
+        changes = [
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "CMD /bin/bash",
+            f"LABEL agentgym.recipe={RECIPE_ID}",
+        ]
         imported = subprocess.run(
             ["docker", "import", *(a for c in changes for a in ("--change", c)), "-", tag],
             stdin=tar.stdout,

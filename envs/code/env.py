@@ -56,6 +56,8 @@ class CodeEnv(ToolEnv):
         image: the docker backend's image (default: ``agentgym-sandbox:latest``, which
             ``agentgym sandbox build-image`` makes).
         pull: let the docker backend pull ``image`` from its registry when the engine lacks it.
+        pool: warm containers the docker backend keeps for later episodes (default 8; 0 gives
+            every session a new container, removed when it closes).
     """
 
     system_prompt = (
@@ -77,6 +79,7 @@ class CodeEnv(ToolEnv):
         max_turns: int | None = None,
         image: str | None = None,
         pull: bool = False,
+        pool: int | None = None,
         **kwargs: Any,
     ):
         super().__init__(max_turns=max_turns, **kwargs)
@@ -85,7 +88,7 @@ class CodeEnv(ToolEnv):
         self.tasks: list[CodeTask] = load_tasks(tasks)
         self.by_id = {t.task_id: t for t in self.tasks}
         self.backend = resolve_backend(backend, image, pull)
-        self.image, self.pull = image, pull
+        self.image, self.pull, self.pool = image, pull, pool
         self.limits = Limits(timeout=timeout, memory_mb=memory_mb)
         self.max_output = max_output
         self.test_timeout = test_timeout
@@ -96,7 +99,7 @@ class CodeEnv(ToolEnv):
         self.last_grade: GradeResult | None = None
 
     def new_sandbox(self) -> Sandbox:
-        return make_sandbox(self.backend, self.limits, image=self.image, pull=self.pull)
+        return make_sandbox(self.backend, self.limits, image=self.image, pull=self.pull, pool=self.pool)
 
     # ----- tasks -------------------------------------------------------------------------------
 

@@ -279,8 +279,8 @@ def make_sandbox(backend: str = "auto", limits: Limits | None = None, **kwargs: 
     """A new sandbox session on ``backend`` (``auto``, ``bwrap`` or ``docker``)."""
     name = resolve_backend(backend, kwargs.get("image"), kwargs.get("pull", False))
     if name == "bwrap":
-        kwargs.pop("image", None)
-        kwargs.pop("pull", None)
+        for docker_only in ("image", "pull", "pool"):
+            kwargs.pop(docker_only, None)
         from agentgym.envs.code.bwrap import BwrapSandbox
 
         return BwrapSandbox(limits, **kwargs)

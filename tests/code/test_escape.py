@@ -159,7 +159,13 @@ def test_cannot_read_root_home_env_or_repository(backend, monkeypatch, tmp_path)
     code = f"""
 import glob, os
 print(dict(os.environ))
-print([open(p, "rb").read() for p in glob.glob("/proc/[0-9]*/environ")])
+envs = []
+for p in glob.glob("/proc/[0-9]*/environ"):
+    try:
+        envs.append(open(p, "rb").read())
+    except OSError:
+        pass  # another user's process (docker: the container's init)
+print(envs)
 for path in ("/root", {str(HOME)!r}, {str(REPO)!r}, "/etc/shadow", "/etc/passwd", "/proc/1/environ"):
     try:
         if os.path.isdir(path):
@@ -401,6 +407,51 @@ print("found", [p for d in ("/work", "/tmp", "/dev/shm") for p in glob.glob(d + 
     with make_sandbox(backend, Limits(timeout=10)) as box:
         assert box.run_python(plant).stdout == "planted\n"
         assert box.run_python(look).stdout == "found []\n"
+
+
+_PLANT = """
+import ctypes, os, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+tag = sys.argv[-1]
+for d in ("/work", "/tmp", "/dev/shm"):
+    open(f"{d}/planted_{tag}", "w").write("x")
+q = libc.mq_open(f"/planted_{tag}".encode(), os.O_CREAT | os.O_RDWR, 0o600, None)
+shm = libc.shmget(int(tag[:6], 16), 4096, 0o1000 | 0o600)
+subprocess.Popen(["sleep", "600"], start_new_session=True)
+print("planted", q >= 0, shm >= 0)
+"""
+
+_FIND = """
+import ctypes, glob, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+tag = sys.argv[-1]
+files = [p for d in ("/work", "/tmp", "/dev/shm") for p in glob.glob(d + "/planted_*")]
+q = libc.mq_open(f"/planted_{tag}".encode(), os.O_RDONLY, 0, None)
+shm = libc.shmget(int(tag[:6], 16), 0, 0o600)
+mine = {os.getpid(), os.getppid()}
+procs = []
+for p in os.listdir("/proc"):
+    try:
+        if p.isdigit() and int(p) not in mine and os.stat("/proc/" + p).st_uid == os.getuid():
+            procs.append(open(f"/proc/{p}/cmdline", "rb").read())
+    except OSError:
+        pass
+print("found", files, q >= 0, shm >= 0, procs)
+"""
+
+
+def test_nothing_persists_between_sessions(backend):
+    """One episode's session leaves nothing for the next (files, POSIX and SysV IPC, processes):
+    with docker the next session may be served by the same pooled container."""
+    tag = secrets.token_hex(6)
+    with make_sandbox(backend, Limits(timeout=10)) as box:
+        box.write_file("plant.py", _PLANT.encode())
+        r = box.run(["python", "plant.py", tag])
+        assert r.stdout == "planted True True\n", r.stderr
+    with make_sandbox(backend, Limits(timeout=10)) as box:
+        box.write_file("find.py", _FIND.encode())
+        r = box.run(["python", "find.py", tag])
+        assert r.stdout == "found [] False False []\n", r.stderr
 
 
 _SYSV = """

@@ -90,13 +90,105 @@ def test_docker_container_is_removed_on_close_even_after_an_error(docker_engine)
     import docker
 
     client = docker.from_env()
-    box = make_sandbox("docker", Limits(timeout=10))
+    box = make_sandbox("docker", Limits(timeout=10), pool=0)
     cid = box.container.id
     with pytest.raises(ValueError):
         box.run(["python", "-c", "pass"], extra_files={"../x": b""})
     attrs = client.api.inspect_container(cid)
     assert attrs["HostConfig"]["ReadonlyRootfs"] and attrs["HostConfig"]["NetworkMode"] == "none"
+    assert attrs["HostConfig"]["Init"] and attrs["HostConfig"]["CapDrop"] == ["ALL"]
     box.close()
+    assert not client.containers.list(all=True, filters={"id": cid})
+
+
+_DIRTY = """
+import ctypes, os, subprocess
+os.makedirs("/work/locked/inner")
+os.chmod("/work/locked", 0)
+for d in ("/work", "/tmp", "/dev/shm", "/dev/mqueue", "/opt/agentgym"):
+    open(d + "/planted", "w").write("x")
+subprocess.Popen(["sleep", "600"], start_new_session=True)
+libc = ctypes.CDLL(None, use_errno=True)
+print("planted", libc.shmget(0x5EED, 4096, 0o1000 | 0o600) >= 0)
+"""
+
+_LOOK = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+files = [os.path.join(d, n) for d in ("/work", "/tmp", "/dev/shm", "/dev/mqueue", "/opt/agentgym") for n in os.listdir(d)]
+mine = {os.getpid(), os.getppid()}
+procs = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in mine and os.stat("/proc/" + p).st_uid == os.getuid()]
+print(sorted(f for f in files if "agentgym_main" not in f), procs, libc.shmget(0x5EED, 0, 0o600))
+"""
+
+
+def test_the_warm_pool_lends_a_reset_container_to_one_session_at_a_time(docker_engine):
+    """A closed session's container serves a later session with the same image and limits, with
+    nothing of the last one left in it (files, unreadable directories, daemons, IPC); two open
+    sessions never share one, other limits get another container, and none outlives the pool."""
+    import os
+
+    from agentgym.envs.code.docker_backend import POOL, DockerSandbox
+
+    POOL.drain()
+    limits = Limits(timeout=10, memory_mb=384)
+    first = DockerSandbox(limits, pool=2)
+    assert not first.warm
+    r = first.run_python(_DIRTY)
+    assert r.stdout == "planted True\n", r.stderr
+    cid = first.container.id
+    first.close()
+    POOL.settle()
+    second, third = DockerSandbox(limits, pool=2), DockerSandbox(limits, pool=2)
+    assert second.warm and third.warm and second.container.id != third.container.id
+    assert cid in (second.container.id, third.container.id)
+    for box in (second, third):
+        assert box.run_python(_LOOK).stdout == "[] [] -1\n"
+    other = DockerSandbox(Limits(timeout=10, memory_mb=256), pool=2)
+    assert not other.warm and other.container.id not in (second.container.id, third.container.id)
+    assert other.client.api.inspect_container(other.container.id)["HostConfig"]["Memory"] == 256 << 20
+    for box in (second, third, other):
+        box.close()
+    assert POOL.drain() >= 3
+    assert not other.client.containers.list(all=True, filters={"label": f"agentgym.pid={os.getpid()}"})
+
+
+def test_a_container_that_cannot_be_reset_is_removed(docker_engine):
+    import docker
+    from agentgym.envs.code.docker_backend import POOL, DockerSandbox, pool_stats
+
+    POOL.drain()
+    box = DockerSandbox(Limits(timeout=10), pool=2)
+    cid = box.container.id
+    box.container.kill()  # the reset cannot run: the container must not be lent again
+    before = pool_stats()["discarded"]
+    box.close()
+    POOL.settle()
+    assert pool_stats()["discarded"] == before + 1
+    assert all(cid not in ids for ids in POOL.idle.values())
+    assert not docker.from_env().containers.list(all=True, filters={"id": cid})
+
+
+def test_containers_of_a_killed_process_are_swept(docker_engine):
+    """A process killed before its atexit hook leaves pooled containers behind; the next pool on
+    this host removes them."""
+    import socket
+    import subprocess
+    import sys
+
+    import docker
+    from agentgym.envs.code.docker_backend import _Pool
+
+    code = (
+        "import os\nfrom agentgym.envs.code.docker_backend import DockerSandbox\n"
+        "box = DockerSandbox(pool=2)\nbox.close()\nprint(box.container.id, flush=True)\nos._exit(0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    cid = out.stdout.strip()
+    client = docker.from_env()
+    leftover = client.containers.get(cid)
+    assert leftover.labels["agentgym.host"] == socket.gethostname()
+    _Pool().sweep(client)
     assert not client.containers.list(all=True, filters={"id": cid})
 
 
@@ -131,11 +223,24 @@ def test_the_docker_backend_never_pulls_unless_asked(docker_engine):
 
 def test_the_image_is_tagged_by_its_content_hash(docker_engine):
     import docker
-    from agentgym.envs.code.engine import IMAGE, LATEST
+    from agentgym.envs.code.engine import IMAGE, LATEST, RECIPE_ID
 
     tags = docker.from_env().images.get(LATEST).tags
     hashed = [t for t in tags if t != LATEST]
     assert hashed and all(t.startswith(f"{IMAGE}:") and len(t.split(":")[1]) == 16 for t in hashed)
+    assert docker.from_env().images.get(LATEST).labels["agentgym.recipe"] == RECIPE_ID
+
+
+def test_the_images_byte_code_stays_valid_on_its_read_only_root(docker_engine):
+    """Zero file times would make timestamp pycs stale (every run compiling the standard library
+    again); the image's are unchecked-hash pycs (PEP 552 flags 0b01)."""
+    code = (
+        "import base64, importlib.util, json\n"
+        "for m in (base64, json):\n"
+        "    print(int.from_bytes(open(importlib.util.cache_from_source(m.__file__), 'rb').read(8)[4:8], 'little'))"
+    )
+    with make_sandbox("docker") as box:
+        assert box.run_python(code).stdout.split() == ["1", "1"]
 
 
 def test_engine_start_and_build_image_are_safe_to_run_again(docker_engine, capsys):
