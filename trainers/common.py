@@ -229,18 +229,32 @@ def _round(v: Any) -> Any:
     return round(v, 6) if isinstance(v, float) else v
 
 
+def _once(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with each tensor under its first name only: tied weights (an LM head that is the
+    embedding matrix) are stored once in a checkpoint, and an engine loading them knows one name."""
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    out = {}
+    for k, v in state.items():
+        key = (v.data_ptr(), tuple(v.shape))
+        if key not in seen:
+            seen.add(key)
+            out[k] = v
+    return out
+
+
 def trainable_state(model) -> dict[str, torch.Tensor]:
-    """Full-precision weights with the names a fresh ``from_pretrained`` model uses (LoRA merged)."""
+    """Full-precision weights with the names a fresh ``from_pretrained`` model uses (LoRA merged;
+    tied weights once, under their first name)."""
     if hasattr(model, "merge_adapter") and hasattr(model, "get_base_model"):
         model.merge_adapter()
         try:
             base = model.get_base_model()
             state = {}
-            for k, v in base.state_dict().items():
+            for k, v in _once(base.state_dict()).items():
                 if "lora_" in k:
                     continue
                 state[k.replace(".base_layer", "")] = v.detach().clone()
             return state
         finally:
             model.unmerge_adapter()
-    return {k: v.detach() for k, v in model.state_dict().items()}
+    return {k: v.detach() for k, v in _once(model.state_dict()).items()}

@@ -90,7 +90,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from agentgym.data.quickstart import QuickstartConfig, run_quickstart
 
-    config = QuickstartConfig(out_dir=args.out, fast=args.fast, seed=args.seed)
+    config = QuickstartConfig.for_model(
+        args.model, fast=args.fast, out_dir=args.out, seed=args.seed, lora_r=args.lora_r
+    )
     run_quickstart(config)
     return 0
 
@@ -132,13 +134,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
-        "quickstart", help="tiny model, teacher data, SFT, GRPO and DPO on toy/calculator-v0, end to end"
+        "quickstart",
+        help="a model (tiny by default), teacher data, SFT, GRPO and DPO on toy/calculator-v0, end to end",
     )
     p.add_argument("--out", default="runs/quickstart", help="run directory (default runs/quickstart)")
     p.add_argument(
         "--fast", action="store_true", help="a smaller budget (about a third of the time) for smoke tests"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="tiny (default, built here), smollm2-135m-instruct (from its package), or a Hugging Face model directory",
+    )
+    p.add_argument("--lora-r", type=int, default=0, help="LoRA rank (default 0: full fine-tuning)")
     p.set_defaults(func=cmd_quickstart)
 
 

@@ -1,6 +1,7 @@
 """``agentgym quickstart``: the whole pipeline on an embedded default, offline, on CPU.
 
-1. build the tiny model (no download);
+1. build the tiny model (no download), or write a real one (``--model smollm2-135m-instruct``,
+   from a package on the index) or take a Hugging Face directory of your own;
 2. generate teacher demonstrations on ``toy/calculator-v0`` (the env's scripted solver);
 3. evaluate the untrained model;
 4. SFT warm start on the demonstrations, evaluate;
@@ -14,7 +15,11 @@ a rerun of the same command skips what is done.
 
     agentgym quickstart                 # under 15 minutes on 2 CPU cores
     agentgym quickstart --fast          # a smaller budget for smoke tests
+    agentgym quickstart --model smollm2-135m-instruct --out runs/qs-smollm2   # a real model
     agentgym report runs/quickstart     # the table again, from the files
+
+A real model gets budgets of its own (``QuickstartConfig.for_model``): fewer, larger steps at
+lower learning rates, rollouts and evaluations on the vLLM engine, LoRA with ``--lora-r``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 from agentgym.data.sample import file_stats
 
 ENV = "toy/calculator-v0"
+TINY = "tiny"
 EVAL_SEED = 777
 """task seed of the held-out evaluation tasks (training tasks use other seeds)"""
 
@@ -41,8 +47,16 @@ class QuickstartConfig:
 
     out_dir: str = "runs/quickstart"
     """run directory"""
+    model: str = TINY
+    """the model to train: ``tiny`` (built here, random weights), a name ``agentgym model get``
+    knows (``smollm2-135m-instruct``), or a Hugging Face model directory"""
     fast: bool = False
     """smaller budgets (fewer steps and tasks)"""
+    sampler: str = "hf"
+    """what samples evaluations, GRPO rollouts and DPO pairs: ``hf`` (transformers) or ``vllm``
+    (the vLLM engine; GRPO pushes each update into it)"""
+    lora_r: int = 0
+    """LoRA rank of SFT, GRPO and DPO (0: full fine-tuning); GRPO then samples with ``hf``"""
     seed: int = 0
     """seed of the model, tasks, sampling and training"""
     difficulty: int = 1
@@ -71,10 +85,54 @@ class QuickstartConfig:
     max_tokens: int = 128
     """most new tokens per assistant turn"""
 
+    grpo_learning_rate: float | None = None
+    """learning rate of GRPO (default: rl_learning_rate)"""
+    grpo_tasks: int = 64
+    """size of GRPO's task pool"""
+    tasks_per_step: int = 4
+    """GRPO tasks per step"""
+    sft_batch_size: int | None = None
+    """sequences per SFT step (default: batch_size)"""
+
     def __post_init__(self) -> None:
-        if self.fast:
+        if self.sampler not in ("hf", "vllm"):
+            raise ValueError(f"sampler must be hf or vllm, got {self.sampler!r}")
+        if self.fast and self.model == TINY:
             self.demos, self.sft_steps, self.grpo_steps = 64, 60, 4
             self.dpo_tasks, self.dpo_steps, self.eval_tasks = 16, 8, 32
+
+    @classmethod
+    def for_model(cls, model: str = TINY, fast: bool = False, **overrides: Any) -> QuickstartConfig:
+        """The budgets for ``model``: the tiny model's defaults, or the real-model ones.
+
+        A pretrained model already writes; what it lacks is the tool-call format, which a few
+        dozen demonstrations teach at a low learning rate. Each step costs ~40x the tiny model's
+        on CPU, so the real-model budget is fewer steps over fewer tasks, sampled by vLLM.
+        """
+        if model == TINY:
+            return cls(model=model, fast=fast, **overrides)
+        real: dict[str, Any] = dict(
+            difficulty=2,  # at 1 ("What is 7 + 5?") four SFT steps took SmolLM2 to 4 of 4
+            demos=64,
+            sft_steps=32,
+            batch_size=8,
+            learning_rate=1e-4,
+            grpo_steps=8,
+            grpo_tasks=32,
+            tasks_per_step=4,
+            group=4,
+            rl_learning_rate=5e-6,
+            grpo_learning_rate=1e-5,
+            dpo_tasks=32,
+            dpo_steps=8,
+            eval_tasks=32,
+            max_tokens=96,
+            sampler="vllm",
+        )
+        if fast:
+            real.update(demos=16, sft_steps=4, grpo_steps=1, dpo_tasks=4, dpo_steps=1, eval_tasks=4)
+        real.update(overrides)
+        return cls(model=model, fast=fast, **real)
 
 
 STAGES = [
@@ -128,7 +186,7 @@ def _done(out: Path, name: str) -> dict[str, Any] | None:
 
 
 def _spec(model: str, cfg: QuickstartConfig, temperature: float) -> str:
-    return f"hf:{model},temperature={temperature},max_tokens={cfg.max_tokens},seed={cfg.seed}"
+    return f"{cfg.sampler}:{model},temperature={temperature},max_tokens={cfg.max_tokens},seed={cfg.seed}"
 
 
 def _rollouts(cfg: QuickstartConfig, policy: str, out: Path, n: int, group: int, seed: int) -> None:
@@ -200,11 +258,22 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         return result
 
     def build_model():
-        from agentgym.policies.tiny import build_tiny_model
+        if cfg.model == TINY:
+            from agentgym.policies.tiny import build_tiny_model
 
-        return {"model": str(build_tiny_model(out / "model0", seed=cfg.seed))}
+            return {"model": str(build_tiny_model(out / "model0", seed=cfg.seed)), "tiny": True}
+        if Path(cfg.model).is_dir():
+            return {"model": str(Path(cfg.model).resolve()), "tiny": False}
+        from agentgym.policies.models import KNOWN, get_model
 
-    model0 = stage(1, "model", "building the tiny model", build_model)["model"]
+        if cfg.model not in KNOWN:
+            raise ValueError(
+                f"--model {cfg.model!r} is neither {TINY!r}, a known model ({', '.join(KNOWN)}) nor a directory"
+            )
+        return {"model": str(get_model(cfg.model, out / "model0")), "tiny": False}
+
+    what = "building the tiny model" if cfg.model == TINY else f"getting the model ({cfg.model})"
+    model0 = stage(1, "model", what, build_model)["model"]
 
     def demos():
         raw = out / "demos_raw.jsonl"
@@ -229,9 +298,10 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
                 data=[str(out / "demos.jsonl")],
                 output_dir=str(out / "sft"),
                 max_steps=cfg.sft_steps,
-                batch_size=cfg.batch_size,
-                micro_batch_size=cfg.batch_size,
+                batch_size=cfg.sft_batch_size or cfg.batch_size,
+                micro_batch_size=cfg.sft_batch_size or cfg.batch_size,
                 learning_rate=cfg.learning_rate,
+                lora_r=cfg.lora_r,
                 seed=cfg.seed,
                 quiet=True,
             )
@@ -256,15 +326,17 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
                 env=ENV,
                 env_kwargs={"difficulty": cfg.difficulty},
                 output_dir=str(out / "grpo"),
-                sampler="hf",
-                num_tasks=64,
-                tasks_per_step=4,
+                sampler="hf" if cfg.lora_r else cfg.sampler,
+                enforce_eager=cfg.sampler == "vllm" and not cfg.lora_r,  # starts in seconds on CPU
+                num_tasks=cfg.grpo_tasks,
+                tasks_per_step=cfg.tasks_per_step,
                 group_size=cfg.group,
                 max_steps=cfg.grpo_steps,
                 max_tokens=cfg.max_tokens,
                 batch_size=cfg.batch_size,
                 micro_batch_size=cfg.batch_size,
-                learning_rate=cfg.rl_learning_rate,
+                learning_rate=cfg.grpo_learning_rate or cfg.rl_learning_rate,
+                lora_r=cfg.lora_r,
                 seed=cfg.seed + 2,
                 quiet=True,
             )
@@ -311,6 +383,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
                 # good trajectories down with the bad. Measured on one set of 68 pairs (SFT at
                 # 0.344): rpo_alpha 1 for 40 steps 0.281, rpo_alpha 2 for 20 steps 0.422
                 rpo_alpha=2.0,
+                lora_r=cfg.lora_r,
                 seed=cfg.seed,
                 quiet=True,
             )
@@ -356,7 +429,9 @@ def format_quickstart(results: dict[str, Any]) -> str:
     ]
     stages = results["stages"]
     notes = {
-        "untrained": "nothing (random weights)",
+        "untrained": "nothing (random weights)"
+        if (stages.get("model") or {}).get("tiny", True)
+        else "pretrained only",
         "sft": f"{(stages.get('demos') or {}).get('kept', '?')} teacher demos, {(stages.get('sft') or {}).get('steps', '?')} steps",
         "grpo": f"{(stages.get('grpo') or {}).get('steps', '?')} online steps on the env",
         "dpo": f"{(stages.get('dpo_samples') or {}).get('pairs', '?')} pairs of SFT samples, {(stages.get('dpo') or {}).get('steps', '?')} steps, +NLL",

@@ -72,3 +72,20 @@ def test_quickstart_tiny_budget_runs_every_stage_and_resumes(tmp_path, capsys):
     assert p.returncode == 0 and p.stdout.strip() == table.strip()
     with pytest.raises(ValueError, match="other settings"):
         run_quickstart(QuickstartConfig(out_dir=str(out), demos=13))
+
+
+def test_real_model_budgets_and_the_model_choice(tmp_path):
+    """A real model gets its own budgets (vLLM sampling, fewer steps at lower rates); overrides
+    win; a name that is neither tiny, a known model nor a directory is refused before any work."""
+    tiny = QuickstartConfig.for_model("tiny")
+    assert tiny == QuickstartConfig() and tiny.sampler == "hf"
+    real = QuickstartConfig.for_model("smollm2-135m-instruct")
+    assert real.sampler == "vllm" and real.learning_rate < tiny.learning_rate
+    assert real.sft_steps < tiny.sft_steps and real.eval_tasks <= tiny.eval_tasks
+    fast = QuickstartConfig.for_model("smollm2-135m-instruct", fast=True, eval_tasks=6)
+    assert fast.sft_steps < real.sft_steps and fast.eval_tasks == 6
+    with pytest.raises(ValueError, match="sampler must be hf or vllm"):
+        QuickstartConfig(sampler="openai")
+    cfg = QuickstartConfig.for_model("no-such-model", out_dir=str(tmp_path / "qs"))
+    with pytest.raises(ValueError, match="neither 'tiny', a known model .*smollm2-135m-instruct"):
+        run_quickstart(cfg)

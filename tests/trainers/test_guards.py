@@ -117,3 +117,41 @@ def _weights(model_dir):
     from safetensors.torch import load_file
 
     return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_pushed_weights_name_tied_tensors_once_as_the_checkpoint_does(tmp_path):
+    """A model whose LM head is its embedding matrix (SmolLM2, most small models) stores it once;
+    the weights pushed to a sampler engine must use the checkpoint's names only, or the engine
+    refuses them (found on SmolLM2's first GRPO push), with and without LoRA."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from agentgym.trainers.common import trainable_state
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        stored = set(f.keys())
+    assert "lm_head.weight" not in stored and "lm_head.weight" in model.state_dict()
+    state = trainable_state(model)
+    assert set(state) == stored
+    assert torch.equal(state["model.embed_tokens.weight"], model.lm_head.weight)
+
+    from peft import LoraConfig, get_peft_model
+
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    assert set(trainable_state(peft)) == stored
+    assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"]
