@@ -126,10 +126,9 @@ def test_pushed_weights_name_tied_tensors_once_as_the_checkpoint_does(tmp_path):
     import json
 
     import torch
+    from agentgym.trainers.common import trainable_state
     from safetensors import safe_open
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from agentgym.trainers.common import trainable_state
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
