@@ -1,8 +1,9 @@
 """Rollout throughput through agentgym's policies against the engine underneath, same run.
 
     .venv/bin/python bench/policies.py [--n 32] [--max-tokens 128] [--repeats 3] [--size tiny]
+    .venv/bin/python bench/policies.py --model DIR     # a Hugging Face directory, e.g. SmolLM2
 
-Builds the tiny model, takes the first-turn prompts of ``n`` toy/calculator-v0 tasks, and
+Builds the tiny model (or takes ``--model``), takes the first-turn prompts of ``n`` toy/calculator-v0 tasks, and
 measures sampled tokens per second (greedy, fixed budget, so both sides produce the same tokens):
 
 - ``vllm``: ``run_rollouts`` with the ``vllm:`` policy vs vLLM's own ``AsyncLLM.generate`` on the
@@ -126,6 +127,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per side")
     ap.add_argument("--size", default="tiny", choices=["tiny", "small"])
     ap.add_argument("--only", choices=["vllm", "openai"], default=None)
+    ap.add_argument("--model", default=None, help="a Hugging Face model directory instead of the tiny model")
     args = ap.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM logs to stdout; keep it for the JSON
 
@@ -135,9 +137,12 @@ def main() -> None:
 
     from agentgym.policy import parse_spec
 
-    model = build_tiny_model(tempfile.mkdtemp(prefix="agentgym-bench-") + "/model", size=args.size)
+    if args.model:
+        model = args.model
+    else:
+        model = build_tiny_model(tempfile.mkdtemp(prefix="agentgym-bench-") + "/model", size=args.size)
     greedy = f"temperature=0,max_tokens={args.max_tokens}"
-    out: dict = {"n": args.n, "max_tokens": args.max_tokens, "size": args.size}
+    out: dict = {"n": args.n, "max_tokens": args.max_tokens, "model": args.model or args.size}
     env = CalculatorEnv(difficulty=1)
     if args.only in (None, "vllm"):
         policy = vllm_backend.from_spec(parse_spec(f"vllm:{model},{greedy},max_model_len=2048"), env)

@@ -69,29 +69,47 @@ def test_dpo_pairs_leave_out_records_that_failed_their_token_check():
 
 
 @pytest.mark.slow
+def _coin(traj, task) -> float:
+    """The parity of the replies' CRC-32: a fair coin per sample, whatever the model knows."""
+    import zlib
+
+    text = "".join(m.get("content") or "" for m in traj.messages if m.get("role") == "assistant")
+    return float(zlib.crc32(text.encode()) & 1)
+
+
+def _coin_calculator(**kwargs):
+    """toy/calculator-v0 scored by ``_coin``: every group of random samples holds both scores, so
+    each GRPO step trains however much the model learned (this test is about the KL term)."""
+    from agentgym.envs.toy import CalculatorEnv
+
+    from agentgym.verifiers import Rubric
+
+    class CoinCalculator(CalculatorEnv):
+        verifier = Rubric([_coin], weights=[1.0])
+
+    return CoinCalculator(**kwargs)
+
+
 def test_grpo_with_a_kl_penalty_runs_against_a_frozen_reference(tmp_path):
     """GRPO with kl_coef > 0 loads a reference model, logs the KL to it each step (0 before the
     first update, positive once the policy moved) and keeps the reference frozen."""
-    from agentgym.policies.tiny import build_tiny_model, fine_tune
+    from agentgym.policies.tiny import build_tiny_model
     from agentgym.trainers import GRPOConfig, train_grpo
 
-    from agentgym.registry import make
-    from agentgym.rollout import run_rollouts
+    from agentgym.registry import register
 
+    register("test/coin_calculator-v0", f"{__name__}:_coin_calculator")
     model = build_tiny_model(tmp_path / "model", seed=0)
-    env = make("toy/calculator-v0", difficulty=1)
-    demos = run_rollouts("toy/calculator-v0", "scripted", n=32, env_kwargs={"difficulty": 1}, progress=False)
-    fine_tune(model, [t.messages for t in demos], env.tool_schemas, steps=100, lr=5e-3)
-    env.close()
     before = {k: v.clone() for k, v in _weights(model).items()}
     cfg = GRPOConfig(
         model=str(model),
-        env="toy/calculator-v0",
+        env="test/coin_calculator-v0",
         env_kwargs={"difficulty": 1},
         num_tasks=8,
         tasks_per_step=8,
         group_size=4,
         max_steps=3,
+        max_tokens=24,
         batch_size=32,
         micro_batch_size=16,
         learning_rate=3e-3,
@@ -104,10 +122,9 @@ def test_grpo_with_a_kl_penalty_runs_against_a_frozen_reference(tmp_path):
     train_grpo(cfg)
     rows = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
     trained = [r for r in rows if "kl_ref" in r]
-    assert trained, f"no step trained (every group had equal scores): {rows}"
+    assert len(trained) == 3, f"a step did not train: {rows}"
     # the first update is computed with the policy still equal to the reference
     assert trained[0]["kl_ref"] == pytest.approx(0.0, abs=1e-6)
-    assert len(trained) >= 2, f"only one step trained: {rows}"
     assert all(r["kl_ref"] > 0 for r in trained[1:])
     # the reference is the starting model, untouched on disk
     assert all(torch.equal(before[k], v) for k, v in _weights(model).items())
