@@ -114,7 +114,7 @@ class QuickstartConfig:
         real: dict[str, Any] = dict(
             difficulty=2,  # at 1 ("What is 7 + 5?") four SFT steps took SmolLM2 to 4 of 4
             demos=64,
-            sft_steps=32,
+            sft_steps=12,  # the format is learned by step 7 (loss 0.003; 0.0001 by 14)
             batch_size=8,
             learning_rate=1e-4,
             grpo_steps=8,
