@@ -21,7 +21,6 @@ Needs a Docker engine and ``pip install 'agentgym[sandbox]'``. Run it:
 
 from __future__ import annotations
 
-import ast
 import atexit
 import base64
 import json
@@ -114,7 +113,7 @@ for pid in os.listdir("/proc"):
             continue
         if st.st_uid == 65534 and state != "Z":
             procs.append(int(pid))
-print(repr({{"files": left, "processes": procs}}))
+print("left", len(left), len(procs))
 """
 )
 """run as the sandbox user after every process of it was killed: wipes what it can write and
@@ -534,10 +533,12 @@ class DockerSandbox(Sandbox):
         for _ in range(2):  # a process killed a moment ago may still be on its way out
             try:
                 res = self.container.exec_run(cmd, user=USER)
-                left = ast.literal_eval(res.output.decode().strip().splitlines()[-1])
+                # plain words, no ast or json: this runs in a background thread, and CPython 3.11's
+                # AST conversion keeps one recursion counter for all threads (gh-106905)
+                word, files, procs = res.output.decode().split()[-3:]
             except Exception:
                 return False
-            if res.exit_code == 0 and not left["files"] and not left["processes"]:
+            if res.exit_code == 0 and (word, files, procs) == ("left", "0", "0"):
                 return True
         return False
 
