@@ -3,10 +3,10 @@
 Containers come from a warm pool: a closed session's container is reset (every process of the
 sandbox user killed, its files, ``/dev/shm``, POSIX and SysV IPC removed, then checked) and kept
 for the next session with the same image and limits; one that cannot be reset is removed. A
-container is never lent to two sessions at once. The container has no network, a read-only root file system, tmpfs ``/work``, ``/tmp`` and
-``/opt/agentgym``, memory / CPU / pids limits, every capability dropped and no-new-privileges,
-and runs as uid 65534. Each run wipes ``/work``, ``/tmp``, ``/dev/shm`` and ``/opt/agentgym`` (where
-inputs larger than an exec's environment are staged first), unpacks the session's files,
+container is never lent to two sessions at once. The container has no network, a read-only
+root file system, tmpfs ``/work``, ``/tmp`` and ``/opt/agentgym``, memory / CPU / pids limits,
+every capability dropped and no-new-privileges; runs are execs as uid 65534. Each run wipes
+``/work``, ``/tmp``, ``/dev/shm``, ``/dev/mqueue`` and ``/opt/agentgym`` (where inputs larger than an exec's environment are staged first), unpacks the session's files,
 applies rlimits and ``exec``s the program under ``timeout -s KILL``; afterwards every process of
 the sandbox user is killed, so nothing one run starts survives into the next. The container's
 init (``docker-init``, with ``sleep`` under it) runs as root with no capabilities, out of the
@@ -111,7 +111,7 @@ for pid in os.listdir("/proc"):
             state = open("/proc/" + pid + "/stat").read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if st.st_uid == 65534 and state != "Z":
+        if st.st_uid == os.getuid() and state != "Z":
             procs.append(int(pid))
 print("left", len(left), len(procs))
 """
