@@ -91,8 +91,6 @@ class QuickstartConfig:
     """size of GRPO's task pool"""
     tasks_per_step: int = 4
     """GRPO tasks per step"""
-    sft_batch_size: int | None = None
-    """sequences per SFT step (default: batch_size)"""
 
     def __post_init__(self) -> None:
         if self.sampler not in ("hf", "vllm"):
@@ -298,8 +296,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
                 data=[str(out / "demos.jsonl")],
                 output_dir=str(out / "sft"),
                 max_steps=cfg.sft_steps,
-                batch_size=cfg.sft_batch_size or cfg.batch_size,
-                micro_batch_size=cfg.sft_batch_size or cfg.batch_size,
+                batch_size=cfg.batch_size,
+                micro_batch_size=cfg.batch_size,
                 learning_rate=cfg.learning_rate,
                 lora_r=cfg.lora_r,
                 seed=cfg.seed,
