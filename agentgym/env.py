@@ -48,6 +48,14 @@ def _tool_text(value: Any) -> str:
         return str(value)
 
 
+def _json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _tool_error(name: str, e: BaseException) -> str:
     if isinstance(e, ToolArgumentError):
         return f"Error: {name}: {e}"
@@ -152,6 +160,27 @@ class ToolEnv(gymnasium.Env):
             self._env_id, self._env_id_for = agentgym_id(spec.id), spec
         return self._env_id
 
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments this env was made with (registered defaults included), the
+        JSON-serialisable ones: what a record stores so that ``make(env_id, **env_kwargs)``
+        builds the same env again. Empty for an env built directly rather than through ``make``."""
+        spec = getattr(self, "spec", None)
+        kwargs = dict(getattr(spec, "kwargs", None) or {})
+        return {k: v for k, v in kwargs.items() if _json_safe(v)}
+
+    def new_trajectory(self, messages: list[Message], **metadata: Any) -> Trajectory:
+        """The trajectory a reset starts: its first messages, the env's id, kwargs and tool
+        schemas, and the task id, so the record describes itself."""
+        return Trajectory(
+            messages=list(messages),
+            env=self.env_id,
+            task_id=self.task.task_id if self.task is not None else "",
+            metadata=metadata,
+            tools=self.tool_schemas,
+            env_kwargs=self.env_kwargs,
+        )
+
     # The random generator is built on first use: seeding numpy costs more than a whole toy
     # episode, and most envs draw nothing when the task id is given.
     _rng: Any = None
@@ -177,9 +206,7 @@ class ToolEnv(gymnasium.Env):
         self.turns = 0
         self.done = False
         messages = self.initial_messages(self.task)
-        self.trajectory = Trajectory(
-            messages=list(messages), env=self.env_id, task_id=self.task.task_id, metadata={"seed": seed}
-        )
+        self.trajectory = self.new_trajectory(messages, seed=seed)
         return [dict(m) for m in messages], {"task_id": self.task.task_id}
 
     def step(self, action: Message):

@@ -14,6 +14,7 @@ read.
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -126,3 +127,30 @@ def make(env_id: str, **kwargs: Any):
         raise ImportError(f"env {env_id!r} needs a package that is not installed ({e}).{hint}") from e
     env = gymnasium.make(env_id, disable_env_checker=True, **kwargs)
     return env.unwrapped
+
+
+_TOOL_SCHEMAS: dict[str, list[dict[str, Any]]] = {}
+
+
+def env_tool_schemas(env_id: str, env_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
+    """The tool schemas of ``env_id`` made with ``env_kwargs`` (cached), for records written before
+    records carried their own ``tools``; None for an empty id. Raises ``ValueError`` saying what
+    to do when the env cannot be made here."""
+    if not env_id:
+        return None
+    key = json.dumps([env_id, env_kwargs or {}], sort_keys=True, default=repr)
+    if key not in _TOOL_SCHEMAS:
+        try:
+            env = make(env_id, **(env_kwargs or {}))
+        except Exception as e:
+            raise ValueError(
+                f"the records of {env_id!r} carry no tool schemas, and the env cannot be made to read "
+                f"them ({type(e).__name__}: {e}); write the records again with this version of agentgym "
+                "(they then carry 'tools' and 'env_kwargs'), or add the env's kwargs to each record "
+                "as 'env_kwargs'"
+            ) from e
+        try:
+            _TOOL_SCHEMAS[key] = list(env.tool_schemas)
+        finally:
+            env.close()
+    return _TOOL_SCHEMAS[key]

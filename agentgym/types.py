@@ -92,6 +92,10 @@ class Trajectory:
     """1 where the policy sampled the token (trained on), 0 for prompt, env and tool tokens"""
     logprobs: list[float] | None = None
     """the sampler's log-probability of each token (0.0 where mask is 0)"""
+    tools: list[dict[str, Any]] | None = None
+    """the tool schemas shown to the model (what the chat template rendered into the prompt)"""
+    env_kwargs: dict[str, Any] | None = None
+    """the keyword arguments the env was made with (``make(env, **env_kwargs)`` builds it again)"""
 
     @property
     def is_evidence(self) -> bool:
@@ -111,6 +115,10 @@ class Trajectory:
             "status": self.status,
             "metadata": self.metadata,
         }
+        if self.tools is not None:
+            record["tools"] = self.tools
+        if self.env_kwargs is not None:
+            record["env_kwargs"] = self.env_kwargs
         if self.tokens is not None:
             record["tokens"] = {"ids": self.tokens, "mask": self.mask, "logprobs": self.logprobs}
         return record
@@ -130,6 +138,8 @@ class Trajectory:
             tokens=tok.get("ids"),
             mask=tok.get("mask"),
             logprobs=tok.get("logprobs"),
+            tools=record.get("tools"),
+            env_kwargs=record.get("env_kwargs"),
         )
 
 
@@ -142,7 +152,7 @@ _ROLES = ("system", "user", "assistant", "tool")
 
 def validate_record(record: Any) -> None:
     """Check one record against the schema ``{"messages", "env", "task_id", "score", "status",
-    "metadata", "tokens"?}``. Raises ``RecordError`` with the reason."""
+    "metadata", "tools"?, "env_kwargs"?, "tokens"?}``. Raises ``RecordError`` with the reason."""
     if not isinstance(record, dict):
         raise RecordError(f"a record must be a JSON object, got {type(record).__name__}")
     for key in ("messages", "env", "task_id", "score", "status"):
@@ -171,6 +181,11 @@ def validate_record(record: Any) -> None:
         raise RecordError(f"'status' must be one of {STATUSES}, got {record['status']!r}")
     if not isinstance(record.get("metadata", {}), dict):
         raise RecordError("'metadata' must be an object")
+    tools = record.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise RecordError("'tools' must be a list of tool schemas (objects)")
+    if record.get("env_kwargs") is not None and not isinstance(record["env_kwargs"], dict):
+        raise RecordError("'env_kwargs' must be an object")
     tok = record.get("tokens")
     if tok is not None:
         if not isinstance(tok, dict) or not isinstance(tok.get("ids"), list):

@@ -19,6 +19,7 @@ import torch
 from agentgym.trainers.batch import Sequence, TokenizeError, to_sequence
 from agentgym.trainers.config import TrainConfig
 
+from agentgym.registry import env_tool_schemas
 from agentgym.types import Trajectory
 
 
@@ -112,33 +113,30 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, total_steps: int):
 
 class Tokenizer:
     """Turns trajectories into ``Sequence``s: their token record when present, else their
-    messages through the chat renderer with the env's tool schemas (built once per env id)."""
+    messages through the chat renderer with the tool schemas the record carries (a record
+    written before records carried them: those of its env, made once with its env kwargs)."""
 
     def __init__(self, tokenizer: Any, max_length: int):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self._renderers: dict[str, Any] = {}
 
-    def renderer(self, env_id: str):
-        if env_id not in self._renderers:
-            from agentgym.chat import ChatRenderer
-            from agentgym.registry import make
+    def renderer(self, traj: Trajectory):
+        from agentgym.chat import ChatRenderer
 
-            tools = None
-            if env_id:
-                env = make(env_id)
-                tools = env.tool_schemas
-                env.close()
-            self._renderers[env_id] = ChatRenderer(self.tokenizer, tools)
-        return self._renderers[env_id]
+        tools = traj.tools if traj.tools is not None else env_tool_schemas(traj.env, traj.env_kwargs)
+        key = json.dumps(tools, sort_keys=True)
+        if key not in self._renderers:
+            self._renderers[key] = ChatRenderer(self.tokenizer, tools)
+        return self._renderers[key]
 
     def __call__(self, traj: Trajectory, advantage: float = 0.0) -> Sequence:
         if traj.tokens is not None and "token_check" not in traj.metadata and traj.num_turns:
             # a token record nobody checked (loaded from a file written elsewhere): its mask-1
             # spans must decode to the assistant's messages before it is trained on; a record
             # with no messages at all is raw token data and is taken as it is
-            self.renderer(traj.env).check(traj)
-        seq = to_sequence(traj, lambda t: self.renderer(t.env).tokenize_messages(t.messages), advantage)
+            self.renderer(traj).check(traj)
+        seq = to_sequence(traj, lambda t: self.renderer(t).tokenize_messages(t.messages), advantage)
         if len(seq) > self.max_length:
             raise TokenizeError(
                 f"trajectory {traj.task_id} of {traj.env!r} has {len(seq)} tokens, over max_length "

@@ -45,34 +45,26 @@ from agentgym.types import EVIDENCE_STATUSES, Message, Trajectory, iter_jsonl
 FORMATS = ("trl-sft", "trl-dpo", "ms-swift", "hf")
 
 ToolLookup = Callable[[Record], "list[dict[str, Any]] | None"]
-_TOOLS_CACHE: dict[str, list[dict[str, Any]] | None] = {}
+_WARNED: set[str] = set()
 
 
 def env_tools(record: Record) -> list[dict[str, Any]] | None:
-    """The tool schemas shown to the model for a record: ``metadata["tools"]`` when the producer
-    stored them, else those of a fresh instance of the record's env (cached per env id); None
-    (with a warning) when the env cannot be made here."""
-    stored = (record.get("metadata") or {}).get("tools")
-    if isinstance(stored, list):
-        return stored
-    env_id = str(record.get("env", ""))
-    if env_id not in _TOOLS_CACHE:
-        try:
-            from agentgym.registry import make
+    """The tool schemas shown to the model for a record: its ``tools`` (or ``metadata["tools"]``
+    from an older producer), else those of its env made with its ``env_kwargs``; None (with one
+    warning per env) when the env cannot be made here."""
+    for stored in (record.get("tools"), (record.get("metadata") or {}).get("tools")):
+        if isinstance(stored, list):
+            return stored
+    from agentgym.registry import env_tool_schemas
 
-            env = make(env_id)
-            try:
-                _TOOLS_CACHE[env_id] = list(env.tool_schemas)
-            finally:
-                env.close()
-        except Exception as e:
-            print(
-                f"agentgym export: no tool schemas for env {env_id!r} ({type(e).__name__}: {e}); "
-                "rows get tools=null",
-                file=sys.stderr,
-            )
-            _TOOLS_CACHE[env_id] = None
-    return _TOOLS_CACHE[env_id]
+    env_id = str(record.get("env", ""))
+    try:
+        return env_tool_schemas(env_id, record.get("env_kwargs"))
+    except ValueError as e:
+        if env_id not in _WARNED:
+            _WARNED.add(env_id)
+            print(f"agentgym export: {e}; rows get tools=null", file=sys.stderr)
+        return None
 
 
 def normalize_message(m: Message) -> Message:
@@ -231,8 +223,9 @@ def to_ms_swift(records: Iterable[Record], tools: ToolLookup = env_tools) -> lis
 
 
 def to_hf_rows(records: Iterable[Record], tools: ToolLookup = env_tools) -> list[dict[str, Any]]:
-    """Lossless rows for a ``datasets.Dataset``: the record's fields, metadata as a JSON string
-    (its keys differ from record to record) and the token record as three list columns."""
+    """Lossless rows for a ``datasets.Dataset``: the record's fields, metadata, tools and env
+    kwargs as JSON strings (their keys differ from record to record) and the token record as
+    three list columns."""
     rows = []
     for r in records:
         tok = r.get("tokens") or {}
@@ -245,6 +238,9 @@ def to_hf_rows(records: Iterable[Record], tools: ToolLookup = env_tools) -> list
                 "score": float(r["score"]),
                 "status": r["status"],
                 "metadata": json.dumps(r.get("metadata") or {}, ensure_ascii=False, sort_keys=True),
+                "env_kwargs": None
+                if r.get("env_kwargs") is None
+                else json.dumps(r["env_kwargs"], ensure_ascii=False, sort_keys=True),
                 "token_ids": tok.get("ids"),
                 "token_mask": tok.get("mask"),
                 "token_logprobs": tok.get("logprobs"),
@@ -272,6 +268,10 @@ def record_from_hf_row(row: dict[str, Any]) -> Record:
         "status": row["status"],
         "metadata": json.loads(row["metadata"]),
     }
+    if row.get("tools") is not None:  # the schemas shown to the model (looked up for older records)
+        record["tools"] = json.loads(row["tools"])
+    if row.get("env_kwargs") is not None:
+        record["env_kwargs"] = json.loads(row["env_kwargs"])
     if row.get("token_ids") is not None:
         record["tokens"] = {
             "ids": row["token_ids"],

@@ -60,7 +60,10 @@ class QuickstartConfig:
     seed: int = 0
     """seed of the model, tasks, sampling and training"""
     difficulty: int = 1
-    """calculator difficulty (1: 'What is 7 + 5?')"""
+    """calculator difficulty of the evaluations, GRPO and DPO (1: 'What is 7 + 5?', 2: word
+    problems with two operations)"""
+    demo_difficulty: int | None = None
+    """calculator difficulty of the teacher demonstrations (default: ``difficulty``)"""
     demos: int = 128
     """teacher demonstrations for SFT"""
     sft_steps: int = 400
@@ -187,7 +190,15 @@ def _spec(model: str, cfg: QuickstartConfig, temperature: float) -> str:
     return f"{cfg.sampler}:{model},temperature={temperature},max_tokens={cfg.max_tokens},seed={cfg.seed}"
 
 
-def _rollouts(cfg: QuickstartConfig, policy: str, out: Path, n: int, group: int, seed: int) -> None:
+def _rollouts(
+    cfg: QuickstartConfig,
+    policy: str,
+    out: Path,
+    n: int,
+    group: int,
+    seed: int,
+    difficulty: int | None = None,
+) -> None:
     from agentgym.rollout import run_rollouts
 
     run_rollouts(
@@ -199,7 +210,7 @@ def _rollouts(cfg: QuickstartConfig, policy: str, out: Path, n: int, group: int,
         concurrency=16,
         out=str(out),
         resume=True,
-        env_kwargs={"difficulty": cfg.difficulty},
+        env_kwargs={"difficulty": difficulty or cfg.difficulty},
         progress=sys.stderr.isatty(),
     )
 
@@ -275,7 +286,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
 
     def demos():
         raw = out / "demos_raw.jsonl"
-        _rollouts(cfg, "teacher", raw, cfg.demos, 1, cfg.seed + 1)
+        _rollouts(cfg, "teacher", raw, cfg.demos, 1, cfg.seed + 1, cfg.demo_difficulty)
         _, rep = filter_file(raw, out / "demos.jsonl", min_score=1.0, dedup=True)
         return {"file": str(out / "demos.jsonl"), "raw": str(raw), "kept": rep.kept, "total": rep.total}
 

@@ -27,7 +27,7 @@ from agentgym.envs.web.verify import pages_visited, task_success
 from agentgym.env import EpisodeOver, ToolEnv
 from agentgym.policy import PolicySpec
 from agentgym.tools import ToolArgumentError, tool
-from agentgym.types import Message, Task, Trajectory
+from agentgym.types import Message, Task
 from agentgym.verifiers import Rubric
 
 _LOCAL_STORAGE_JS = (
@@ -354,12 +354,7 @@ class WebReplayEnv(ToolEnv):
             {"role": "system", "content": self.system_prompt},
             {"role": "user", "content": f"{self.task.prompt}\n\n{first}"},
         ]
-        self.trajectory = Trajectory(
-            messages=list(messages),
-            env=self.env_id,
-            task_id=self.task.task_id,
-            metadata={"seed": seed, "site": self.site.name},
-        )
+        self.trajectory = self.new_trajectory(messages, seed=seed, site=self.site.name)
         return [dict(m) for m in messages], {"task_id": self.task.task_id, "tools": self.tool_schemas}
 
     async def astep(self, action: Message):

@@ -315,7 +315,7 @@ def test_an_unchecked_token_record_is_checked_before_training(tiny_model_dir):
 
     (traj,) = asyncio.run(rollout("toy/calculator-v0", "scripted", n=1, seed=3, progress=False))
     tok = Tokenizer(AutoTokenizer.from_pretrained(tiny_model_dir), max_length=4096)
-    ids, mask = tok.renderer(traj.env).tokenize_messages(traj.messages)
+    ids, mask = tok.renderer(traj).tokenize_messages(traj.messages)
     good = Trajectory(messages=traj.messages, env=traj.env, task_id="t", tokens=ids, mask=mask)
     assert sum(tok(good).mask) == sum(mask) and good.metadata["token_check"] == "ok"
 

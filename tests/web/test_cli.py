@@ -61,3 +61,53 @@ def test_check_env_and_same_seed_same_transcript(request, play, env_id):
     finally:
         env.close()
         env.close()
+
+
+@pytest.mark.slow
+def test_recorded_site_records_describe_themselves_and_train_without_env_kwargs(browser_ok, tmp_path, capsys):
+    """`agentgym rollout` on web/replay-v0 writes each record's tool schemas and env kwargs, so
+    `agentgym train sft` on them needs no `--env-kwargs` (the env, which needs a site, is never made)."""
+    import json
+
+    from agentgym.policies.tiny import build_tiny_model
+
+    out = tmp_path / "web.jsonl"
+    args = [
+        "rollout",
+        "--env",
+        "web/replay-v0",
+        "--env-kwargs",
+        "site=shop",
+        "max_obs_chars=200",
+        "--policy",
+        "teacher",
+    ]
+    assert main([*args, "--n", "2", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2 and all(r["status"] == "ok" and r["score"] == 1.0 for r in records)
+    for r in records:
+        assert r["env_kwargs"]["site"] == "shop"
+        names = {t["function"]["name"] for t in r["tools"]}
+        assert {"goto", "click", "answer"} <= names, names
+    capsys.readouterr()
+
+    model = build_tiny_model(tmp_path / "tiny", size="tiny", seed=0)
+    train = ["train", "sft", "--model", str(model), "--data", str(out), "--max-steps", "1"]
+    assert (
+        main(
+            [
+                *train,
+                "--batch-size",
+                "2",
+                "--micro-batch-size",
+                "2",
+                "--max-length",
+                "4096",
+                "--output-dir",
+                str(tmp_path / "sft"),
+            ]
+        )
+        == 0
+    )
+    metrics = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert any(m.get("agent_tokens", 0) > 0 for m in metrics), metrics
