@@ -12,17 +12,32 @@ import sys
 from typing import Any
 
 
-def parse_kwargs(items: list[str] | None) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as JSON when they can be)."""
+def parse_kwargs(items: list[str] | str | None, flag: str = "--env-kwargs") -> dict[str, Any]:
+    """``["a=1", "b=x", "c=[1, 2]"]`` -> ``{"a": 1, "b": "x", "c": [1, 2]}``: ``key=value`` pairs,
+    each value parsed as YAML (so JSON too); one YAML mapping (``"{a: 1}"``) is read as it is.
+    The one syntax of ``--env-kwargs`` in every command and of ``env_kwargs`` overrides."""
+    import yaml
+
+    if isinstance(items, str):
+        items = [items]
     out: dict[str, Any] = {}
     for item in items or []:
+        if item.lstrip().startswith("{"):
+            try:
+                mapping = yaml.safe_load(item)
+            except yaml.YAMLError as e:
+                raise ValueError(f"{flag}: {item!r} is not a YAML mapping ({e})") from None
+            if not isinstance(mapping, dict):
+                raise ValueError(f"{flag}: {item!r} is not a mapping")
+            out.update(mapping)
+            continue
         key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ValueError(f"--env-kwargs takes key=value pairs, got {item!r}")
+        if not eq or not key.strip():
+            raise ValueError(f"{flag} takes key=value pairs (e.g. difficulty=2 site=shop), got {item!r}")
         try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
     return out
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -103,7 +104,11 @@ class ToolEnv(gymnasium.Env):
         self._async_tools = any(t.is_async for t in self._tools.values())
         self.observation_space = ConversationSpace()
         self.action_space = MessageSpace(self.tool_schemas)
-        self._verify = as_verifier(self.verifier) if self.verifier is not None else None
+        # a plain function set as the class's verifier is read from the class, not as a method
+        verifier = inspect.getattr_static(self, "verifier", None)
+        if isinstance(verifier, staticmethod | classmethod):
+            verifier = self.verifier
+        self._verify = as_verifier(verifier) if verifier is not None else None
         self.task: Task | None = None
         self.trajectory = Trajectory()
         self.done = True
@@ -150,7 +155,11 @@ class ToolEnv(gymnasium.Env):
 
     @property
     def env_id(self) -> str:
-        """The registry id this env was made under (the class name when built directly)."""
+        """The registry id this env was made under (``file.py:Class`` or ``module:Class`` when
+        made from one; the class name when built directly)."""
+        made = getattr(self, "_made_as", None)
+        if made is not None:
+            return made[0]
         spec = getattr(self, "spec", None)
         if spec is None:
             return type(self).__name__
@@ -165,8 +174,9 @@ class ToolEnv(gymnasium.Env):
         """The keyword arguments this env was made with (registered defaults included), the
         JSON-serialisable ones: what a record stores so that ``make(env_id, **env_kwargs)``
         builds the same env again. Empty for an env built directly rather than through ``make``."""
+        made = getattr(self, "_made_as", None)
         spec = getattr(self, "spec", None)
-        kwargs = dict(getattr(spec, "kwargs", None) or {})
+        kwargs = dict(made[1] if made is not None else getattr(spec, "kwargs", None) or {})
         return {k: v for k, v in kwargs.items() if _json_safe(v)}
 
     def new_trajectory(self, messages: list[Message], **metadata: Any) -> Trajectory:

@@ -116,7 +116,16 @@ def spec(env_id: str) -> EnvEntry:
 
 
 def make(env_id: str, **kwargs: Any):
-    """Build the environment registered under ``env_id`` (keyword arguments override defaults)."""
+    """Build the environment registered under ``env_id`` (keyword arguments override defaults).
+
+    An id that is not registered but names a class, ``path/to/file.py:ClassName`` or
+    ``package.module:ClassName``, builds that class with ``kwargs``; its records carry the id
+    as given, so the same string builds it again in ``eval`` and the trainers."""
+    _load_plugins()
+    if env_id not in _REGISTRY and ":" in env_id:
+        env = load_env_class(env_id)(**kwargs)
+        env._made_as = (env_id, dict(kwargs))
+        return env
     entry = spec(env_id)
     module = entry.entry_point.split(":", 1)[0]
     try:
@@ -127,6 +136,52 @@ def make(env_id: str, **kwargs: Any):
         raise ImportError(f"env {env_id!r} needs a package that is not installed ({e}).{hint}") from e
     env = gymnasium.make(env_id, disable_env_checker=True, **kwargs)
     return env.unwrapped
+
+
+def load_env_class(ref: str) -> type:
+    """The env class that ``file.py:ClassName`` or ``module:ClassName`` names (a file is imported
+    once per path, as a module of its own)."""
+    import importlib.util
+    import os
+
+    from agentgym.env import ToolEnv
+
+    where, _, name = ref.rpartition(":")
+    if not where or not name:
+        raise KeyError(f"{ref!r} is neither a registered env id nor 'file.py:ClassName' / 'module:ClassName'")
+    if where.endswith(".py") or os.sep in where:
+        path = os.path.abspath(where)
+        if not os.path.isfile(path):
+            raise KeyError(
+                f"no file {where!r} (from --env {ref!r}); give the path to a .py file and a class in it"
+            )
+        mod_name = f"agentgym_user_env_{abs(hash(path)):x}"
+        module = sys.modules.get(mod_name)
+        if module is None:
+            file_spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(file_spec)
+            sys.modules[mod_name] = module
+            try:
+                file_spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[mod_name]
+                raise
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as e:
+            raise KeyError(f"cannot import module {where!r} for --env {ref!r}: {e}") from e
+    cls = getattr(module, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ToolEnv)):
+        found = sorted(
+            k
+            for k, v in vars(module).items()
+            if isinstance(v, type) and issubclass(v, ToolEnv) and v is not ToolEnv
+        )
+        raise KeyError(
+            f"{where} has no ToolEnv subclass {name!r}" + (f"; it has {', '.join(found)}" if found else "")
+        )
+    return cls
 
 
 _TOOL_SCHEMAS: dict[str, list[dict[str, Any]]] = {}

@@ -446,15 +446,30 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """``--config FILE`` plus one ``--field-name VALUE`` flag per field (help from ``field_docs``)."""
     docs = field_docs(cls)
     parser.add_argument("--config", help="YAML file of field: value (flags override it)")
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
+        if typing.get_origin(hints.get(f.name)) is dict:  # key=value pairs, as in every command
+            parser.add_argument(
+                flag,
+                dest=f"cfg_{f.name}",
+                default=None,
+                nargs="+",
+                metavar="KEY=VALUE",
+                help=docs.get(f.name, ""),
+            )
+            continue
         parser.add_argument(flag, dest=f"cfg_{f.name}", default=None, metavar="V", help=docs.get(f.name, ""))
 
 
 def config_from_args(cls: type, args: argparse.Namespace):
     """The config named by ``--config`` and the field flags of ``add_config_flags``."""
+    from agentgym.cli_core import parse_kwargs
+
     overrides = {
-        name[4:]: _parse_value(value)
+        name[4:]: parse_kwargs(value, "--" + name[4:].replace("_", "-"))
+        if isinstance(value, list)
+        else _parse_value(value)
         for name, value in vars(args).items()
         if name.startswith("cfg_") and value is not None
     }

@@ -6,7 +6,7 @@
 Online, each round samples fresh pairs from the current policy and pushes the update to the
 sampler (vLLM in-process, vLLM servers through LoRA adapters, or the model itself)::
 
-    agentgym train dpo --model runs/sft/final --env toy/calculator-v0 --env-kwargs '{difficulty: 1}' \
+    agentgym train dpo --model runs/sft/final --env toy/calculator-v0 --env-kwargs difficulty=1 \
         --rounds 8 --tasks-per-step 4 --group-size 8 --sampler vllm --output-dir runs/dpo-online
 
 or ``train_dpo(DPOConfig(...))``. Pairs come from the rollouts of one ``(env, task_id)``: chosen

@@ -1,6 +1,6 @@
 """Online GRPO on multi-turn trajectories: roll out, score, group advantages, PPO-clip, push weights.
 
-    agentgym train grpo --model runs/sft/final --env toy/calculator-v0 --env-kwargs '{difficulty: 1}' \\
+    agentgym train grpo --model runs/sft/final --env toy/calculator-v0 --env-kwargs difficulty=1 \\
         --sampler vllm --group-size 8 --tasks-per-step 4 --max-steps 20 --output-dir runs/grpo
 
 or ``train_grpo(GRPOConfig(...))``. Each step reads top to bottom:

@@ -112,3 +112,71 @@ def test_registering_an_id_again_replaces_it_and_warns_when_it_changes():
         assert gymnasium.make("agentgym/test.again-v0").unwrapped.difficulty == 3
     finally:
         registry._REGISTRY.pop("test/again-v0")
+
+
+ONE_FILE_ENV = '''\
+from agentgym import Task, ToolEnv, tool
+
+
+def said_it(traj, task):  # a plain function is a verifier
+    return float(traj.messages[-1].get("content", "").strip() == task.answer)
+
+
+class Echo(ToolEnv):
+    verifier = said_it
+
+    @tool
+    def shout(self, text: str) -> str:
+        """Upper-case the text."""
+        return text.upper()
+
+    def task_ids(self, n, seed=0):
+        return [f"w{seed + i}" for i in range(n)]
+
+    def load_task(self, task_id):
+        return Task(task_id=task_id, prompt=f"Say HELLO {task_id}", answer=f"HELLO {task_id}")
+'''
+
+
+def test_an_env_in_one_file_runs_from_the_cli_with_no_registration(tmp_path, capsys):
+    import json
+
+    from agentgym.cli import main
+
+    assert len(ONE_FILE_ENV.splitlines()) <= 20
+    path = tmp_path / "myenv.py"
+    path.write_text(ONE_FILE_ENV)
+    ref = f"{path}:Echo"
+    out = tmp_path / "x.jsonl"
+    assert main(["rollout", "--env", ref, "--policy", "random", "--n", "4", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["task_id"] for r in records) == ["w0", "w1", "w2", "w3"]
+    assert all(r["env"] == ref and r["status"] == "ok" and r["env_kwargs"] == {} for r in records)
+    assert [t["function"]["name"] for t in records[0]["tools"]] == ["shout"]
+    capsys.readouterr()
+    assert main(["eval", "--env", ref, "--policy", "random", "--n", "4", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["env"] == ref and summary["statuses"]["ok"] == 4
+
+    # the plain-function verifier scores: a right answer 1, a wrong one 0
+    env = agentgym.make(ref, max_turns=2)
+    for reply, want in (("HELLO w7", 1.0), ("hello", 0.0)):
+        env.reset(options={"task_id": "w7"})
+        _, reward, terminated, _, _ = env.step({"role": "assistant", "content": reply})
+        assert terminated and reward == want
+    assert env.trajectory.env_kwargs == {"max_turns": 2}
+
+
+def test_an_env_class_by_module_path_and_bad_references(tmp_path, monkeypatch):
+    (tmp_path / "shoutpkg").mkdir()
+    (tmp_path / "shoutpkg" / "__init__.py").write_text("")
+    (tmp_path / "shoutpkg" / "envs.py").write_text(ONE_FILE_ENV)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = agentgym.make("shoutpkg.envs:Echo")
+    assert env.env_id == "shoutpkg.envs:Echo" and env.task_ids(2, seed=5) == ["w5", "w6"]
+    with pytest.raises(KeyError, match="has no ToolEnv subclass 'Nope'; it has Echo"):
+        agentgym.make("shoutpkg.envs:Nope")
+    with pytest.raises(KeyError, match="no file"):
+        agentgym.make(str(tmp_path / "missing.py") + ":Echo")
+    with pytest.raises(KeyError, match="cannot import module"):
+        agentgym.make("no_such_module_here:Echo")

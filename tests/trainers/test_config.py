@@ -136,3 +136,21 @@ def test_task_ids_come_from_flags_and_overrides():
         GRPOConfig, overrides=["model=/m", "env=toy/calculator-v0", "task_ids=[calc-2]", "tasks_per_step=1"]
     )
     assert cfg.task_ids == ["calc-2"]
+
+
+def test_env_kwargs_take_the_same_key_value_pairs_as_every_command():
+    from agentgym.cli_core import parse_kwargs
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, GRPOConfig)
+    pairs = ["difficulty=1", "site=shop", "sizes=[1, 2]", "flag=true"]
+    want = {"difficulty": 1, "site": "shop", "sizes": [1, 2], "flag": True}
+    args = parser.parse_args(["--model", "m", "--env", "toy/calculator-v0", "--env-kwargs", *pairs])
+    assert config_from_args(GRPOConfig, args).env_kwargs == want
+    assert parse_kwargs(pairs) == want  # what rollout, eval and generate use
+    args = parser.parse_args(
+        ["--model", "m", "--env", "toy/calculator-v0", "--env-kwargs", "{difficulty: 1}"]
+    )
+    assert config_from_args(GRPOConfig, args).env_kwargs == {"difficulty": 1}  # one YAML mapping still reads
+    with pytest.raises(ValueError, match="key=value pairs"):
+        parse_kwargs(["difficulty"])
