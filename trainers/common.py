@@ -12,11 +12,13 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from agentgym.trainers.batch import Sequence, TokenizeError, to_sequence
+from agentgym.trainers.batch import Sequence, TokenizeError, collate, prompt_of, to_sequence
 from agentgym.trainers.config import TrainConfig
 
 from agentgym.registry import env_tool_schemas
@@ -256,3 +258,89 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
         finally:
             model.unmerge_adapter()
     return {k: v.detach() for k, v in _once(model.state_dict()).items()}
+
+
+def batch_indices(n: int, step: int, batch: int, seed: int) -> list[int]:
+    """The record indices of global optimizer step ``step``: a seeded permutation per epoch, read
+    in order, so the data position is a pure function of the step (exact resume)."""
+    out: list[int] = []
+    start = step * batch
+    epoch, offset = divmod(start, n)
+    while len(out) < batch:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+        take = perm[offset : offset + batch - len(out)]
+        out += take
+        epoch, offset = epoch + 1, 0
+    return out
+
+
+def accumulate(
+    acc,
+    model,
+    seqs: list[Sequence],
+    micro_size: int,
+    pad_id: int,
+    loss_sum_fn,
+    share_prefix: bool = False,
+    total: float | None = None,
+) -> tuple[float, float]:
+    """Forward/backward over micro-batches of ``seqs`` (sorted by length for tight padding; with
+    ``share_prefix``, by prompt first, so the sequences of one prompt share a micro-batch) so that
+    the gradient equals that of ``sum(loss) / total``, ``total`` being the batch's agent tokens
+    unless given (a trainer that splits one batch over processes passes the whole batch's agent
+    tokens / processes, so that DDP's average is the whole batch's token mean).
+
+    ``loss_sum_fn(model, batch) -> scalar`` returns the summed loss of one micro-batch."""
+    seqs = sorted(seqs, key=lambda s: (prompt_of(s), len(s)) if share_prefix else len(s))
+    total = max(total if total is not None else sum(s.num_agent_tokens for s in seqs), 1)
+    chunks = [seqs[i : i + micro_size] for i in range(0, len(seqs), micro_size)]
+    loss_total = 0.0
+    for i, chunk in enumerate(chunks):
+        batch = collate(chunk, pad_id, share_prefix).to(acc.device)
+        sync = nullcontext() if i == len(chunks) - 1 else acc.no_sync(model)
+        with sync, acc.autocast():
+            loss_sum = loss_sum_fn(model, batch)
+            acc.backward(loss_sum / total)
+        loss_total += float(loss_sum.detach())
+    return loss_total / total, total
+
+
+@dataclass
+class Run:
+    """What every trainer's loop holds: the accelerator, the prepared model, optimizer and
+    schedule, its metrics, whether prompts are shared (``share_prefix``), and where it starts
+    (``step`` and ``state`` of the checkpoint it resumed from; 0 and None on a fresh run)."""
+
+    acc: Any
+    model: Any
+    opt: Any
+    sched: Any
+    metrics: Metrics
+    share: bool
+    step: int = 0
+    state: dict[str, Any] | None = None
+
+    def optimizer_step(self, max_grad_norm: float, schedule: bool = True) -> float | None:
+        """Clip (when ``max_grad_norm`` > 0), step and zero the gradients, then step the
+        schedule unless told not to; returns the gradient norm before clipping."""
+        norm = None
+        if max_grad_norm > 0:
+            norm = float(self.acc.clip_grad_norm_(self.model.parameters(), max_grad_norm))
+        self.opt.step()
+        if schedule:
+            self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return norm
+
+
+def start_run(cfg: TrainConfig, acc, name: str, total_steps: int, model=None) -> Run:
+    """Load the model (unless given), build the optimizer and schedule for ``total_steps``,
+    prepare them with the accelerator and resume from the newest checkpoint when ``cfg.resume``."""
+    model = load_model(cfg) if model is None else model
+    model.train()
+    opt, sched = make_optimizer(cfg, model, total_steps)
+    model, opt, sched = acc.prepare(model, opt, sched)
+    run = Run(acc, model, opt, sched, Metrics(acc, cfg, name), shares_prefix(cfg, acc))
+    if cfg.resume and (state := load_checkpoint(acc, cfg.output_dir)) is not None:
+        run.step, run.state = state["step"], state
+    return run

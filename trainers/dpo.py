@@ -28,31 +28,22 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+from agentgym.trainers import sampler as online
 from agentgym.trainers.batch import Sequence, collate, forward_logprobs, passed_token_check
 from agentgym.trainers.common import (
-    Metrics,
+    Run,
     Tokenizer,
-    load_checkpoint,
+    batch_indices,
     load_model,
     load_tokenizer,
     make_accelerator,
-    make_optimizer,
     save_checkpoint,
     save_model,
     shares_prefix,
+    start_run,
 )
 from agentgym.trainers.config import DPOConfig
 from agentgym.trainers.losses import dpo_loss
-from agentgym.trainers.sampler import (
-    check_sync,
-    close,
-    make_sampler,
-    push,
-    rollout_step,
-    sync_prompt,
-    task_pool,
-)
-from agentgym.trainers.sft import batch_indices
 
 from agentgym.types import Trajectory, load_trajectories
 
@@ -167,19 +158,15 @@ def _offline(cfg: DPOConfig) -> dict:
         del ref
     else:
         ref_lp = all_logps(acc, model.to(acc.device), seqs, cfg.micro_batch_size, pad, mean, share)
-    opt, sched = make_optimizer(cfg, model, total_steps)
-    model, opt, sched = acc.prepare(model, opt, sched)
-    metrics = Metrics(acc, cfg, "dpo")
+    run = start_run(cfg, acc, "dpo", total_steps, model=model)
+    model, step = run.model, run.step
     before = preference_stats(
         all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean, share), ref_lp, cfg.beta
     )
-    step = 0
-    if cfg.resume and (state := load_checkpoint(acc, cfg.output_dir)) is not None:
-        step = state["step"]
     while step < total_steps:
-        row = dpo_step(acc, model, opt, sched, cfg, seqs, ref_lp, step, pad)
+        row = dpo_step(run, cfg, seqs, ref_lp, step, pad)
         step += 1
-        metrics.log(step, **row)
+        run.metrics.log(step, **row)
         if cfg.save_every and step % cfg.save_every == 0:
             save_checkpoint(acc, cfg.output_dir, step, {"pairs": len(seqs)})
     after = preference_stats(
@@ -193,17 +180,17 @@ def _offline(cfg: DPOConfig) -> dict:
         **{f"{k}_after": v for k, v in after.items()},
         "model_dir": str(final),
     }
-    metrics.log(step, event="done", **{k: v for k, v in summary.items() if k != "model_dir"})
+    run.metrics.log(step, event="done", **{k: v for k, v in summary.items() if k != "model_dir"})
     acc.end_training()
     return summary
 
 
-def dpo_step(acc, model, opt, sched, cfg: DPOConfig, seqs, ref_lp: torch.Tensor, step: int, pad: int) -> dict:
+def dpo_step(run: Run, cfg: DPOConfig, seqs, ref_lp: torch.Tensor, step: int, pad: int) -> dict:
     """One optimizer step on the pairs of global step ``step`` (gradient accumulation over
     micro-batches); returns its metrics row."""
+    acc, model, share = run.acc, run.model, run.share
     global_batch = cfg.batch_size * acc.num_processes
     mean = cfg.loss_type == "ipo"
-    share = shares_prefix(cfg, acc)
     idx = batch_indices(len(seqs), step, global_batch, cfg.seed)[acc.process_index :: acc.num_processes]
     chunks = [idx[i : i + cfg.micro_batch_size] for i in range(0, len(idx), cfg.micro_batch_size)]
     loss_total, nll_total, margins, correct, tokens = 0.0, 0.0, [], 0, 0
@@ -227,21 +214,18 @@ def dpo_step(acc, model, opt, sched, cfg: DPOConfig, seqs, ref_lp: torch.Tensor,
         margins += (cr - rr).tolist()
         correct += int((cr > rr).sum())
         tokens += sum(len(seqs[j][0]) + len(seqs[j][1]) for j in chunk)
-    grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
+    grad_norm = run.optimizer_step(cfg.max_grad_norm)
     row = {
         "loss": loss_total,
         "reward_margin": sum(margins) / len(margins),
         "reward_accuracy": correct / len(margins),
         "tokens": tokens,
-        "lr": sched.get_last_lr()[0],
+        "lr": run.sched.get_last_lr()[0],
     }
     if cfg.rpo_alpha:
         row["chosen_nll"] = nll_total
     if grad_norm is not None:
-        row["grad_norm"] = float(grad_norm)
+        row["grad_norm"] = grad_norm
     return row
 
 
@@ -253,7 +237,7 @@ def _online(cfg: DPOConfig) -> dict:
     acc = make_accelerator(cfg)
     tok = load_tokenizer(cfg.model)
     tokenize = Tokenizer(tok, cfg.max_length)
-    pool = task_pool(cfg)
+    pool = online.task_pool(cfg)
     mean = cfg.loss_type == "ipo"
     share = shares_prefix(cfg, acc)
     pad = tok.pad_token_id
@@ -261,25 +245,21 @@ def _online(cfg: DPOConfig) -> dict:
     most_pairs = cfg.tasks_per_step * (1 if cfg.pairs_per_task == "one" else math.comb(cfg.group_size, 2))
     per_round = cfg.max_steps or math.ceil(cfg.epochs * most_pairs / global_batch)
 
-    model = load_model(cfg)
-    model.train()
     ref = load_model(cfg, cfg.ref_model or cfg.model, trainable=False).to(acc.device)
-    opt, sched = make_optimizer(cfg, model, per_round * cfg.rounds)
-    model, opt, sched = acc.prepare(model, opt, sched)
-    metrics = Metrics(acc, cfg, "dpo")
-    step, first_round, total_pairs = 0, 0, 0
-    if cfg.resume and (state := load_checkpoint(acc, cfg.output_dir)) is not None:
-        step, first_round, total_pairs = state["step"], state["round"], state["pairs"]
-    policy = make_sampler(cfg, acc.unwrap_model(model), tok)
+    run = start_run(cfg, acc, "dpo", per_round * cfg.rounds)
+    model, step, first_round, total_pairs = run.model, run.step, 0, 0
+    if run.state is not None:
+        first_round, total_pairs = run.state["round"], run.state["pairs"]
+    policy = online.make_sampler(cfg, acc.unwrap_model(model), tok)
     if first_round:
-        push(cfg, policy, acc.unwrap_model(model), first_round)
+        online.push(cfg, policy, acc.unwrap_model(model), first_round)
     scores: list[float] = []
     rounds: list[dict] = []
     sync_gaps: list[float] = []
     fixed_prompt: list[int] | None = None
     try:
         for rnd in range(first_round, cfg.rounds):
-            trajs, row = rollout_step(cfg, policy, pool, rnd, acc)
+            trajs, row = online.rollout_step(cfg, policy, pool, rnd, acc)
             scores.append(row["mean_score"])
             pairs = build_pairs(trajs, cfg.min_margin, cfg.pairs_per_task)
             seqs = [(tokenize(p.chosen), tokenize(p.rejected)) for p in pairs]
@@ -293,7 +273,7 @@ def _online(cfg: DPOConfig) -> dict:
                 t1 = time.perf_counter()
                 steps = cfg.max_steps or math.ceil(cfg.epochs * len(seqs) / global_batch)
                 for k in range(steps):
-                    last = dpo_step(acc, model, opt, sched, cfg, seqs, ref_lp, k, pad)
+                    last = dpo_step(run, cfg, seqs, ref_lp, k, pad)
                     step += 1
                 after = preference_stats(
                     all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean, share), ref_lp, cfg.beta
@@ -301,16 +281,16 @@ def _online(cfg: DPOConfig) -> dict:
                 row.update(steps=steps, update_s=time.perf_counter() - t1, loss=last["loss"])
                 row.update({f"{k}_before": v for k, v in before.items()})
                 row.update({f"{k}_after": v for k, v in after.items()})
-                row["push_s"] = push(cfg, policy, acc.unwrap_model(model), rnd + 1)
-            fixed_prompt = fixed_prompt or sync_prompt(trajs)
+                row["push_s"] = online.push(cfg, policy, acc.unwrap_model(model), rnd + 1)
+            fixed_prompt = fixed_prompt or online.sync_prompt(trajs)
             if cfg.check_sync and fixed_prompt:
-                row["sync_gap"] = check_sync(policy, acc.unwrap_model(model), fixed_prompt)
+                row["sync_gap"] = online.check_sync(policy, acc.unwrap_model(model), fixed_prompt)
                 sync_gaps.append(row["sync_gap"])
-            rounds.append(metrics.log(step, **row))
+            rounds.append(run.metrics.log(step, **row))
             if cfg.save_every:
                 save_checkpoint(acc, cfg.output_dir, step, {"round": rnd + 1, "pairs": total_pairs})
     finally:
-        close(policy)
+        online.close(policy)
     final = save_model(acc, model, tok, f"{cfg.output_dir}/final")
     summary = {
         "steps": step,
@@ -323,6 +303,6 @@ def _online(cfg: DPOConfig) -> dict:
         "sync_gaps": sync_gaps,
         "model_dir": str(final),
     }
-    metrics.log(step, event="done", first_score=summary["first_score"], last_score=summary["last_score"])
+    run.metrics.log(step, event="done", first_score=summary["first_score"], last_score=summary["last_score"])
     acc.end_training()
     return summary

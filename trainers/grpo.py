@@ -25,31 +25,20 @@ import time
 from collections import Counter, defaultdict
 
 import torch
+from agentgym.trainers import sampler as online
 from agentgym.trainers.batch import forward_logprobs, passed_token_check
 from agentgym.trainers.common import (
-    Metrics,
     Tokenizer,
-    load_checkpoint,
+    accumulate,
     load_model,
     load_tokenizer,
     make_accelerator,
-    make_optimizer,
     save_checkpoint,
     save_model,
-    shares_prefix,
+    start_run,
 )
 from agentgym.trainers.config import GRPOConfig
 from agentgym.trainers.losses import group_advantages, ppo_clip_loss
-from agentgym.trainers.sampler import (
-    check_sync,
-    close,
-    make_sampler,
-    push,
-    rollout_step,
-    sync_prompt,
-    task_pool,
-)
-from agentgym.trainers.sft import accumulate
 
 from agentgym.types import Trajectory
 
@@ -89,25 +78,19 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     acc = make_accelerator(cfg)
     tok = load_tokenizer(cfg.model)
     tokenize = Tokenizer(tok, cfg.max_length)
-    pool = task_pool(cfg)
-    model = load_model(cfg)
+    pool = online.task_pool(cfg)
     ref = load_model(cfg, trainable=False).to(acc.device) if cfg.kl_coef > 0 else None
-    opt, sched = make_optimizer(cfg, model, cfg.max_steps * cfg.inner_epochs)
-    model, opt, sched = acc.prepare(model, opt, sched)
-    metrics = Metrics(acc, cfg, "grpo")
-    share = shares_prefix(cfg, acc)
-    step = 0
-    if cfg.resume and (state := load_checkpoint(acc, cfg.output_dir)) is not None:
-        step = state["step"]
-    policy = make_sampler(cfg, acc.unwrap_model(model), tok)
+    run = start_run(cfg, acc, "grpo", cfg.max_steps * cfg.inner_epochs)
+    model, step = run.model, run.step
+    policy = online.make_sampler(cfg, acc.unwrap_model(model), tok)
     if step:
-        push(cfg, policy, acc.unwrap_model(model), step)
+        online.push(cfg, policy, acc.unwrap_model(model), step)
     scores: list[float] = []
     sync_gaps: list[float] = []
     fixed_prompt: list[int] | None = None
     try:
         while step < cfg.max_steps:
-            trajs, row = rollout_step(cfg, policy, pool, step, acc)
+            trajs, row = online.rollout_step(cfg, policy, pool, step, acc)
             scores.append(row["mean_score"])
             members, counts = make_groups(trajs, cfg.adv_scale)
             seqs = [tokenize(t, adv) for t, adv in members]
@@ -136,16 +119,13 @@ def train_grpo(cfg: GRPOConfig) -> dict:
                         cfg.micro_batch_size,
                         tok.pad_token_id,
                         _loss_fn(cfg, ref, stats_all, weight),
-                        share,
+                        run.share,
                         total=sum(x.num_agent_tokens for x in both) / procs,
                     )
-                    if cfg.max_grad_norm > 0:
-                        acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
+                    run.optimizer_step(cfg.max_grad_norm, schedule=False)
                     losses.append(loss)
                     tokens += sum(len(s) for s in chunk) if weight else 0
-                sched.step()
+                run.sched.step()
             update_s = time.perf_counter() - t1
             row.update(
                 update_s=update_s, train_tokens=tokens, train_tokens_per_s=tokens / max(update_s, 1e-9)
@@ -153,18 +133,18 @@ def train_grpo(cfg: GRPOConfig) -> dict:
             if losses:
                 row["loss"] = sum(losses) / len(losses)
                 row.update({k: sum(v) / len(v) for k, v in stats_all.items()})
-            if seqs and (took := push(cfg, policy, acc.unwrap_model(model), step + 1)) is not None:
+            if seqs and (took := online.push(cfg, policy, acc.unwrap_model(model), step + 1)) is not None:
                 row["push_s"] = took
-            fixed_prompt = fixed_prompt or sync_prompt(trajs)
+            fixed_prompt = fixed_prompt or online.sync_prompt(trajs)
             if cfg.check_sync and fixed_prompt:
-                row["sync_gap"] = check_sync(policy, acc.unwrap_model(model), fixed_prompt)
+                row["sync_gap"] = online.check_sync(policy, acc.unwrap_model(model), fixed_prompt)
                 sync_gaps.append(row["sync_gap"])
             step += 1
-            metrics.log(step, **row)
+            run.metrics.log(step, **row)
             if cfg.save_every and step % cfg.save_every == 0:
                 save_checkpoint(acc, cfg.output_dir, step, {"tasks_seen": step * cfg.tasks_per_step})
     finally:
-        close(policy)
+        online.close(policy)
     final = save_model(acc, model, tok, f"{cfg.output_dir}/final")
     summary = {
         "steps": step,
@@ -174,7 +154,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
         "sync_gaps": sync_gaps,
         "model_dir": str(final),
     }
-    metrics.log(step, event="done", first_score=summary["first_score"], last_score=summary["last_score"])
+    run.metrics.log(step, event="done", first_score=summary["first_score"], last_score=summary["last_score"])
     acc.end_training()
     return summary
 
