@@ -177,12 +177,7 @@ def _parse_hermes(text: str) -> ParseResult:
         if err is not None:
             result.errors.append(f"tool call {index} is not valid JSON: {err}")
             continue
-        call = _to_call(obj, index)
-        if isinstance(call, str):
-            result.errors.append(call)
-        else:
-            result.tool_calls.append(call[0])
-            result.arguments.append(call[1])
+        _add_call(result, obj, index)
     return _cap_errors(result)
 
 
@@ -209,13 +204,7 @@ def _parse_json(text: str) -> ParseResult:
     if not items or not all(isinstance(i, dict) and "name" in i for i in items):
         return ParseResult()
     result = ParseResult()
-    for index, item in enumerate(items, 1):
-        call = _to_call(item, index)
-        if isinstance(call, str):
-            result.errors.append(call)
-        else:
-            result.tool_calls.append(call[0])
-            result.arguments.append(call[1])
+    _add_calls(result, items, 0)
     return _cap_errors(result)
 
 
@@ -223,13 +212,18 @@ def _add_calls(result: ParseResult, items: list[Any], index: int) -> int:
     """Append each decoded item as a call (or the reason it is not one); returns the last index."""
     for item in items:
         index += 1
-        call = _to_call(item, index)
-        if isinstance(call, str):
-            result.errors.append(call)
-        else:
-            result.tool_calls.append(call[0])
-            result.arguments.append(call[1])
+        _add_call(result, item, index)
     return index
+
+
+def _add_call(result: ParseResult, item: Any, index: int) -> None:
+    """Append one decoded item as call number ``index``, or the reason it is not a call."""
+    call = _to_call(item, index)
+    if isinstance(call, str):
+        result.errors.append(call)
+    else:
+        result.tool_calls.append(call[0])
+        result.arguments.append(call[1])
 
 
 def _parse_llama3(text: str) -> ParseResult:
