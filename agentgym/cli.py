@@ -36,23 +36,26 @@ def _load(name: str):
         raise
 
 
+def _add_from(sub, modules, hook: str) -> None:
+    """Let each module that loads add its subcommands through its ``hook`` function."""
+    for name in modules:
+        mod = _load(name)
+        if mod is not None and hasattr(mod, hook):
+            getattr(mod, hook)(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentgym", description="A gym for agentic, multi-turn, tool-using LLMs."
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    for name in COMMAND_MODULES:
-        mod = _load(name)
-        if mod is not None and hasattr(mod, "add_commands"):
-            mod.add_commands(sub)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_from(sub, COMMAND_MODULES, "add_commands")
     gen = sub.add_parser("generate", help="generate training data (self-play, teacher, best-of-N samples)")
-    gen_sub = gen.add_subparsers(dest="generator", metavar="KIND")
-    gen_sub.required = True
-    for name in GENERATOR_MODULES:
-        mod = _load(name)
-        if mod is not None and hasattr(mod, "add_generators"):
-            mod.add_generators(gen_sub)
+    _add_from(
+        gen.add_subparsers(dest="generator", metavar="KIND", required=True),
+        GENERATOR_MODULES,
+        "add_generators",
+    )
     return parser
 
 

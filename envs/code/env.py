@@ -177,15 +177,7 @@ class CodeEnv(ToolEnv):
         task = self.code_task
         if not task.compiled:
             return "this task has no visible tests"
-        result = grade(
-            {},
-            task.compiled,
-            entry_point=task.entry_point,
-            new_sandbox=self.new_sandbox,
-            setup=task.setup,
-            test_timeout=self.test_timeout,
-            calls_sandbox=self.session,
-        )
+        result = self._grade({}, task.compiled, calls_sandbox=self.session)
         if result.error:
             return self._sandbox_failed(SandboxError(result.error))
         lines = [f"{result.passed}/{result.total} visible tests passed"]
@@ -202,21 +194,26 @@ class CodeEnv(ToolEnv):
 
     # ----- scoring -----------------------------------------------------------------------------
 
+    def _grade(self, files, tests, **how):
+        """Grade ``files`` against compiled ``tests`` of this task in a sandbox of its own."""
+        task = self.code_task
+        return grade(
+            files,
+            tests,
+            entry_point=task.entry_point,
+            new_sandbox=self.new_sandbox,
+            setup=task.setup,
+            test_timeout=self.test_timeout,
+            **how,
+        )
+
     def score(self) -> Score:
         if self.infra_errors:
             return Score(errors={"sandbox": "; ".join(self.infra_errors)[:2000]})
         if self.submitted is None:
             return Score(total=0.0, breakdown={"hidden_tests": 0.0, "submitted": 0.0})
         task = self.code_task
-        result = grade(
-            self.submitted,
-            task.compiled_hidden,
-            entry_point=task.entry_point,
-            new_sandbox=self.new_sandbox,
-            setup=task.setup,
-            limits=self.limits,
-            test_timeout=self.test_timeout,
-        )
+        result = self._grade(self.submitted, task.compiled_hidden, limits=self.limits)
         self.last_grade = result
         if result.error:
             return Score(errors={"hidden_tests": result.error})
