@@ -178,6 +178,11 @@ def shop_site() -> tuple[Files, list[dict]]:
     return files, shop_tasks(products)
 
 
+def _task(tid: str, kind: str, prompt: str, answer: str, *pages: str) -> dict:
+    """A task whose plan visits ``pages`` in order and then answers."""
+    return dict(id=tid, kind=kind, prompt=prompt, answer=answer, plan=[{"visit": u} for u in pages])
+
+
 def shop_tasks(products: list[Product]) -> list[dict]:
     rng = random.Random(7)
     by_sku = {p.sku: p for p in products}
@@ -185,31 +190,32 @@ def shop_tasks(products: list[Product]) -> list[dict]:
     tasks: list[dict] = []
     for p in products:
         tasks.append(
-            dict(
-                id=f"price-{p.sku}",
-                kind="fact",
-                prompt=f"What is the price of the {p.name}?",
-                answer=f"{p.price}",
-                plan=[{"visit": url[p.sku]}],
+            _task(
+                f"price-{p.sku}",
+                "fact",
+                f"What is the price of the {p.name}?",
+                f"{p.price}",
+                url[p.sku],
             )
         )
         tasks.append(
-            dict(
-                id=f"brand-{p.sku}",
-                kind="fact",
-                prompt=f"Which brand makes the {p.name}?",
-                answer=p.brand,
-                plan=[{"visit": url[p.sku]}],
+            _task(
+                f"brand-{p.sku}",
+                "fact",
+                f"Which brand makes the {p.name}?",
+                p.brand,
+                url[p.sku],
             )
         )
         rel = by_sku[p.related]
         tasks.append(
-            dict(
-                id=f"related-{p.sku}",
-                kind="multihop",
-                prompt=f"On the page of the {p.name}, follow the 'Often bought with' product. What is that product's rating (out of 5)?",
-                answer=f"{rel.rating}",
-                plan=[{"visit": url[p.sku]}, {"visit": url[rel.sku]}],
+            _task(
+                f"related-{p.sku}",
+                "multihop",
+                f"On the page of the {p.name}, follow the 'Often bought with' product. What is that product's rating (out of 5)?",
+                f"{rel.rating}",
+                url[p.sku],
+                url[rel.sku],
             )
         )
         qty = 1 + int(p.sku) % 4
@@ -233,12 +239,13 @@ def shop_tasks(products: list[Product]) -> list[dict]:
             a, b = rng.sample(products, 2)
         cheaper = a if a.price < b.price else b
         tasks.append(
-            dict(
-                id=f"cheaper-{i}",
-                kind="comparison",
-                prompt=f"Which is cheaper, the {a.name} or the {b.name}? Answer with the product name.",
-                answer=cheaper.name,
-                plan=[{"visit": url[a.sku]}, {"visit": url[b.sku]}],
+            _task(
+                f"cheaper-{i}",
+                "comparison",
+                f"Which is cheaper, the {a.name} or the {b.name}? Answer with the product name.",
+                cheaper.name,
+                url[a.sku],
+                url[b.sku],
             )
         )
     return tasks
@@ -393,12 +400,12 @@ def wiki_tasks(arts: list[Article], by_slug: dict[str, Article]) -> list[dict]:
             if isinstance(v, tuple):
                 continue
             tasks.append(
-                dict(
-                    id=f"fact-{a.slug}-{k.lower()}",
-                    kind="fact",
-                    prompt=f"According to Lorebook, what is the {k.lower()} of {a.title}?",
-                    answer=v,
-                    plan=[{"visit": url[a.slug]}],
+                _task(
+                    f"fact-{a.slug}-{k.lower()}",
+                    "fact",
+                    f"According to Lorebook, what is the {k.lower()} of {a.title}?",
+                    v,
+                    url[a.slug],
                 )
             )
         for k, v in a.facts.items():
@@ -409,12 +416,13 @@ def wiki_tasks(arts: list[Article], by_slug: dict[str, Article]) -> list[dict]:
                 if isinstance(v2, tuple) or k2 not in ("Population", "Born", "Length", "Founded"):
                     continue
                 tasks.append(
-                    dict(
-                        id=f"hop-{a.slug}-{k.lower()}-{k2.lower()}",
-                        kind="multihop",
-                        prompt=f"In Lorebook, the {k.lower()} of {a.title} has its own article. What is its {_ASK[k2]}?",
-                        answer=_fact_text(v2),
-                        plan=[{"visit": url[a.slug]}, {"visit": url[b.slug]}],
+                    _task(
+                        f"hop-{a.slug}-{k.lower()}-{k2.lower()}",
+                        "multihop",
+                        f"In Lorebook, the {k.lower()} of {a.title} has its own article. What is its {_ASK[k2]}?",
+                        _fact_text(v2),
+                        url[a.slug],
+                        url[b.slug],
                     )
                 )
     cities = [a for a in arts if a.kind == "city"]
@@ -424,12 +432,13 @@ def wiki_tasks(arts: list[Article], by_slug: dict[str, Article]) -> list[dict]:
         if px == py:
             continue
         tasks.append(
-            dict(
-                id=f"larger-{i}",
-                kind="comparison",
-                prompt=f"Which city has the larger population, {x.title} or {y.title}?",
-                answer=(x if px > py else y).title,
-                plan=[{"visit": url[x.slug]}, {"visit": url[y.slug]}],
+            _task(
+                f"larger-{i}",
+                "comparison",
+                f"Which city has the larger population, {x.title} or {y.title}?",
+                (x if px > py else y).title,
+                url[x.slug],
+                url[y.slug],
             )
         )
     return tasks
