@@ -82,7 +82,7 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, out: str | None, resume: bool, group: int):
-    from agentgym.rollout import rollout, run_rollouts
+    from agentgym.rollout import run_rollouts
 
     trajs = run_rollouts(
         args.env,
@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace, out: str | None, resume: bool, group: int):
         episode_timeout=args.episode_timeout,
         progress=False if args.no_progress else None,
     )
-    return trajs, dict(rollout.last_stats)
+    return trajs, dict(trajs.stats)
 
 
 def _throughput(stats: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,16 @@ class Job:
     seed: int
 
 
+class Rollouts(list):
+    """What ``rollout`` returns: its trajectories (a list), and ``stats`` of the episodes this
+    call ran (``seconds``, ``turns``, ``episodes``; records found in ``out`` on resume are in the
+    list but not in the stats)."""
+
+    def __init__(self, trajectories: Sequence[Trajectory] = (), stats: dict[str, Any] | None = None):
+        super().__init__(trajectories)
+        self.stats: dict[str, Any] = dict(stats or {})
+
+
 class PolicyError(RuntimeError):
     pass
 
@@ -425,11 +435,11 @@ async def rollout(
     task_ids: Sequence[str] | None = None,
     progress: bool | None = None,
     on_trajectory: Callable[[Trajectory], None] | None = None,
-) -> list[Trajectory]:
+) -> Rollouts:
     """Roll ``policy`` out on ``n`` tasks of ``env_id``, ``group`` samples each.
 
     Returns the trajectories of this call, plus, with ``resume``, those of the planned
-    (task_id, sample) keys already in ``out``.
+    (task_id, sample) keys already in ``out``; their ``stats`` count this call's episodes.
     """
     if n < 0 or group < 1:
         raise ValueError(f"need n >= 0 and group >= 1, got n={n}, group={group}")
@@ -467,18 +477,10 @@ async def rollout(
         seconds = time.perf_counter() - t0
     finally:
         await runner.close()
-    rollout.last_stats = {
-        "seconds": seconds,
-        "turns": runner.turns,
-        "episodes": len(results),
-    }
-    return previous + results
+    return Rollouts(previous + results, {"seconds": seconds, "turns": runner.turns, "episodes": len(results)})
 
 
-rollout.last_stats = {}
-
-
-def run_rollouts(env_id: str, policy: str | PolicySpec | Policy, **kwargs: Any) -> list[Trajectory]:
+def run_rollouts(env_id: str, policy: str | PolicySpec | Policy, **kwargs: Any) -> Rollouts:
     """Synchronous wrapper of ``rollout`` (starts its own event loop)."""
     return asyncio.run(rollout(env_id, policy, **kwargs))
 

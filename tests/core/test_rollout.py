@@ -9,7 +9,7 @@ import pytest
 from agentgym.envs.toy import CalculatorEnv, ScriptedCalculator
 
 from agentgym.registry import _REGISTRY, register
-from agentgym.rollout import Runner, pass_at_k, plan_jobs, rollout, run_rollouts, summarize
+from agentgym.rollout import Runner, pass_at_k, plan_jobs, run_rollouts, summarize
 from agentgym.tools import tool
 from agentgym.types import Trajectory, load_trajectories, tool_call
 
@@ -92,7 +92,7 @@ def test_groups_and_resume_keys(tmp_path):
     assert len(first) == 15
     assert sorted(t.metadata["sample"] for t in first if t.task_id == first[0].task_id) == [0, 1, 2]
     again = run_rollouts("toy/calculator-v0", "scripted", n=5, group=3, out=out, resume=True)
-    assert rollout.last_stats["episodes"] == 0 and len(again) == 15
+    assert again.stats["episodes"] == 0 and len(again) == 15
 
 
 class FlakyPolicy:
@@ -289,14 +289,14 @@ def test_resume_repairs_the_file_and_reports_bad_lines(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "r.jsonl:6: malformed line moved to" in err and "r.jsonl:13: malformed line" in err
     assert "r.jsonl:32: dropped an incomplete last line" in err
-    assert rollout.last_stats["episodes"] == 1 and len(trajs) == 30  # only the cut record reruns
+    assert trajs.stats["episodes"] == 1 and len(trajs) == 30  # only the cut record reruns
     again = load_trajectories(out)  # strict: no malformed line is left
     assert len(again) == 30 and len({(t.task_id, t.metadata["sample"]) for t in again}) == 30
     assert len((tmp_path / "r.jsonl.rejected").read_bytes().splitlines()) == 3
     # a whole last record that only lacks its newline is kept, not rerun
     out.write_bytes(out.read_bytes()[:-1])
-    run_rollouts("toy/calculator-v0", "scripted", n=30, out=out, resume=True)
-    assert rollout.last_stats["episodes"] == 0 and len(load_trajectories(out)) == 30
+    again = run_rollouts("toy/calculator-v0", "scripted", n=30, out=out, resume=True)
+    assert again.stats["episodes"] == 0 and len(load_trajectories(out)) == 30
 
 
 def test_pass_at_k_is_the_per_task_unbiased_estimate_averaged():
@@ -354,7 +354,7 @@ def test_resume_with_fewer_tasks_returns_only_the_planned_keys(tmp_path):
     run_rollouts("toy/calculator-v0", "scripted", n=10, out=out)
     trajs = run_rollouts("toy/calculator-v0", "scripted", n=4, out=out, resume=True)
     assert sorted(t.task_id for t in trajs) == [f"calc-{i}" for i in range(4)]
-    assert rollout.last_stats["episodes"] == 0 and len(load_trajectories(out)) == 10
+    assert trajs.stats["episodes"] == 0 and len(load_trajectories(out)) == 10
 
 
 class ClosingScripted(ScriptedCalculator):
