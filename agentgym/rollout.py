@@ -35,7 +35,7 @@ from typing import Any
 
 from agentgym.policy import Policy, PolicySpec, parse_spec, resolve_policy
 from agentgym.registry import make
-from agentgym.types import Trajectory, dump_record_bytes, iter_jsonl, validate_record
+from agentgym.types import Trajectory, dump_record_bytes, iter_jsonl, passes, validate_record
 
 
 @dataclass(frozen=True)
@@ -500,8 +500,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def summarize(trajs: Sequence[Trajectory], k: int = 1, threshold: float = 1.0) -> dict[str, Any]:
-    """Mean score and pass@k over the trajectories whose status is evidence (ok, truncated);
-    infrastructure failures are counted separately, never as zeros.
+    """Mean score and pass@k (a pass as ``agentgym.types.passes`` has it: status ok, score >=
+    threshold) over the trajectories whose status is evidence (ok, truncated); infrastructure
+    failures are counted separately, never as zeros.
 
     pass@k is the unbiased estimate per task averaged over the tasks with at least k evidence
     samples; ``pass@k_tasks`` says how many tasks that is."""
@@ -510,7 +511,7 @@ def summarize(trajs: Sequence[Trajectory], k: int = 1, threshold: float = 1.0) -
     by_task: dict[tuple[str, str], list[Trajectory]] = defaultdict(list)
     for t in evidence:
         by_task[(t.env, t.task_id)].append(t)
-    scored = [(len(v), sum(t.score >= threshold - 1e-9 for t in v)) for v in by_task.values() if len(v) >= k]
+    scored = [(len(v), sum(passes(t, threshold) for t in v)) for v in by_task.values() if len(v) >= k]
     out: dict[str, Any] = {
         "episodes": len(trajs),
         "evidence_episodes": len(evidence),

@@ -143,6 +143,20 @@ class Trajectory:
         )
 
 
+def passes(item: Trajectory | dict[str, Any], threshold: float = 1.0) -> bool:
+    """The one definition of a pass: the episode finished (status ``ok``) with a score of at
+    least ``threshold``. A truncated episode is evidence about the policy but never a pass.
+
+    >>> passes({"status": "ok", "score": 1.0}), passes({"status": "truncated", "score": 1.0})
+    (True, False)
+    """
+    if isinstance(item, Trajectory):
+        status, score = item.status, item.score
+    else:
+        status, score = item.get("status"), item.get("score", 0.0)
+    return status == "ok" and float(score) >= threshold - 1e-9
+
+
 class RecordError(ValueError):
     """A record that does not follow the JSONL schema; the message says where and why."""
 

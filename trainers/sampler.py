@@ -27,7 +27,7 @@ import torch
 from agentgym.trainers.batch import Sequence, collate, forward_logprobs
 from agentgym.trainers.config import OnlineConfig
 
-from agentgym.types import Trajectory, write_jsonl
+from agentgym.types import Trajectory, passes, write_jsonl
 
 
 def make_sampler(cfg: OnlineConfig, model, tokenizer):
@@ -122,7 +122,7 @@ def rollout_step(cfg: OnlineConfig, policy, pool: list[str], step: int, acc) -> 
     evidence = [t for t in trajs if t.is_evidence]
     row = {
         "mean_score": sum(t.score for t in evidence) / max(len(evidence), 1),
-        "pass_rate": sum(t.score >= 1.0 for t in evidence) / max(len(evidence), 1),
+        "pass_rate": sum(passes(t) for t in evidence) / max(len(evidence), 1),
         "episodes": len(trajs),
         "statuses": dict(Counter(t.status for t in trajs)),
         "rollout_s": seconds,

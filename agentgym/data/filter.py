@@ -43,6 +43,7 @@ from agentgym.types import (
     Trajectory,
     dump_record,
     iter_jsonl,
+    passes,
     validate_record,
 )
 
@@ -85,15 +86,6 @@ def check_min_score(min_score: Any, top: float = 1.0) -> float:
 def top_score(records: list[Record]) -> float:
     """The highest score among the records (scores are checked finite numbers by then)."""
     return max((float(r["score"]) for r in records), default=1.0)
-
-
-def passes(record: Record, min_score: float) -> bool:
-    """True when the record's status is ``ok`` and its score is at least ``min_score``.
-
-    >>> passes({"status": "ok", "score": 1.0}, 1.0), passes({"status": "truncated", "score": 1.0}, 0.0)
-    (True, False)
-    """
-    return record.get("status") == "ok" and float(record.get("score", 0.0)) >= min_score - 1e-12
 
 
 def num_turns(record: Record) -> int:

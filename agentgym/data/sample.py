@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agentgym.data.filter import Record, check_min_score, passes
-from agentgym.types import EVIDENCE_STATUSES, iter_jsonl
+from agentgym.data.filter import Record, check_min_score
+from agentgym.types import EVIDENCE_STATUSES, iter_jsonl, passes
 
 
 @dataclass
