@@ -245,8 +245,9 @@ def _online(cfg: DPOConfig) -> dict:
     most_pairs = cfg.tasks_per_step * (1 if cfg.pairs_per_task == "one" else math.comb(cfg.group_size, 2))
     per_round = cfg.max_steps or math.ceil(cfg.epochs * most_pairs / global_batch)
 
+    model = load_model(cfg)  # before the reference, as every trainer loads them
     ref = load_model(cfg, cfg.ref_model or cfg.model, trainable=False).to(acc.device)
-    run = start_run(cfg, acc, "dpo", per_round * cfg.rounds)
+    run = start_run(cfg, acc, "dpo", per_round * cfg.rounds, model=model)
     model, step, first_round, total_pairs = run.model, run.step, 0, 0
     if run.state is not None:
         first_round, total_pairs = run.state["round"], run.state["pairs"]

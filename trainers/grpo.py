@@ -79,8 +79,9 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     tok = load_tokenizer(cfg.model)
     tokenize = Tokenizer(tok, cfg.max_length)
     pool = online.task_pool(cfg)
+    model = load_model(cfg)  # before the reference, as every trainer loads them
     ref = load_model(cfg, trainable=False).to(acc.device) if cfg.kl_coef > 0 else None
-    run = start_run(cfg, acc, "grpo", cfg.max_steps * cfg.inner_epochs)
+    run = start_run(cfg, acc, "grpo", cfg.max_steps * cfg.inner_epochs, model=model)
     model, step = run.model, run.step
     policy = online.make_sampler(cfg, acc.unwrap_model(model), tok)
     if step:
