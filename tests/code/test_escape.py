@@ -388,7 +388,9 @@ for pid in (1, child.pid):
     print("attach", pid, libc.ptrace(16, pid, 0, 0), flush=True)  # PTRACE_ATTACH stops it
 """
     r = run(backend, code, timeout=2)
-    assert r.exit_code is not None and r.duration < 8  # a stopped init holds the run to the wall clock
+    # the run must end at its limit even with its init stopped, well before the 60-s sleeper; the
+    # bound leaves room for docker exec on a loaded machine (17 s seen with a training run beside)
+    assert r.exit_code is not None and r.duration < 30
     assert_clean(backend, r, marker)
 
 
