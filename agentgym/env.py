@@ -175,9 +175,12 @@ class ToolEnv(gymnasium.Env):
         JSON-serialisable ones: what a record stores so that ``make(env_id, **env_kwargs)``
         builds the same env again. Empty for an env built directly rather than through ``make``."""
         made = getattr(self, "_made_as", None)
-        spec = getattr(self, "spec", None)
-        kwargs = dict(made[1] if made is not None else getattr(spec, "kwargs", None) or {})
-        return {k: v for k, v in kwargs.items() if _json_safe(v)}
+        source = made if made is not None else getattr(self, "spec", None)
+        if getattr(self, "_env_kwargs_for", False) is not source:  # once per spec, not per reset
+            kwargs = made[1] if made is not None else getattr(source, "kwargs", None) or {}
+            self._env_kwargs = {k: v for k, v in kwargs.items() if _json_safe(v)}
+            self._env_kwargs_for = source
+        return dict(self._env_kwargs)
 
     def new_trajectory(self, messages: list[Message], **metadata: Any) -> Trajectory:
         """The trajectory a reset starts: its first messages, the env's id, kwargs and tool
