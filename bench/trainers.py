@@ -710,7 +710,7 @@ def ours_dpo_full(model_dir, out_dir, data_path, pairs, steps):
     if summary["pairs"] != pairs:
         raise RuntimeError(f"train_dpo built {summary['pairs']} pairs, expected {pairs}")
     rows = _metric_rows(out_dir)
-    out = _steady([r["elapsed_s"] for r in rows], [r["tokens"] for r in rows])
+    out = _steady([r["elapsed_s"] for r in rows], [r["train_tokens"] for r in rows])
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
 

@@ -193,7 +193,7 @@ def dpo_step(run: Run, cfg: DPOConfig, seqs, ref_lp: torch.Tensor, step: int, pa
     mean = cfg.loss_type == "ipo"
     idx = batch_indices(len(seqs), step, global_batch, cfg.seed)[acc.process_index :: acc.num_processes]
     chunks = [idx[i : i + cfg.micro_batch_size] for i in range(0, len(idx), cfg.micro_batch_size)]
-    loss_total, nll_total, margins, correct, tokens = 0.0, 0.0, [], 0, 0
+    loss_total, nll_total, margins, correct, tokens, agent_tokens = 0.0, 0.0, [], 0, 0, 0
     for i, chunk in enumerate(chunks):
         sync = nullcontext() if i == len(chunks) - 1 else acc.no_sync(model)
         with sync, acc.autocast():
@@ -214,12 +214,14 @@ def dpo_step(run: Run, cfg: DPOConfig, seqs, ref_lp: torch.Tensor, step: int, pa
         margins += (cr - rr).tolist()
         correct += int((cr > rr).sum())
         tokens += sum(len(seqs[j][0]) + len(seqs[j][1]) for j in chunk)
+        agent_tokens += sum(seqs[j][0].num_agent_tokens + seqs[j][1].num_agent_tokens for j in chunk)
     grad_norm = run.optimizer_step(cfg.max_grad_norm)
     row = {
         "loss": loss_total,
         "reward_margin": sum(margins) / len(margins),
         "reward_accuracy": correct / len(margins),
-        "tokens": tokens,
+        "train_tokens": tokens,
+        "agent_tokens": agent_tokens,
         "lr": run.sched.get_last_lr()[0],
     }
     if cfg.rpo_alpha:

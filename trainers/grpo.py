@@ -97,7 +97,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
             seqs = [tokenize(t, adv) for t, adv in members]
             row.update(counts)
             t1 = time.perf_counter()
-            losses, stats_all, tokens = [], defaultdict(list), 0
+            losses, stats_all, tokens, agent_tokens = [], defaultdict(list), 0, 0
             model.train()
             procs, rank = acc.num_processes, acc.process_index
             global_batch = cfg.batch_size * procs
@@ -125,11 +125,16 @@ def train_grpo(cfg: GRPOConfig) -> dict:
                     )
                     run.optimizer_step(cfg.max_grad_norm, schedule=False)
                     losses.append(loss)
-                    tokens += sum(len(s) for s in chunk) if weight else 0
+                    if weight:
+                        tokens += sum(len(s) for s in chunk)
+                        agent_tokens += sum(s.num_agent_tokens for s in chunk)
                 run.sched.step()
             update_s = time.perf_counter() - t1
             row.update(
-                update_s=update_s, train_tokens=tokens, train_tokens_per_s=tokens / max(update_s, 1e-9)
+                update_s=update_s,
+                train_tokens=tokens,
+                agent_tokens=agent_tokens,
+                train_tokens_per_s=tokens / max(update_s, 1e-9),
             )
             if losses:
                 row["loss"] = sum(losses) / len(losses)

@@ -94,14 +94,20 @@ def train_sft(cfg: SFTConfig) -> dict:
     first_loss = last_loss = None
     while step < total_steps:
         idx = batch_indices(len(train), step, global_batch, cfg.seed)[acc.process_index :: acc.num_processes]
-        loss, tokens = accumulate(
-            acc, model, [train[i] for i in idx], cfg.micro_batch_size, tok.pad_token_id, nll_sum, run.share
+        batch = [train[i] for i in idx]
+        loss, agent_tokens = accumulate(
+            acc, model, batch, cfg.micro_batch_size, tok.pad_token_id, nll_sum, run.share
         )
         grad_norm = run.optimizer_step(cfg.max_grad_norm)
         step += 1
         first_loss = loss if first_loss is None else first_loss
         last_loss = loss
-        row = {"loss": loss, "agent_tokens": tokens, "lr": run.sched.get_last_lr()[0]}
+        row = {
+            "loss": loss,
+            "train_tokens": sum(len(x) for x in batch),
+            "agent_tokens": int(agent_tokens),
+            "lr": run.sched.get_last_lr()[0],
+        }
         if grad_norm is not None:
             row["grad_norm"] = grad_norm
         if cfg.eval_every and step % cfg.eval_every == 0 and evals:
