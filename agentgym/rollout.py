@@ -314,10 +314,14 @@ class Runner:
         return self._spec_str
 
     async def run(
-        self, jobs: Sequence[Job], out: str | None = None, progress: bool | None = None
+        self, jobs: Sequence[Job], out: str | None = None, progress: bool | None = None, first_env=None
     ) -> list[Trajectory]:
+        """Run ``jobs``; ``first_env`` (made by ``new_env``, e.g. to read the task ids) becomes the
+        first worker's env instead of being made again."""
         results: list[Trajectory] = []
         if not jobs:
+            if first_env is not None:
+                await _close_quietly(first_env)
             return results
         queue = list(reversed(jobs))
         sink = open(out, "ab") if out else None  # noqa: SIM115 - closed below
@@ -328,7 +332,7 @@ class Runner:
             from tqdm import tqdm
 
             bar = tqdm(total=len(jobs), desc=self.env_id, unit="ep", file=sys.stderr)
-        first_env = self.new_env()
+        first_env = first_env if first_env is not None else self.new_env()
         blocking = type(first_env).blocking
         pool = (
             ThreadPoolExecutor(max_workers=self.concurrency + 2, thread_name_prefix="agentgym-env")
@@ -453,27 +457,34 @@ async def rollout(
         episode_timeout=episode_timeout,
         on_trajectory=on_trajectory,
     )
-    if task_ids is None:
-        probe = runner.new_env()
+    first_env = None
+    if task_ids is None:  # the env that names the tasks then runs the first worker's episodes
+        first_env = runner.new_env()
         try:
-            task_ids = probe.task_ids(n, seed)
-        finally:
-            await _close_quietly(probe)
+            task_ids = first_env.task_ids(n, seed)
+        except BaseException:
+            await _close_quietly(first_env)
+            raise
     skip: set[tuple[str, int]] = set()
     previous: list[Trajectory] = []
-    out = os.fspath(out) if out is not None else None
-    if out is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        if resume:
-            skip, previous = done_keys(out, env_id)
-            planned = {(tid, s) for tid in task_ids for s in range(group)}
-            previous = [t for t in previous if (t.task_id, t.metadata["sample"]) in planned]
-        else:
-            open(out, "w").close()
+    try:
+        out = os.fspath(out) if out is not None else None
+        if out is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+            if resume:
+                skip, previous = done_keys(out, env_id)
+                planned = {(tid, s) for tid in task_ids for s in range(group)}
+                previous = [t for t in previous if (t.task_id, t.metadata["sample"]) in planned]
+            else:
+                open(out, "w").close()
+    except BaseException:
+        if first_env is not None:
+            await _close_quietly(first_env)
+        raise
     jobs = plan_jobs(task_ids, group, seed, skip)
     t0 = time.perf_counter()
     try:
-        results = await runner.run(jobs, out=out, progress=progress)
+        results = await runner.run(jobs, out=out, progress=progress, first_env=first_env)
         seconds = time.perf_counter() - t0
     finally:
         await runner.close()

@@ -142,7 +142,7 @@ def test_env_crash_is_env_error_and_env_is_replaced():
         trajs = run_rollouts("test/crashy-v0", "scripted", n=6, concurrency=1)
         statuses = {t.task_id: t.status for t in trajs}
         assert statuses.pop("calc-2") == "env_error" and set(statuses.values()) == {"ok"}
-        assert CrashyEnv.instances >= 3  # the probe, the first worker env, its replacement
+        assert CrashyEnv.instances == 2  # the first worker env (it named the tasks), its replacement
     finally:
         _REGISTRY.pop("test/crashy-v0")
 
@@ -367,9 +367,27 @@ class ClosingScripted(ScriptedCalculator):
 def test_a_policy_built_from_a_spec_is_closed_when_the_run_ends(monkeypatch):
     """The runner owns a policy it built from a spec string (a model backend's thread or engine
     goes with it); a policy object passed in stays open for its owner."""
-    monkeypatch.setattr(CalculatorEnv, "make_policy", lambda self, spec: ClosingScripted())
+    import agentgym.envs.toy as toy
+
+    monkeypatch.setattr(toy, "scripted_calculator", lambda spec, env: ClosingScripted())
     ClosingScripted.closed = 0
     trajs = run_rollouts("toy/calculator-v0", "scripted", n=3)
     assert [t.status for t in trajs] == ["ok"] * 3 and ClosingScripted.closed == 1
     run_rollouts("toy/calculator-v0", ClosingScripted(), n=3)
     assert ClosingScripted.closed == 1
+
+
+def test_the_env_that_names_the_tasks_runs_episodes_too(monkeypatch):
+    """No env is built only to read task ids: with one worker, one env serves the whole run."""
+    made = []
+    init = CalculatorEnv.__init__
+
+    def counting(self, *a, **kw):
+        made.append(self)
+        init(self, *a, **kw)
+
+    monkeypatch.setattr(CalculatorEnv, "__init__", counting)
+    trajs = run_rollouts("toy/calculator-v0", "scripted", n=3, concurrency=1)
+    assert [t.score for t in trajs] == [1.0] * 3 and len(made) == 1
+    made.clear()
+    assert run_rollouts("toy/calculator-v0", "scripted", n=0) == [] and len(made) == 1
