@@ -69,7 +69,8 @@ class ToolEnv(gymnasium.Env):
     """Base class of every agentgym environment.
 
     Subclasses set ``tools`` (or decorate methods with ``@tool``), ``verifier``, and implement
-    ``load_task``; optionally ``task_ids``, ``initial_messages`` and ``make_policy``.
+    ``load_task`` with ``task_ids`` (checked when the class is defined); optionally
+    ``initial_messages``, and ``policies``: the players that know the env, as data.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
@@ -83,6 +84,10 @@ class ToolEnv(gymnasium.Env):
     ends_on_text: ClassVar[bool] = True
     """a reply without tool calls ends the episode (its content is the final answer); envs whose
     episodes end through a tool (submit, answer, a game's last move) set this to False"""
+    policies: ClassVar[dict[str, str]] = {}
+    """players that know this env, by spec name: ``{"teacher": "module:factory"}``, each
+    ``factory(spec, env) -> Policy`` imported when first used (``agentgym.register_policy`` adds
+    more from outside the class)"""
     blocking: ClassVar[bool] = False
     """reset/step block (subprocesses, I/O, a sync tool that may hang): the async runner then calls
     them in a thread, so a slow step never stalls other episodes and its turn time limit can fire.
@@ -130,15 +135,23 @@ class ToolEnv(gymnasium.Env):
         raise NotImplementedError
 
     def task_ids(self, n: int, seed: int = 0) -> list[str]:
-        """The ids of ``n`` tasks for a run (shipped tasks in order, cycling; or generated ones)."""
-        return [str(i) for i in range(n)]
+        """The ids of ``n`` tasks for a run (shipped tasks in order, cycling; or generated ones),
+        each one that ``load_task`` accepts."""
+        raise NotImplementedError(f"{type(self).__name__} defines no task_ids(n, seed)")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """An env that loads tasks must say which ids exist: made-up ids ("0", "1", ...) would
+        reach ``load_task`` silently and every run would score tasks that were never there."""
+        super().__init_subclass__(**kwargs)
+        if "load_task" in vars(cls) and cls.task_ids is ToolEnv.task_ids:
+            raise TypeError(
+                f"{cls.__qualname__} defines load_task but not task_ids: add "
+                "`def task_ids(self, n, seed=0) -> list[str]` returning n ids that load_task accepts "
+                "(e.g. the first n of a shipped list, cycling, or ids drawn with the seed)"
+            )
 
     def initial_messages(self, task: Task) -> list[Message]:
         return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": task.prompt}]
-
-    def make_policy(self, spec: Any) -> Any:
-        """A policy that knows this env (teacher, solver, search bot) for a spec, or None."""
-        return None
 
     def score(self) -> Score:
         """Score the finished trajectory with the verifier (outside anything the agent wrote)."""

@@ -163,6 +163,11 @@ def load_env_class(ref: str) -> type:
             sys.modules[mod_name] = module
             try:
                 file_spec.loader.exec_module(module)
+            except Exception as e:
+                del sys.modules[mod_name]
+                raise ValueError(
+                    f"{where} (from --env {ref!r}) failed to load: {type(e).__name__}: {e}"
+                ) from e
             except BaseException:
                 del sys.modules[mod_name]
                 raise

@@ -46,6 +46,9 @@ class Shelf(ToolEnv):
         self.items = []
         return Task(task_id or "t0", prompt="Put two pens, then say done.", answer="done")
 
+    def task_ids(self, n, seed=0):
+        return [f"t{i}" for i in range(n)]
+
 
 def _call(name, args):
     return {"role": "assistant", "content": "", "tool_calls": [tool_call(name, args)]}
