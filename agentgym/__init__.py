@@ -4,7 +4,7 @@
 """
 
 from agentgym.env import ToolEnv
-from agentgym.policy import Policy, PolicySpec, SamplingParams, parse_spec, resolve_policy
+from agentgym.policy import Policy, PolicySpec, SamplingParams, parse_spec, register_policy, resolve_policy
 from agentgym.registry import list_envs, make, register
 from agentgym.tools import Tool, tool
 from agentgym.types import Message, Task, ToolCall, Trajectory, load_trajectories
@@ -30,6 +30,7 @@ __all__ = [
     "make",
     "parse_spec",
     "register",
+    "register_policy",
     "resolve_policy",
     "tool",
 ]

@@ -7,10 +7,11 @@ A policy answers a conversation with one assistant message::
 It reads ``traj.messages`` and, when it samples tokens, extends the token record
 (``traj.tokens`` / ``mask`` / ``logprobs``) with exactly what it sampled. A policy may also
 define ``finish(traj, env)``, which the rollout runner calls once when an episode with a token
-record ends (model policies check the record there and set ``traj.metadata["token_check"]``). Players that need to
-know the environment (teachers, search bots, reference solutions) are built by the env itself
-(``ToolEnv.make_policy``); model backends (``hf``, ``vllm``, ``openai``) live in
-``agentgym.policies`` and implement the token-level ``Generator`` protocol below.
+record ends (model policies check the record there and set ``traj.metadata["token_check"]``).
+Players that need to know the environment (teachers, search bots, reference solutions) are data:
+an env class lists them in ``ToolEnv.policies`` (name -> ``"module:factory"``), and
+``register_policy`` adds one for an env id from outside; model backends (``hf``, ``vllm``,
+``openai``) live in ``agentgym.policies`` and implement the token-level ``Generator`` protocol below.
 
 Spec strings: ``random``, ``scripted``, ``teacher``, ``mcts:sims=200``, ``hf:PATH``,
 ``vllm:PATH,temperature=0``, ``openai:URL[,URL...],model=NAME``.
@@ -161,13 +162,46 @@ BACKENDS = {
 """spec name -> (module with ``from_spec(spec, env)``, the pip extra it needs)"""
 
 
+_REGISTERED: dict[tuple[str, str], str] = {}
+"""(env id, policy name) -> ``"module:factory"``, added by ``register_policy``"""
+
+
+def register_policy(env_id: str, name: str, factory: str) -> None:
+    """Make ``--policy NAME`` on ``env_id`` build its player with ``factory(spec, env)``, given as
+    ``"module:function"`` (imported when first used); it wins over the env class's own entry.
+
+    >>> register_policy("demo/echo-v0", "solver", "agentgym.envs.toy:scripted_calculator")
+    >>> env_policies("demo/echo-v0", type("E", (), {"policies": {}}))["solver"]
+    'agentgym.envs.toy:scripted_calculator'
+    """
+    module, _, attr = factory.partition(":")
+    if not module or not attr:
+        raise ValueError(f"a policy factory is 'module:function', got {factory!r}")
+    _REGISTERED[(env_id, name)] = factory
+
+
+def env_policies(env_id: str, env_cls: type) -> dict[str, str]:
+    """The players that know this env: its class's ``policies`` and those registered for its id."""
+    found = dict(getattr(env_cls, "policies", {}))
+    found.update({name: f for (eid, name), f in _REGISTERED.items() if eid == env_id})
+    return found
+
+
+def _load_factory(ref: str):
+    module, _, attr = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def resolve_policy(spec: str | PolicySpec, env: ToolEnv, seed: int = 0) -> Policy:
-    """Turn a spec string into a policy: the env's own players first (teacher, scripted, bots),
-    then ``random``, then the model backends."""
+    """Turn a spec string into a policy: the env's own players first (teacher, scripted, bots,
+    listed in ``env_policies``), then ``random``, then the model backends."""
     parsed = parse_spec(spec)
-    own = env.make_policy(parsed)
-    if own is not None:
-        return own
+    own = env_policies(getattr(env, "env_id", ""), type(env))
+    if parsed.name in own:
+        return _load_factory(own[parsed.name])(parsed, env)
     if parsed.name == "random":
         return RandomPolicy(seed=parsed.get("seed", seed, int))
     if parsed.name in BACKENDS:
@@ -180,8 +214,8 @@ def resolve_policy(spec: str | PolicySpec, env: ToolEnv, seed: int = 0) -> Polic
                 f"install it with: pip install 'agentgym[{extra}]'"
             ) from e
         return mod.from_spec(parsed, env)
-    known = ["random", *BACKENDS]
+    known = [*own, "random", *BACKENDS]
     raise ValueError(
         f"unknown policy {str(parsed)!r} for env {env.env_id}; known here: {', '.join(known)} "
-        "(envs add their own, e.g. 'scripted', 'teacher', 'mcts:sims=N')"
+        "(envs list their own players in ToolEnv.policies; agentgym.register_policy adds more)"
     )

@@ -91,7 +91,7 @@ def bench_episodes(n: int, backend: str, **env_kwargs) -> dict:
     import agentgym
 
     env = agentgym.make("code/python_functions-v0", backend=backend, **env_kwargs)
-    teacher = env.make_policy(agentgym.parse_spec("teacher"))
+    teacher = agentgym.resolve_policy("teacher", env)
     times, scores, grading = [], [], []
     ids = env.task_ids(n + 1)
     for i, task_id in enumerate(ids):

@@ -60,6 +60,8 @@ class CodeEnv(ToolEnv):
             every session a new container, removed when it closes).
     """
 
+    policies = {"teacher": f"{__name__}:code_teacher", "scripted": f"{__name__}:code_teacher"}
+
     system_prompt = (
         "You write Python functions. Put your solution in solution.py with write_file, check it with "
         "run_python and run_tests, and call submit() when done. Hidden tests decide your score."
@@ -234,10 +236,10 @@ class CodeEnv(ToolEnv):
             self.session = None
         super().close()
 
-    def make_policy(self, spec: PolicySpec) -> Any:
-        if spec.name in ("teacher", "scripted"):
-            return CodeTeacher()
-        return None
+
+def code_teacher(spec: PolicySpec, env: CodeEnv) -> CodeTeacher:
+    """``teacher`` and ``scripted`` on the code env: the shipped reference solutions."""
+    return CodeTeacher()
 
 
 class CodeTeacher:

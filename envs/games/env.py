@@ -115,6 +115,8 @@ class GameEnv(ToolEnv):
             ``max_illegal`` plus 4)
     """
 
+    policies = {name: f"{__name__}:bot_policy" for name in ("teacher", *BOT_NAMES)}
+
     ends_on_text = False
 
     def __init__(
@@ -366,18 +368,17 @@ class GameEnv(ToolEnv):
 
     # ----- players that know the game -------------------------------------------------------------
 
-    def make_policy(self, spec: PolicySpec) -> BotPolicy | None:
-        """``random``, ``mcts:sims=N``, ``cfr:iters=N`` as agents (moving through the ``move``
-        tool); ``teacher`` is MCTS with 400 simulations, or CFR+ for imperfect-information games."""
-        if spec.name == "teacher":
-            spec = (
-                PolicySpec("mcts", kwargs={"sims": "400"})
-                if self.perfect
-                else PolicySpec("cfr", kwargs={"iters": "1000"})
-            )
-        if spec.name in BOT_NAMES:
-            return BotPolicy(make_bot(spec, self.game))
-        return None
+
+def bot_policy(spec: PolicySpec, env: GameEnv) -> BotPolicy:
+    """``random``, ``mcts:sims=N``, ``cfr:iters=N`` as agents (moving through the ``move`` tool);
+    ``teacher`` is MCTS with 400 simulations, or CFR+ for imperfect-information games."""
+    if spec.name == "teacher":
+        spec = (
+            PolicySpec("mcts", kwargs={"sims": "400"})
+            if env.perfect
+            else PolicySpec("cfr", kwargs={"iters": "1000"})
+        )
+    return BotPolicy(make_bot(spec, env.game))
 
 
 class BotPolicy:

@@ -153,6 +153,7 @@ class CalculatorEnv(ToolEnv):
     )
     verifier = Rubric([exact_answer, format_reward, used_calculator], weights=[1.0, 0.0, 0.0])
     max_turns = 4
+    policies = {"scripted": f"{__name__}:scripted_calculator", "teacher": f"{__name__}:scripted_calculator"}
 
     def __init__(self, difficulty: int = 2, max_turns: int | None = None, **kwargs: Any):
         if difficulty not in (1, 2, 3):
@@ -181,10 +182,10 @@ class CalculatorEnv(ToolEnv):
     def task_ids(self, n: int, seed: int = 0) -> list[str]:
         return [f"calc-{seed * 1_000_000 + i}" for i in range(n)]
 
-    def make_policy(self, spec: PolicySpec):
-        if spec.name in ("scripted", "teacher"):
-            return ScriptedCalculator(delay=spec.get("delay", 0.0, float))
-        return None
+
+def scripted_calculator(spec: PolicySpec, env: CalculatorEnv) -> ScriptedCalculator:
+    """``scripted`` and ``teacher`` on the calculator (``scripted:delay=0.05`` adds latency)."""
+    return ScriptedCalculator(delay=spec.get("delay", 0.0, float))
 
 
 class ScriptedCalculator:

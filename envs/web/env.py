@@ -25,7 +25,6 @@ from agentgym.envs.web.site import Site
 from agentgym.envs.web.verify import pages_visited, task_success
 
 from agentgym.env import EpisodeOver, ToolEnv
-from agentgym.policy import PolicySpec
 from agentgym.tools import ToolArgumentError, tool
 from agentgym.types import Message, Task
 from agentgym.verifiers import Rubric
@@ -64,6 +63,10 @@ class BrowserDied(RuntimeError):
 
 
 class WebReplayEnv(ToolEnv):
+    policies = {
+        "teacher": "agentgym.envs.web.teacher:web_teacher",
+        "scripted": "agentgym.envs.web.teacher:web_teacher",
+    }
     system_prompt = (
         "You browse a website through tools. Each observation shows the page URL, its title and an "
         "accessibility snapshot where every control has a ref like [ref=e5]. Use click(ref), type(ref, text), "
@@ -156,70 +159,6 @@ class WebReplayEnv(ToolEnv):
             answer=[t["answer"] for t in subs],
             info={"subtasks": subs, "origin": self.site.origin},
         )
-
-    def make_policy(self, spec: PolicySpec):
-        if spec.name in ("teacher", "scripted"):
-            from agentgym.envs.web.teacher import WebTeacher
-
-            return WebTeacher()
-        return None
-
-    # ----- tools (schemas for the model; the work is done by the async _do_* methods) ------------
-
-    @tool
-    def goto(self, url: str) -> str:
-        """Open a URL of the site.
-
-        Args:
-            url: an absolute URL, or a path such as /c/kitchen.html
-        """
-        return self._sync(self._do_goto(url))
-
-    @tool
-    def click(self, ref: str) -> str:
-        """Click the element with this ref from the latest snapshot.
-
-        Args:
-            ref: the element's ref, e.g. e12
-        """
-        return self._sync(self._do_click(ref))
-
-    @tool
-    def type(self, ref: str, text: str, submit: bool = False) -> str:
-        """Replace the text of an input field.
-
-        Args:
-            ref: the field's ref from the latest snapshot
-            text: what to type
-            submit: press Enter afterwards
-        """
-        return self._sync(self._do_type(ref, text, submit))
-
-    @tool
-    def select(self, ref: str, option: str) -> str:
-        """Choose an option of a drop-down list.
-
-        Args:
-            ref: the list's ref from the latest snapshot
-            option: the option's visible text
-        """
-        return self._sync(self._do_select(ref, option))
-
-    @tool
-    def back(self) -> str:
-        """Go back to the previous page."""
-        return self._sync(self._do_back())
-
-    @tool
-    def answer(self, text: str) -> str:
-        """Give the final answer; this ends the episode.
-
-        Args:
-            text: the answer (for several tasks, the answers separated by ' | ')
-        """
-        self.answer_text = text
-        self.done = True
-        return "Answer recorded."
 
     # ----- the browser ------------------------------------------------------------------------
 
@@ -416,7 +355,7 @@ class WebReplayEnv(ToolEnv):
             return out
         self._last_request = None
         try:
-            out["content"] = await getattr(self, f"_do_{name}")(**args)
+            out["content"] = await tool_.acall(args, owner=self)
         except BrowserDied:
             raise
         except Exception as e:
@@ -425,7 +364,7 @@ class WebReplayEnv(ToolEnv):
             out["content"] = f"Error: {name} failed: {str(e).splitlines()[0]}\n{await self._observe()}"
         return out
 
-    # ----- actions ----------------------------------------------------------------------------
+    # ----- tools: the browser actions, then the answer -----------------------------------------
 
     def _external(self, url: str) -> str | None:
         from agentgym.envs.web.record import origin_of
@@ -463,7 +402,13 @@ class WebReplayEnv(ToolEnv):
             return f"{action}, but {msg} Went back.\n{await self._observe()}"
         return f"{action}, but {msg} The page is unchanged.\n{await self._observe()}"
 
-    async def _do_goto(self, url: str) -> str:
+    @tool
+    async def goto(self, url: str) -> str:
+        """Open a URL of the site.
+
+        Args:
+            url: an absolute URL, or a path such as /c/kitchen.html
+        """
         from urllib.parse import urldefrag, urljoin
 
         here = self._page.url
@@ -489,7 +434,13 @@ class WebReplayEnv(ToolEnv):
             "and change with every snapshot); use a ref from the latest snapshot."
         )
 
-    async def _do_click(self, ref: str) -> str:
+    @tool
+    async def click(self, ref: str) -> str:
+        """Click the element with this ref from the latest snapshot.
+
+        Args:
+            ref: the element's ref, e.g. e12
+        """
         loc, ref = self._locate(ref)
         if loc is None:
             return f"{self._stale(ref)}\n{await self._observe()}"
@@ -499,7 +450,15 @@ class WebReplayEnv(ToolEnv):
         await loc.click()
         return await self._settle(f"Clicked {ref}")
 
-    async def _do_type(self, ref: str, text: str, submit: bool = False) -> str:
+    @tool
+    async def type(self, ref: str, text: str, submit: bool = False) -> str:
+        """Replace the text of an input field.
+
+        Args:
+            ref: the field's ref from the latest snapshot
+            text: what to type
+            submit: press Enter afterwards
+        """
         loc, ref = self._locate(ref)
         if loc is None:
             return f"{self._stale(ref)}\n{await self._observe()}"
@@ -509,7 +468,14 @@ class WebReplayEnv(ToolEnv):
             return await self._settle(f"Typed {_clip(text, 200)!r} into {ref} and pressed Enter")
         return f"Typed {_clip(text, 200)!r} into {ref}.\n{await self._observe()}"
 
-    async def _do_select(self, ref: str, option: str) -> str:
+    @tool
+    async def select(self, ref: str, option: str) -> str:
+        """Choose an option of a drop-down list.
+
+        Args:
+            ref: the list's ref from the latest snapshot
+            option: the option's visible text
+        """
         loc, ref = self._locate(ref)
         if loc is None:
             return f"{self._stale(ref)}\n{await self._observe()}"
@@ -529,7 +495,9 @@ class WebReplayEnv(ToolEnv):
         chosen = await loc.select_option(label=label)
         return await self._settle(f"Selected {label!r} in {ref} (value {chosen[0] if chosen else '?'})")
 
-    async def _do_back(self) -> str:
+    @tool
+    async def back(self) -> str:
+        """Go back to the previous page."""
         page = self._page
         before = page.url
         resp = await page.go_back(wait_until="load")
@@ -540,6 +508,17 @@ class WebReplayEnv(ToolEnv):
         if resp is None and page.url == before:
             return f"There is no previous page.\n{await self._observe()}"
         return f"Went back.\n{await self._observe()}"
+
+    @tool
+    def answer(self, text: str) -> str:
+        """Give the final answer; this ends the episode.
+
+        Args:
+            text: the answer (for several tasks, the answers separated by ' | ')
+        """
+        self.answer_text = text
+        self.done = True
+        return "Answer recorded."
 
     # ----- sync API (a private event loop in a thread) -----------------------------------------
 

@@ -10,7 +10,6 @@ verifier scores 1.0.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
@@ -87,6 +86,11 @@ class WebTeacher:
         return _say(f"Press {name!r}.", "click", {"ref": node.ref}, turn)
 
 
+def web_teacher(spec, env) -> WebTeacher:
+    """``teacher`` and ``scripted`` on the web envs."""
+    return WebTeacher()
+
+
 def _say(thought: str, name: str, args: dict, turn: int) -> Message:
     return {
         "role": "assistant",
@@ -95,44 +99,27 @@ def _say(thought: str, name: str, args: dict, turn: int) -> Message:
     }
 
 
-async def _episodes(env, teacher: WebTeacher, ids: list[str], seed: int, out: str, log) -> tuple[int, int]:
-    kept = failed = 0
-    open(out, "w").close()
-    for i, tid in enumerate(ids):
-        await env.areset(seed=seed + i, options={"task_id": tid})
-        traj = env.trajectory
-        done = False
-        while not done:
-            msg = await teacher.act(traj, env)
-            _, _, terminated, truncated, _ = await env.astep(msg)
-            done = terminated or truncated
-        traj.metadata.update(generator="teacher", subtasks=len(env.task.info["subtasks"]))
-        if traj.status == "ok" and traj.score == 1.0:
-            write_jsonl(out, [traj], append=True)
-            kept += 1
-        else:
-            failed += 1
-            log(f"task {tid}: status {traj.status}, score {traj.score}; not kept")
-    return kept, failed
-
-
 def generate_teacher(
-    env_id: str, n: int, out: str, subtasks: int = 1, seed: int = 0, log=None
+    env_id: str, n: int, out: str, subtasks: int = 1, seed: int = 0, log=None, concurrency: int = 2
 ) -> tuple[int, int]:
     """Write ``n`` teacher trajectories of ``env_id`` to ``out`` (JSONL); returns (kept, failed).
 
-    Every trajectory is replayed in the browser and scored by the env's verifier; only those that
-    score 1.0 with status ok are written.
+    The episodes run through the rollout runner (its time limits and statuses; each episode in
+    flight has a browser context of its own). Every trajectory is scored by the env's own
+    verifier; only those that score 1.0 with status ok are written.
     """
-    import agentgym
+    from agentgym.rollout import run_rollouts
 
     log = log or (lambda s: print(s, file=sys.stderr))
-    env = agentgym.make(env_id, subtasks=subtasks)
-
-    async def run():
-        try:
-            return await _episodes(env, WebTeacher(), env.task_ids(n, seed), seed, out, log)
-        finally:
-            await env.aclose()
-
-    return asyncio.run(run())
+    trajs = run_rollouts(
+        env_id, "teacher", n=n, seed=seed, concurrency=concurrency, env_kwargs={"subtasks": subtasks}
+    )
+    kept = []
+    for traj in sorted(trajs, key=lambda t: t.task_id):
+        traj.metadata.update(generator="teacher", subtasks=subtasks)
+        if traj.status == "ok" and traj.score == 1.0:
+            kept.append(traj)
+        else:
+            log(f"task {traj.task_id}: status {traj.status}, score {traj.score}; not kept")
+    write_jsonl(out, kept)
+    return len(kept), len(trajs) - len(kept)

@@ -65,7 +65,7 @@ def test_tools_run_write_read_and_visible_tests(env):
 
 
 def test_teacher_solves_and_scores_one(env):
-    teacher = env.make_policy(agentgym.parse_spec("teacher"))
+    teacher = agentgym.resolve_policy("teacher", env)
     for task_id in ("clamp", "topo_sort", "evaluate_arithmetic"):
         env.reset(seed=0, options={"task_id": task_id})
         while True:
@@ -178,7 +178,7 @@ def test_user_jsonl_with_mbpp_and_humaneval_records(bwrap_ready, tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in (mbpp, humaneval, native)) + "\n")
     env = CodeEnv(tasks=str(path), backend="bwrap")
     assert env.task_ids(3) == ["mbpp/7", "Demo/0", "mine"]
-    teacher = env.make_policy(agentgym.parse_spec("teacher"))
+    teacher = agentgym.resolve_policy("teacher", env)
     for task_id in env.task_ids(3):
         env.reset(seed=0, options={"task_id": task_id})
         while not env.done:

@@ -18,6 +18,10 @@ def test_make_list_and_gymnasium_ids():
         genv = gymnasium.make(gid)
         assert genv.unwrapped.env_id == "toy/calculator-v0"
         genv.close()
+    # the module prefix imports agentgym itself: it works in a fresh process, nothing imported first
+    code = "import gymnasium; print(gymnasium.make('agentgym:toy/calculator-v0', difficulty=2).unwrapped.difficulty)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "2", out.stderr[-2000:]
 
 
 def test_unknown_id_says_what_to_do():
@@ -56,6 +60,9 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
 
                 def load_task(self, task_id):
                     return Task(task_id or "0", prompt="say hi")
+
+                def task_ids(self, n, seed=0):
+                    return [str(i) for i in range(n)]
 
             def register():
                 agentgym.register("plugin/echo-v0", "shelf_plugin:EchoEnv")
@@ -180,3 +187,61 @@ def test_an_env_class_by_module_path_and_bad_references(tmp_path, monkeypatch):
         agentgym.make(str(tmp_path / "missing.py") + ":Echo")
     with pytest.raises(KeyError, match="cannot import module"):
         agentgym.make("no_such_module_here:Echo")
+
+
+def test_an_env_that_loads_tasks_must_name_them(tmp_path, capsys):
+    """Without task_ids, made-up ids would reach load_task silently: the class is refused where
+    it is defined, and the CLI says what to add."""
+    from agentgym import Task, ToolEnv
+    from agentgym.cli import main
+
+    with pytest.raises(TypeError, match=r"NoIds defines load_task but not task_ids: add `def task_ids"):
+
+        class NoIds(ToolEnv):
+            def load_task(self, task_id):
+                return Task(task_id=task_id, prompt="hi")
+
+    path = tmp_path / "noids.py"
+    path.write_text(
+        ONE_FILE_ENV.replace("    def task_ids(self, n, seed=0):\n", "    def unused(self, n, seed=0):\n")
+    )
+    out = tmp_path / "x.jsonl"
+    assert (
+        main(["rollout", "--env", f"{path}:Echo", "--policy", "random", "--n", "2", "--out", str(out)]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "failed to load: TypeError: Echo defines load_task but not task_ids" in err and not out.exists()
+
+
+def test_players_that_know_an_env_are_data(tmp_path, monkeypatch):
+    """An env lists its players by name (``ToolEnv.policies``); ``register_policy`` adds one for
+    an env id from outside the class, imported only when used; an unknown name lists the rest."""
+    from agentgym.rollout import run_rollouts
+
+    (tmp_path / "oracle_mod.py").write_text(
+        textwrap.dedent(
+            """
+            from agentgym.envs.toy import ScriptedCalculator
+
+            made = []
+
+            def oracle(spec, env):
+                made.append(spec.get("tag", "", str))
+                return ScriptedCalculator()
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(agentgym.policy, "_REGISTERED", {})  # this test's registrations end with it
+    from agentgym.envs.toy import CalculatorEnv
+
+    assert set(CalculatorEnv.policies) == {"scripted", "teacher"}
+    agentgym.register_policy("toy/calculator-v0", "oracle", "oracle_mod:oracle")
+    trajs = run_rollouts("toy/calculator-v0", "oracle:tag=x", n=3)
+    import oracle_mod
+
+    assert oracle_mod.made == ["x"] and [t.score for t in trajs] == [1.0] * 3
+    with pytest.raises(ValueError, match="known here: scripted, teacher, oracle, random"):
+        agentgym.resolve_policy("solver", agentgym.make("toy/calculator-v0"))
+    with pytest.raises(ValueError, match="'module:function'"):
+        agentgym.register_policy("toy/calculator-v0", "bad", "no_colon")

@@ -75,9 +75,9 @@ def test_leduc_cfr_agent_and_opponent():
 
 def test_teacher_is_mcts_or_cfr():
     env = agentgym.make("games/tic_tac_toe-v0")
-    assert isinstance(env.make_policy(agentgym.parse_spec("teacher")).bot, bots.MCTSBot)
+    assert isinstance(agentgym.resolve_policy("teacher", env).bot, bots.MCTSBot)
     env = agentgym.make("games/kuhn_poker-v0")
-    assert isinstance(env.make_policy(agentgym.parse_spec("teacher")).bot, bots.CFRBot)
+    assert isinstance(agentgym.resolve_policy("teacher", env).bot, bots.CFRBot)
 
 
 def test_bot_seeds_change_play():
@@ -86,7 +86,7 @@ def test_bot_seeds_change_play():
     b = run_rollouts("games/connect_four-v0", "mcts:sims=30,seed=9", n=3)
     assert [t.metadata["history"] for t in a] != [t.metadata["history"] for t in b]
     with pytest.raises(ValueError, match="sims must be at least 1"):
-        env.make_policy(agentgym.parse_spec("mcts:sims=0"))
+        agentgym.resolve_policy("mcts:sims=0", env)
 
 
 def test_cfr_cache_is_per_game_parameters_and_iterations():

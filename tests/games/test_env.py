@@ -37,7 +37,7 @@ def test_check_env_and_same_seed_same_game(env_id):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check_env(env, skip_render_check=True)
-    policy = env.make_policy(agentgym.parse_spec("random"))
+    policy = agentgym.resolve_policy("random", env)
     for task in env.task_ids(3, seed=5):
         a, b = play(env, policy, task), play(env, policy, task)
         assert a.messages == b.messages and a.metadata["history"] == b.metadata["history"]
@@ -51,7 +51,7 @@ def test_check_env_and_same_seed_same_game(env_id):
 
 def test_a_game_does_not_depend_on_which_seat_the_bot_plays_from():
     env = agentgym.make("games/connect_four-v0", opponent="mcts:sims=20")
-    bot = env.make_policy(agentgym.parse_spec("mcts:sims=20"))
+    bot = agentgym.resolve_policy("mcts:sims=20", env)
     h0 = play(env, bot, "connect_four-4", seat=0).metadata["history"]
     h1 = play(env, bot, "connect_four-4", seat=1).metadata["history"]
     assert h0 == h1
@@ -149,8 +149,8 @@ def test_running_out_of_turns_is_truncated_not_a_forfeit():
 
 def test_rewards_map_returns_to_win_draw_loss():
     env = agentgym.make("games/tic_tac_toe-v0", opponent="mcts:sims=200")
-    mcts = env.make_policy(agentgym.parse_spec("mcts:sims=200"))
-    rnd = env.make_policy(agentgym.parse_spec("random"))
+    mcts = agentgym.resolve_policy("mcts:sims=200", env)
+    rnd = agentgym.resolve_policy("random", env)
     for task in env.task_ids(6):
         t = play(env, rnd, task)
         r = t.metadata["returns"][t.metadata["seat"]]
@@ -162,7 +162,7 @@ def test_rewards_map_returns_to_win_draw_loss():
 @pytest.mark.parametrize("game", ["kuhn_poker", "leduc_poker"])
 def test_poker_info_dicts_carry_no_game_state(game):
     env = agentgym.make(f"games/{game}-v0", seat=0)
-    policy = env.make_policy(agentgym.parse_spec("random"))
+    policy = agentgym.resolve_policy("random", env)
     for task in env.task_ids(10):
         _, info = env.reset(options={"task_id": task})
         infos, done = [info], False
@@ -178,7 +178,7 @@ def test_poker_info_dicts_carry_no_game_state(game):
 @pytest.mark.parametrize("game", ["kuhn_poker", "leduc_poker"])
 def test_poker_never_shows_the_opponents_card(game):
     env = agentgym.make(f"games/{game}-v0")
-    policy = env.make_policy(agentgym.parse_spec("random"))
+    policy = agentgym.resolve_policy("random", env)
     for task in env.task_ids(20):
         traj = play(env, policy, task)
         seat = traj.metadata["seat"]
@@ -217,7 +217,7 @@ def test_records_are_json_and_parameters_reach_the_game():
     env = agentgym.make("games/openspiel-v0", game="connect_four", params={"rows": 4, "columns": 5})
     obs, info = env.reset(options={"task_id": "x-0", "seat": 0})
     assert info["legal_moves"] == ["x0", "x1", "x2", "x3", "x4"]
-    traj = play(env, env.make_policy(agentgym.parse_spec("random")), "x-1")
+    traj = play(env, agentgym.resolve_policy("random", env), "x-1")
     json.dumps(traj.to_record())
 
 
@@ -228,7 +228,7 @@ def test_any_openspiel_game_by_name_including_simultaneous_ones():
         ("breakthrough(rows=5,columns=5)", "b-2"),
     ]:
         env = agentgym.make("games/openspiel-v0", game=game)
-        traj = play(env, env.make_policy(agentgym.parse_spec("random")), task)
+        traj = play(env, agentgym.resolve_policy("random", env), task)
         assert traj.task_id == task and traj.status == "ok" and traj.metadata["returns"] is not None
         assert env.name == game.split("(")[0]
 
@@ -352,7 +352,7 @@ def test_a_simultaneous_move_is_hidden_from_the_seat_that_moves_second():
 def test_same_seed_same_transcript_with_mcts_on_both_sides():
     def transcript():
         env = agentgym.make("games/connect_four-v0", opponent="mcts:sims=50")
-        bot = env.make_policy(agentgym.parse_spec("mcts:sims=50"))
+        bot = agentgym.resolve_policy("mcts:sims=50", env)
         return [play(env, bot, t).messages for t in ("connect_four-3", "connect_four-8")]
 
     assert transcript() == transcript()
@@ -365,7 +365,7 @@ def test_a_poker_view_does_not_change_with_the_opponents_cards(game):
     # deal someone else a card nobody holds: what the seat is shown must stay the same
     env = agentgym.make("games/openspiel-v0", game=game)
     view = make_viewer(env.game)
-    policy = env.make_policy(agentgym.parse_spec("random"))
+    policy = agentgym.resolve_policy("random", env)
     n = env.game.num_players()
     for task in env.task_ids(30):
         history = play(env, policy, task).metadata["history"]
