@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "agentgym.policies.cli",
     "agentgym.trainers.cli",
     "agentgym.data.cli",
+    "agentgym.pipelines.cli",
 ]
 GENERATOR_MODULES = [
     "agentgym.envs.games.cli",

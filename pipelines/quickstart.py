@@ -1,17 +1,20 @@
 """``agentgym quickstart``: the whole pipeline on an embedded default, offline, on CPU.
 
-1. build the tiny model (no download), or write a real one (``--model smollm2-135m-instruct``,
-   from a package on the index) or take a Hugging Face directory of your own;
-2. generate teacher demonstrations on ``toy/calculator-v0`` (the env's scripted solver);
-3. evaluate the untrained model;
-4. SFT warm start on the demonstrations, evaluate;
-5. GRPO from the SFT model on the env (the model samples itself), evaluate;
-6. beside it, DPO from the SFT model on pairs of its own samples (best vs worst per task), evaluate;
-7. print the table: untrained -> SFT -> GRPO, with DPO beside it.
+The quickstart is a preset of the flywheel (``QuickstartConfig.flywheel``): one round and two arms.
 
-Every evaluation is greedy on the same held-out tasks and written to ``OUT/eval_<name>.jsonl``;
-the table is counted from those files. Each finished stage writes ``OUT/stages/<stage>.json``, so
-a rerun of the same command skips what is done.
+1. build the tiny model (no download), or write a real one (``--model smollm2-135m-instruct``,
+   from a package on the index) or take a Hugging Face directory of your own, and evaluate it;
+2. round 1: teacher demonstrations on ``toy/calculator-v0`` (the env's scripted solver), filtered,
+   an SFT warm start on them, evaluated;
+3. the grpo arm: GRPO from the SFT model on the env (the model samples itself), evaluated;
+4. the dpo arm, beside it: DPO from the SFT model on pairs of its own samples (best vs worst per
+   task), evaluated;
+5. the table: untrained -> SFT -> GRPO, with DPO beside it.
+
+Every evaluation is greedy on the same held-out tasks; the table is counted from the evaluation
+files (``OUT/round_00/eval.jsonl``, ``OUT/round_01/eval.jsonl``, ``OUT/arm_*/eval.jsonl``). Each
+finished stage writes its record next to its files, so a rerun of the same command skips what is
+done.
 
     agentgym quickstart                 # under 15 minutes on 2 CPU cores
     agentgym quickstart --fast          # a smaller budget for smoke tests
@@ -25,7 +28,6 @@ lower learning rates, rollouts and evaluations on the vLLM engine, LoRA with ``-
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -33,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentgym.data.sample import file_stats
+from agentgym.pipelines.flywheel import FlywheelConfig, collect_report, run_flywheel
+from agentgym.pipelines.stages import Stages, same_settings
 
 ENV = "toy/calculator-v0"
 TINY = "tiny"
@@ -144,280 +147,44 @@ class QuickstartConfig:
         real.update(overrides)
         return cls(model=model, fast=fast, **real)
 
-
-STAGES = [
-    "model",
-    "demos",
-    "eval_untrained",
-    "sft",
-    "eval_sft",
-    "grpo",
-    "eval_grpo",
-    "dpo_samples",
-    "dpo",
-    "eval_dpo",
-]
-
-
-class Progress:
-    """One line per stage: its number, name, elapsed time of the run, and the stage's result."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.t0 = time.perf_counter()
-
-    def start(self, i: int, text: str) -> None:
-        print(f"[{i}/{self.total} {self._clock()}] {text} ...", file=sys.stderr, flush=True)
-
-    def done(self, i: int, text: str) -> None:
-        print(f"[{i}/{self.total} {self._clock()}] {text}", file=sys.stderr, flush=True)
-
-    def _clock(self) -> str:
-        s = int(time.perf_counter() - self.t0)
-        return f"{s // 60:02d}:{s % 60:02d}"
-
-
-def _stage_path(out: Path, name: str) -> Path:
-    return out / "stages" / f"{name}.json"
-
-
-def _record(out: Path, name: str, data: dict[str, Any]) -> dict[str, Any]:
-    path = _stage_path(out, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return data
-
-
-def _done(out: Path, name: str) -> dict[str, Any] | None:
-    path = _stage_path(out, name)
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _spec(model: str, cfg: QuickstartConfig, temperature: float) -> str:
-    return f"{cfg.sampler}:{model},temperature={temperature},max_tokens={cfg.max_tokens},seed={cfg.seed}"
-
-
-def _rollouts(
-    cfg: QuickstartConfig,
-    policy: str,
-    out: Path,
-    n: int,
-    group: int,
-    seed: int,
-    difficulty: int | None = None,
-) -> None:
-    from agentgym.rollout import run_rollouts
-
-    run_rollouts(
-        ENV,
-        policy,
-        n=n,
-        group=group,
-        seed=seed,
-        concurrency=16,
-        out=str(out),
-        resume=True,
-        env_kwargs={"difficulty": difficulty or cfg.difficulty},
-        progress=sys.stderr.isatty(),
-    )
-
-
-def _evaluate(cfg: QuickstartConfig, out: Path, name: str, model: str) -> dict[str, Any]:
-    path = out / f"eval_{name}.jsonl"
-    t0 = time.perf_counter()
-    _rollouts(cfg, _spec(model, cfg, 0.0), path, cfg.eval_tasks, 1, EVAL_SEED)
-    s = file_stats(path)
-    return {
-        "model": model,
-        "file": str(path),
-        "pass_rate": s.pass_rate,
-        "passed": s.passed,
-        "evidence": s.evidence,
-        "statuses": s.statuses,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    def flywheel(self) -> FlywheelConfig:
+        """The flywheel run this quickstart is: round 1 generates teacher demos and trains SFT on
+        them; the grpo and dpo arms start from its model."""
+        demo_kwargs = {} if self.demo_difficulty is None else {"difficulty": self.demo_difficulty}
+        same = (
+            *("model", "temperature", "max_tokens", "sft_steps", "learning_rate", "batch_size", "lora_r"),
+            *("rl_learning_rate", "grpo_steps", "grpo_learning_rate", "grpo_tasks", "tasks_per_step"),
+            *("group", "dpo_steps", "dpo_tasks", "eval_tasks", "seed"),
+        )
+        return FlywheelConfig(
+            **{name: getattr(self, name) for name in same},
+            run_dir=self.out_dir,
+            env=ENV,
+            env_kwargs={"difficulty": self.difficulty},
+            generator_env_kwargs=demo_kwargs,
+            rounds=1,
+            generators=["teacher"],
+            backend=self.sampler,
+            tasks_per_round=self.demos,
+            samples_per_task=1,
+            arms=["grpo", "dpo"],
+            dpo_batch_size=8,
+            # the NLL of the chosen side keeps DPO on a few dozen pairs from pulling the good
+            # trajectories down with the bad. Measured on one set of 68 pairs (SFT at 0.344):
+            # rpo_alpha 1 for 40 steps 0.281, rpo_alpha 2 for 20 steps 0.422
+            rpo_alpha=2.0,
+            eval_seed=EVAL_SEED,
+        )
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     """Run (or resume) every stage and print the table; returns the collected results."""
-    from agentgym.data.export import preference_pairs
-    from agentgym.data.filter import filter_file
-    from agentgym.types import iter_jsonl
-
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    settings = dataclasses.asdict(cfg)
-    meta = out / "quickstart.json"
-    if meta.exists() and json.loads(meta.read_text()) != settings:
-        raise ValueError(
-            f"{out} holds a quickstart run with other settings; use --out NEW_DIR or the same flags"
-        )
-    meta.write_text(json.dumps(settings, indent=2) + "\n")
-    progress = Progress(len(STAGES))
-
-    def stage(i: int, name: str, text: str, fn) -> dict[str, Any]:
-        found = _done(out, name)
-        if found is not None:
-            progress.done(i, f"{text}: done earlier")
-            return found
-        progress.start(i, text)
-        t0 = time.perf_counter()
-        result = fn()
-        result.setdefault("seconds", round(time.perf_counter() - t0, 2))
-        _record(out, name, result)
-        summary = ", ".join(
-            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in result.items()
-            if k in ("pass_rate", "kept", "pairs", "steps", "first_loss", "last_loss", "seconds")
-        )
-        progress.done(i, f"{text}: {summary}")
-        return result
-
-    def build_model():
-        if cfg.model == TINY:
-            from agentgym.policies.tiny import build_tiny_model
-
-            return {"model": str(build_tiny_model(out / "model0", seed=cfg.seed)), "tiny": True}
-        if Path(cfg.model).is_dir():
-            return {"model": str(Path(cfg.model).resolve()), "tiny": False}
-        from agentgym.policies.models import KNOWN, get_model
-
-        if cfg.model not in KNOWN:
-            raise ValueError(
-                f"--model {cfg.model!r} is neither {TINY!r}, a known model ({', '.join(KNOWN)}) nor a directory"
-            )
-        return {"model": str(get_model(cfg.model, out / "model0")), "tiny": False}
-
-    what = "building the tiny model" if cfg.model == TINY else f"getting the model ({cfg.model})"
-    model0 = stage(1, "model", what, build_model)["model"]
-
-    def demos():
-        raw = out / "demos_raw.jsonl"
-        _rollouts(cfg, "teacher", raw, cfg.demos, 1, cfg.seed + 1, cfg.demo_difficulty)
-        _, rep = filter_file(raw, out / "demos.jsonl", min_score=1.0, dedup=True)
-        return {"file": str(out / "demos.jsonl"), "raw": str(raw), "kept": rep.kept, "total": rep.total}
-
-    stage(2, "demos", f"teacher demonstrations on {ENV} ({cfg.demos} tasks)", demos)
-    stage(
-        3,
-        "eval_untrained",
-        f"evaluating the untrained model ({cfg.eval_tasks} tasks)",
-        lambda: _evaluate(cfg, out, "untrained", model0),
-    )
-
-    def sft():
-        from agentgym.trainers.sft import SFTConfig, train_sft
-
-        s = train_sft(
-            SFTConfig(
-                model=model0,
-                data=[str(out / "demos.jsonl")],
-                output_dir=str(out / "sft"),
-                max_steps=cfg.sft_steps,
-                batch_size=cfg.batch_size,
-                micro_batch_size=cfg.batch_size,
-                learning_rate=cfg.learning_rate,
-                lora_r=cfg.lora_r,
-                seed=cfg.seed,
-                quiet=True,
-            )
-        )
-        return {
-            "model": s["model_dir"],
-            "steps": s["steps"],
-            "first_loss": s["first_loss"],
-            "last_loss": s["last_loss"],
-        }
-
-    sft_model = stage(4, "sft", f"SFT warm start ({cfg.sft_steps} steps)", sft)["model"]
-    stage(5, "eval_sft", "evaluating the SFT model", lambda: _evaluate(cfg, out, "sft", sft_model))
-
-    def grpo():
-        from agentgym.trainers.config import GRPOConfig
-        from agentgym.trainers.grpo import train_grpo
-
-        s = train_grpo(
-            GRPOConfig(
-                model=sft_model,
-                env=ENV,
-                env_kwargs={"difficulty": cfg.difficulty},
-                output_dir=str(out / "grpo"),
-                sampler="hf" if cfg.lora_r else cfg.sampler,
-                enforce_eager=cfg.sampler == "vllm" and not cfg.lora_r,  # starts in seconds on CPU
-                num_tasks=cfg.grpo_tasks,
-                tasks_per_step=cfg.tasks_per_step,
-                group_size=cfg.group,
-                max_steps=cfg.grpo_steps,
-                max_tokens=cfg.max_tokens,
-                temperature=cfg.temperature,
-                batch_size=cfg.batch_size,
-                micro_batch_size=cfg.batch_size,
-                learning_rate=cfg.grpo_learning_rate or cfg.rl_learning_rate,
-                lora_r=cfg.lora_r,
-                seed=cfg.seed + 2,
-                quiet=True,
-            )
-        )
-        return {"model": s["model_dir"], "steps": s["steps"], "mean_scores": s["mean_scores"]}
-
-    grpo_model = stage(6, "grpo", f"GRPO from SFT ({cfg.grpo_steps} steps, groups of {cfg.group})", grpo)[
-        "model"
-    ]
-    stage(7, "eval_grpo", "evaluating the GRPO model", lambda: _evaluate(cfg, out, "grpo", grpo_model))
-
-    def dpo_samples():
-        path = out / "dpo_samples.jsonl"
-        _rollouts(cfg, _spec(sft_model, cfg, cfg.temperature), path, cfg.dpo_tasks, cfg.group, cfg.seed + 3)
-        pairs = preference_pairs([r for _, r in iter_jsonl(path, errors="skip")])
-        return {
-            "file": str(path),
-            "pairs": len(pairs),
-            **{
-                k: v for k, v in file_stats(path).to_dict().items() if k in ("samples", "passed", "pass_rate")
-            },
-        }
-
-    samples = stage(
-        8,
-        "dpo_samples",
-        f"sampling the SFT model for DPO pairs ({cfg.dpo_tasks} x {cfg.group}, temperature {cfg.temperature})",
-        dpo_samples,
-    )
-
-    def dpo():
-        if samples["pairs"] == 0:
-            return {"model": None, "steps": 0, "note": "the SFT samples gave no preference pair"}
-        from agentgym.trainers.config import DPOConfig
-        from agentgym.trainers.dpo import train_dpo
-
-        s = train_dpo(
-            DPOConfig(
-                model=sft_model,
-                data=[samples["file"]],
-                output_dir=str(out / "dpo"),
-                max_steps=cfg.dpo_steps,
-                batch_size=8,
-                micro_batch_size=8,
-                learning_rate=cfg.rl_learning_rate,
-                # the NLL of the chosen side keeps DPO on a few dozen pairs from pulling the
-                # good trajectories down with the bad. Measured on one set of 68 pairs (SFT at
-                # 0.344): rpo_alpha 1 for 40 steps 0.281, rpo_alpha 2 for 20 steps 0.422
-                rpo_alpha=2.0,
-                lora_r=cfg.lora_r,
-                seed=cfg.seed,
-                quiet=True,
-            )
-        )
-        return {"model": s["model_dir"], "steps": s["steps"], "pairs": s["pairs"]}
-
-    dpo_model = stage(9, "dpo", f"DPO from SFT ({cfg.dpo_steps} steps)", dpo)["model"]
-    if dpo_model is not None:
-        stage(10, "eval_dpo", "evaluating the DPO model", lambda: _evaluate(cfg, out, "dpo", dpo_model))
-    results = collect_quickstart(out)
+    t0 = time.perf_counter()
+    same_settings(Path(cfg.out_dir) / "quickstart.json", dataclasses.asdict(cfg))
+    run_flywheel(cfg.flywheel(), label="quickstart")
+    results = collect_quickstart(cfg.out_dir)
     print(format_quickstart(results))
-    print(f"total {time.perf_counter() - progress.t0:.0f} s; files under {out}", file=sys.stderr)
+    print(f"total {time.perf_counter() - t0:.0f} s; files under {cfg.out_dir}", file=sys.stderr)
     return results
 
 
@@ -425,39 +192,39 @@ ROWS = [("untrained", "untrained"), ("sft", "SFT"), ("grpo", "SFT -> GRPO"), ("d
 
 
 def collect_quickstart(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The evaluation results of a quickstart run, counted again from its ``eval_*.jsonl`` files."""
-    out = Path(out_dir)
-    rows = {}
-    for key, _ in ROWS:
-        path = out / f"eval_{key}.jsonl"
-        if path.exists() and _done(out, f"eval_{key}") is not None:
-            s = file_stats(path)
-            rows[key] = {
-                "file": str(path),
-                "pass_rate": s.pass_rate,
-                "passed": s.passed,
-                "evidence": s.evidence,
-                "statuses": s.statuses,
-            }
-    stages = {name: _done(out, name) for name in STAGES}
-    return {"out_dir": str(out), "rows": rows, "stages": stages}
+    """The evaluation results of a quickstart run, counted again from its stage records."""
+    report = collect_report(out_dir)
+    rounds, arms = report["rounds"], {a["arm"]: a for a in report["arms"]}
+    evals = {
+        "untrained": report["baseline"],
+        "sft": rounds[0]["evaluate"] if rounds else None,
+        **{name: arms.get(name, {}).get("evaluate") for name in ("grpo", "dpo")},
+    }
+    keep = ("file", "passed", "evidence", "statuses")
+    rows = {k: {"pass_rate": ev["p"], **{f: ev[f] for f in keep}} for k, ev in evals.items() if ev}
+    tiny = (Stages(out_dir, "quickstart", quiet=True).read("model") or {}).get("tiny", True)
+    return {"out_dir": str(out_dir), "rows": rows, "report": report, "tiny": tiny}
 
 
 def format_quickstart(results: dict[str, Any]) -> str:
     """The quickstart table: pass rate on the held-out tasks, untrained -> SFT -> GRPO, DPO beside."""
+    report = results["report"]
+    rounds = report["rounds"]
+    arms = {a["arm"]: a for a in report["arms"]}
+    sft = (rounds[0] if rounds else {}).get("train") or {}
+    grpo, dpo = (arms.get(k, {}).get("train") or {} for k in ("grpo", "dpo"))
+    pairs = (arms.get("dpo", {}).get("generate") or {}).get("pairs", "?")
+    tiny = results["tiny"]
+    notes = {
+        "untrained": "nothing (random weights)" if tiny else "pretrained only",
+        "sft": f"{(rounds[0] if rounds else {}).get('kept', '?')} teacher demos, {sft.get('sft', {}).get('steps', '?')} steps",
+        "grpo": f"{grpo.get('steps', '?')} online steps on the env",
+        "dpo": f"{pairs} pairs of SFT samples, {dpo.get('steps', '?')} steps, +NLL",
+    }
     lines = [
         f"{ENV}, greedy, held-out tasks ({results['out_dir']})",
         f"{'model':<14} {'pass rate':>9} {'passed':>12}  trained on",
     ]
-    stages = results["stages"]
-    notes = {
-        "untrained": "nothing (random weights)"
-        if (stages.get("model") or {}).get("tiny", True)
-        else "pretrained only",
-        "sft": f"{(stages.get('demos') or {}).get('kept', '?')} teacher demos, {(stages.get('sft') or {}).get('steps', '?')} steps",
-        "grpo": f"{(stages.get('grpo') or {}).get('steps', '?')} online steps on the env",
-        "dpo": f"{(stages.get('dpo_samples') or {}).get('pairs', '?')} pairs of SFT samples, {(stages.get('dpo') or {}).get('steps', '?')} steps, +NLL",
-    }
     for key, label in ROWS:
         r = results["rows"].get(key)
         if r is None:

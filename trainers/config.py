@@ -170,7 +170,20 @@ class SFTConfig(TrainConfig):
 
 
 @dataclass
-class OnlineConfig(TrainConfig):
+class SamplingFields:
+    """How episodes are sampled, in every config that rolls a model out (the online trainers, the
+    flywheel)."""
+
+    temperature: float = 1.0
+    """sampling temperature of the model's episodes (evaluations are greedy)"""
+    max_tokens: int = 128
+    """most new tokens per assistant turn"""
+    concurrency: int = 16
+    """episodes in flight"""
+
+
+@dataclass
+class OnlineConfig(SamplingFields, TrainConfig):
     """Fields of the trainers that roll the current policy out on an env (GRPO, online DPO)."""
 
     env: str = ""
@@ -194,14 +207,8 @@ class OnlineConfig(TrainConfig):
     file system, run with --enable-lora --max-lora-rank >= lora_r and VLLM_ALLOW_RUNTIME_LORA_UPDATING=1"""
     server_model: str = ""
     """the name the server serves the base model under (sampler 'server' only; default: model)"""
-    temperature: float = 1.0
-    """sampling temperature of the rollouts"""
-    max_tokens: int = 128
-    """most new tokens per assistant turn"""
     max_turns: int = 0
     """assistant turns per episode (0: the env's default)"""
-    concurrency: int = 16
-    """episodes in flight during rollouts"""
     push_timeout: float = 120.0
     """seconds a weight push to the sampler may take before the run fails"""
     gpu_memory_utilization: float = 0.3

@@ -1,5 +1,5 @@
-"""Data-engine commands: ``filter``, ``export``, ``flywheel``, ``report``, ``quickstart``, and the
-``generate sample`` generator (best-of-K rejection sampling).
+"""Data-engine commands: ``filter`` and ``export``, and the ``generate sample`` generator (best-of-K
+rejection sampling).
 
 Light at import time: everything heavy is imported inside the command functions.
 """
@@ -40,18 +40,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from agentgym.cli_core import parse_kwargs
     from agentgym.data.sample import generate_samples
 
+    same = ("n_per_task", "tasks", "out", "seed", "concurrency", "max_turns", "min_score", "resume")
     stats, seconds = generate_samples(
-        args.env,
-        args.policy,
-        n_per_task=args.n_per_task,
-        tasks=args.tasks,
-        out=args.out,
-        seed=args.seed,
-        concurrency=args.concurrency,
-        env_kwargs=parse_kwargs(args.env_kwargs),
-        max_turns=args.max_turns,
-        min_score=args.min_score,
-        resume=args.resume,
+        args.env, args.policy, env_kwargs=parse_kwargs(args.env_kwargs), **{k: getattr(args, k) for k in same}
     )
     d = stats.to_dict()
     d.update(out=args.out, seconds=round(seconds, 3))
@@ -65,35 +56,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
             f"best-of-{args.n_per_task} {rate(stats.best_of_k_rate)} ({stats.tasks_passed}/{stats.tasks} tasks)\n"
             f"yield {rate(stats.yield_)} kept per sample; statuses {stats.statuses}"
         )
-    return 0
-
-
-def cmd_flywheel(args: argparse.Namespace) -> int:
-    from agentgym.data.flywheel import load_config, run_flywheel
-
-    config = load_config(args.config, overrides=args.set)
-    report = run_flywheel(config)
-    from agentgym.data.report import format_table
-
-    print(format_table(report))
-    print(f"report: {config.run_dir}/report.json", file=sys.stderr)
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from agentgym.data.report import report_run
-
-    print(report_run(args.run_dir, plots=not args.no_plots))
-    return 0
-
-
-def cmd_quickstart(args: argparse.Namespace) -> int:
-    from agentgym.data.quickstart import QuickstartConfig, run_quickstart
-
-    config = QuickstartConfig.for_model(
-        args.model, fast=args.fast, out_dir=args.out, seed=args.seed, lora_r=args.lora_r
-    )
-    run_quickstart(config)
     return 0
 
 
@@ -120,35 +82,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--margin", type=float, default=0.0, help="trl-dpo: least score gap between chosen and rejected"
     )
     p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser(
-        "flywheel", help="rounds of generate -> verify -> filter -> train -> evaluate, with a report"
-    )
-    p.add_argument("--config", required=True, help="flywheel config (YAML or JSON)")
-    p.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE", help="override config fields")
-    p.set_defaults(func=cmd_flywheel)
-
-    p = sub.add_parser("report", help="print the table and write the plots of a flywheel or training run")
-    p.add_argument("run_dir")
-    p.add_argument("--no-plots", action="store_true")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser(
-        "quickstart",
-        help="a model (tiny by default), teacher data, SFT, GRPO and DPO on toy/calculator-v0, end to end",
-    )
-    p.add_argument("--out", default="runs/quickstart", help="run directory (default runs/quickstart)")
-    p.add_argument(
-        "--fast", action="store_true", help="a smaller budget (about a third of the time) for smoke tests"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--model",
-        default="tiny",
-        help="tiny (default, built here), smollm2-135m-instruct (from its package), or a Hugging Face model directory",
-    )
-    p.add_argument("--lora-r", type=int, default=0, help="LoRA rank (default 0: full fine-tuning)")
-    p.set_defaults(func=cmd_quickstart)
 
 
 def add_generators(sub: argparse._SubParsersAction) -> None:

@@ -34,7 +34,7 @@ import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agentgym.types import (
@@ -161,26 +161,85 @@ def select(records: list[Record], min_score: float, dedup: bool) -> list[Record]
 
 
 @dataclass
-class EnvStats:
-    """Counts for one env id in a filter run."""
+class SampleStats:
+    """What a sampling run produced, counted from its records."""
 
-    total: int = 0
-    """valid records seen"""
+    samples: int = 0
+    """records in the file (every status)"""
     evidence: int = 0
-    """records whose status is ok or truncated (the pass rate's denominator)"""
+    """samples whose status is ok or truncated"""
     passed: int = 0
-    """records with status ok and score >= min_score"""
-    failures: dict[str, int] = field(default_factory=dict)
-    """infrastructure statuses (env_error, policy_error, timeout) and how many of each"""
+    """samples with status ok and score >= min_score"""
     tasks: int = 0
-    """distinct task ids seen"""
     tasks_passed: int = 0
-    """distinct task ids with at least one passing record"""
-    kept: int = 0
+    """tasks with at least one passing sample (what best-of-K keeps)"""
+    statuses: dict[str, int] = field(default_factory=dict)
+    sampled_tokens: int = 0
+    """tokens the policy sampled (mask 1), over all samples that carry a token record"""
+    min_score: float = 1.0
 
     @property
     def pass_rate(self) -> float | None:
+        """per-sample pass rate among evidence samples (pass@1 estimate)"""
         return self.passed / self.evidence if self.evidence else None
+
+    @property
+    def best_of_k_rate(self) -> float | None:
+        """fraction of tasks with at least one passing sample"""
+        return self.tasks_passed / self.tasks if self.tasks else None
+
+    @property
+    def yield_(self) -> float | None:
+        """kept trajectories (one per solved task) per generated sample"""
+        return self.tasks_passed / self.samples if self.samples else None
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """infrastructure statuses (env_error, policy_error, timeout) and how many of each"""
+        return {k: v for k, v in self.statuses.items() if k not in EVIDENCE_STATUSES}
+
+    @property
+    def passes_per_kept(self) -> float | None:
+        """generation passes (episodes) spent per kept trajectory"""
+        return self.samples / self.tasks_passed if self.tasks_passed else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(
+            pass_rate=self.pass_rate,
+            best_of_k_rate=self.best_of_k_rate,
+            yield_=self.yield_,
+            passes_per_kept=self.passes_per_kept,
+        )
+        d["yield"] = d.pop("yield_")
+        return d
+
+
+def sample_stats(records: Iterable[Record], min_score: float = 1.0) -> SampleStats:
+    """Count samples, passes, solved tasks, statuses and sampled tokens.
+
+    >>> recs = [{"env": "e", "task_id": t, "score": s, "status": st, "messages": []}
+    ...         for t, s, st in [("a", 1.0, "ok"), ("a", 0.0, "ok"), ("b", 0.0, "timeout")]]
+    >>> s = sample_stats(recs)
+    >>> s.samples, s.evidence, s.passed, s.tasks, s.tasks_passed, s.pass_rate
+    (3, 2, 1, 2, 1, 0.5)
+    """
+    s = SampleStats(min_score=min_score)
+    solved: dict[tuple[str, str], bool] = defaultdict(bool)
+    for r in records:
+        key = (str(r["env"]), str(r["task_id"]))
+        s.samples += 1
+        s.statuses[r["status"]] = s.statuses.get(r["status"], 0) + 1
+        ok = passes(r, min_score)
+        solved[key] |= ok
+        if r["status"] in EVIDENCE_STATUSES:
+            s.evidence += 1
+        s.passed += ok
+        tok = r.get("tokens") or {}
+        if tok.get("mask"):
+            s.sampled_tokens += int(sum(tok["mask"]))
+    s.tasks, s.tasks_passed = len(solved), sum(solved.values())
+    return s
 
 
 @dataclass
@@ -195,7 +254,9 @@ class FilterReport:
     kept: int = 0
     malformed: list[tuple[int, str]] = field(default_factory=list)
     """(line number, reason) of each line skipped as malformed"""
-    per_env: dict[str, EnvStats] = field(default_factory=dict)
+    per_env: dict[str, SampleStats] = field(default_factory=dict)
+    """the counts of each env id's records"""
+    kept_per_env: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -207,14 +268,14 @@ class FilterReport:
             "malformed": [{"line": n, "reason": why} for n, why in self.malformed],
             "per_env": {
                 env: {
-                    "total": s.total,
+                    "total": s.samples,
                     "evidence": s.evidence,
                     "passed": s.passed,
                     "pass_rate": s.pass_rate,
                     "failures": s.failures,
                     "tasks": s.tasks,
                     "tasks_passed": s.tasks_passed,
-                    "kept": s.kept,
+                    "kept": self.kept_per_env.get(env, 0),
                 }
                 for env, s in sorted(self.per_env.items())
             },
@@ -237,31 +298,18 @@ class FilterReport:
             rate = f"{s.pass_rate:.3f}" if s.pass_rate is not None else "-"
             fails = ", ".join(f"{k}={v}" for k, v in sorted(s.failures.items())) or "-"
             lines.append(
-                f"{env:<32} {s.total:>8} {s.passed:>7} {rate:>9} {s.tasks:>6} {s.tasks_passed:>6} {s.kept:>6}  {fails}"
+                f"{env:<32} {s.samples:>8} {s.passed:>7} {rate:>9} {s.tasks:>6} {s.tasks_passed:>6} "
+                f"{self.kept_per_env.get(env, 0):>6}  {fails}"
             )
         return "\n".join(lines)
 
 
-def stats_of(records: Iterable[Record], min_score: float) -> dict[str, EnvStats]:
-    """Per-env counts (records, evidence, passed, failures, tasks) of an iterable of records."""
-    per_env: dict[str, EnvStats] = defaultdict(EnvStats)
-    tasks: dict[str, set[str]] = defaultdict(set)
-    solved: dict[str, set[str]] = defaultdict(set)
+def stats_of(records: Iterable[Record], min_score: float) -> dict[str, SampleStats]:
+    """``sample_stats`` of each env id's records."""
+    by_env: dict[str, list[Record]] = defaultdict(list)
     for r in records:
-        env = str(r["env"])
-        s = per_env[env]
-        s.total += 1
-        tasks[env].add(str(r["task_id"]))
-        if r["status"] in EVIDENCE_STATUSES:
-            s.evidence += 1
-        else:
-            s.failures[r["status"]] = s.failures.get(r["status"], 0) + 1
-        if passes(r, min_score):
-            s.passed += 1
-            solved[env].add(str(r["task_id"]))
-    for env, s in per_env.items():
-        s.tasks, s.tasks_passed = len(tasks[env]), len(solved[env])
-    return dict(per_env)
+        by_env[str(r["env"])].append(r)
+    return {env: sample_stats(rs, min_score) for env, rs in by_env.items()}
 
 
 def write_records(out: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> None:
@@ -313,7 +361,7 @@ def filter_file(
     report.total, report.kept = len(records), len(kept)
     report.per_env = stats_of(records, min_score)
     for r in kept:
-        report.per_env[str(r["env"])].kept += 1
+        report.kept_per_env[str(r["env"])] = report.kept_per_env.get(str(r["env"]), 0) + 1
     if out is not None:
         write_records(out, kept)
     return kept, report

@@ -68,27 +68,44 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+COLUMNS = [
+    # header, width, digits, where the value is read: (row key) or (stage, key)
+    ("samples", 7, 3, ("generate", "samples")),
+    ("kept", 5, 3, ("kept",)),
+    ("yield", 6, 3, ("yield",)),
+    ("passes/kept", 11, 1, ("passes_per_kept",)),
+    ("gen p", 6, 3, ("generate", "pass_rate")),
+    ("p_t", 6, 3, ("p",)),
+    ("g_t", 6, 2, ("g",)),
+    ("g~", 6, 2, ("g_smoothed",)),
+    ("tokens", 8, 3, ("tokens",)),
+    ("wall s", 7, 1, ("wall_s",)),
+    ("s/kept", 7, 2, ("seconds_per_kept",)),
+]
+"""the columns of the flywheel table after round and generator"""
+
+
+def _cell(row: dict[str, Any], where: tuple[str, ...]) -> Any:
+    value: Any = row
+    for key in where:
+        value = (value or {}).get(key)
+    return value
+
+
 def format_table(report: dict[str, Any]) -> str:
-    """The per-round table of a flywheel report."""
-    w = max([9] + [len(str(r.get("generator", ""))) for r in report.get("rounds", [])])
-    head = (
-        f"{'round':>5} {'generator':<{w}} {'samples':>7} {'kept':>5} {'yield':>6} {'passes/kept':>11} "
-        f"{'gen p':>6} {'p_t':>6} {'g_t':>6} {'g~':>6} {'tokens':>8} {'wall s':>7} {'s/kept':>7}"
-    )
-    lines = [f"flywheel on {report.get('env', '?')}: {report.get('run_dir', '')}", head]
-    base = report.get("baseline")
-    if base:
+    """The per-round table of a flywheel report, its arms below the rounds."""
+    rows = [(0, "(start)", {"p": (report.get("baseline") or {}).get("p")})] if report.get("baseline") else []
+    rows += [(r["round"], str(r.get("generator", "")), r) for r in report.get("rounds", [])]
+    rows += [("", f"{a['arm']} arm", a) for a in report.get("arms", [])]
+    w = max([9] + [len(label) for _, label, _ in rows])
+    lines = [
+        f"flywheel on {report.get('env', '?')}: {report.get('run_dir', '')}",
+        f"{'round':>5} {'generator':<{w}} " + " ".join(f"{h:>{width}}" for h, width, _, _ in COLUMNS),
+    ]
+    for first, label, row in rows:
+        cells = " ".join(f"{_fmt(_cell(row, where), digits):>{width}}" for _, width, digits, where in COLUMNS)
         lines.append(
-            f"{0:>5} {'(start)':<{w}} {'':>7} {'':>5} {'':>6} {'':>11} {'':>6} {_fmt(base.get('p')):>6}"
-        )
-    for r in report.get("rounds", []):
-        gen = r.get("generate") or {}
-        lines.append(
-            f"{r['round']:>5} {str(r.get('generator', '')):<{w}} {_fmt(gen.get('samples')):>7} "
-            f"{_fmt(r.get('kept')):>5} {_fmt(r.get('yield')):>6} {_fmt(r.get('passes_per_kept'), 1):>11} "
-            f"{_fmt(gen.get('pass_rate')):>6} {_fmt(r.get('p')):>6} {_fmt(r.get('g'), 2):>6} "
-            f"{_fmt(r.get('g_smoothed'), 2):>6} {_fmt(r.get('tokens')):>8} {_fmt(r.get('wall_s'), 1):>7} "
-            f"{_fmt(r.get('seconds_per_kept'), 2):>7}" + ("" if r.get("complete", True) else "  (running)")
+            f"{first:>5} {label:<{w}} {cells}".rstrip() + ("" if row.get("complete", True) else "  (running)")
         )
     notes = [
         f"round {r['round']}: g_t undefined ({r['g_note']})"
@@ -226,36 +243,3 @@ def plot_training(rows: list[dict[str, Any]], out_dir: str | os.PathLike[str]) -
         plt.close(fig)
         paths.append(path)
     return paths
-
-
-def report_run(run_dir: str | os.PathLike[str], plots: bool = True) -> str:
-    """The table of a flywheel run (rebuilt from its stage records), a quickstart run, or a
-    training run (``metrics.jsonl``), with its plots written under ``RUN_DIR/plots``."""
-    d = Path(run_dir)
-    if not d.is_dir():
-        raise FileNotFoundError(f"no run directory {d}")
-    if (d / "flywheel.json").exists():
-        from agentgym.data.flywheel import collect_report
-
-        report = collect_report(d)
-        text = format_table(report)
-        if plots:
-            text += "\nplots: " + ", ".join(str(p) for p in plot_flywheel(report, d / "plots"))
-        return text
-    if (d / "quickstart.json").exists():
-        from agentgym.data.quickstart import collect_quickstart, format_quickstart
-
-        return format_quickstart(collect_quickstart(d))
-    metrics = d / "metrics.jsonl"
-    if metrics.exists():
-        rows = read_metrics(metrics)
-        text = training_table(rows)
-        if plots:
-            paths = plot_training(rows, d / "plots")
-            if paths:
-                text += "\nplots: " + ", ".join(str(p) for p in paths)
-        return text
-    raise FileNotFoundError(
-        f"{d} holds no flywheel.json, quickstart.json or metrics.jsonl; "
-        "point `agentgym report` at a directory made by `agentgym flywheel`, `agentgym quickstart` or `agentgym train`"
-    )

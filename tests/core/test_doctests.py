@@ -18,7 +18,7 @@ def _modules():
     for info in pkgutil.walk_packages(agentgym.__path__, "agentgym."):
         if not info.name.startswith(SKIP_PREFIXES):
             names.append(info.name)
-    for sub in ("envs", "policies", "trainers"):
+    for sub in ("envs", "policies", "trainers", "pipelines"):
         pkg = importlib.import_module(f"agentgym.{sub}")
         names.extend(i.name for i in pkgutil.walk_packages(pkg.__path__, f"agentgym.{sub}."))
     return sorted(set(names))

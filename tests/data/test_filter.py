@@ -96,10 +96,11 @@ def test_filter_file_reports_malformed_lines_and_per_env_rates(tmp_path):
     assert report.total == len(corpus()) and report.kept == len(kept) == 2
     a, b = report.per_env["a"], report.per_env["b"]
     # env a: 10 records, 7 evidence (ok/truncated), passing = ok with score >= 1: the three t2 records
-    assert (a.total, a.evidence, a.passed, a.tasks, a.tasks_passed, a.kept) == (10, 7, 3, 3, 1, 1)
+    assert (a.samples, a.evidence, a.passed, a.tasks, a.tasks_passed) == (10, 7, 3, 3, 1)
+    assert report.kept_per_env == {"a": 1, "b": 1}
     assert a.pass_rate == 3 / 7
     assert a.failures == {"env_error": 1, "timeout": 1, "policy_error": 1}
-    assert (b.total, b.passed, b.pass_rate) == (2, 1, 0.5)
+    assert (b.samples, b.passed, b.pass_rate) == (2, 1, 0.5)
     assert [json.loads(line)["metadata"]["tag"] for line in out.read_text().splitlines()] == [
         "aa",
         "other-env",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from agentgym.pipelines.cli import report_run
 
-from agentgym.data.report import report_run, training_table
+from agentgym.data.report import training_table
 
 
 def write_metrics(path, steps, done):

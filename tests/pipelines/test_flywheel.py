@@ -6,10 +6,11 @@ import json
 import math
 
 import pytest
+from agentgym.pipelines import flywheel
+from agentgym.pipelines.cli import report_run
+from agentgym.pipelines.flywheel import FlywheelConfig, collect_report, load_config, run_flywheel
 
-from agentgym.data import flywheel
-from agentgym.data.flywheel import FlywheelConfig, collect_report, load_config, run_flywheel
-from agentgym.data.report import odds_multiplier, report_run, smoothed_multiplier
+from agentgym.data.report import odds_multiplier, smoothed_multiplier
 from agentgym.testing import need
 from agentgym.types import iter_jsonl
 
@@ -29,7 +30,7 @@ def test_odds_multiplier_edges():
 
 
 def test_config_errors_name_the_fields(tmp_path):
-    with pytest.raises(ValueError, match="unknown flywheel field"):
+    with pytest.raises(ValueError, match="unknown FlywheelConfig field"):
         load_config(None, ["roundz=3"])
     with pytest.raises(ValueError, match=r"rl_steps \(5\) has no effect with rl \(none\)"):
         load_config(None, ["rl_steps=5"])

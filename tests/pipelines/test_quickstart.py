@@ -9,8 +9,13 @@ import subprocess
 import sys
 
 import pytest
+from agentgym.pipelines.quickstart import (
+    QuickstartConfig,
+    collect_quickstart,
+    format_quickstart,
+    run_quickstart,
+)
 
-from agentgym.data.quickstart import QuickstartConfig, collect_quickstart, format_quickstart, run_quickstart
 from agentgym.testing import need
 from agentgym.types import iter_jsonl
 
@@ -32,29 +37,35 @@ def test_quickstart_tiny_budget_runs_every_stage_and_resumes(tmp_path, capsys):
     )
     results = run_quickstart(cfg)
     out = tmp_path / "qs"
-    for name in (
+    for key in (
         "model",
-        "demos",
-        "eval_untrained",
-        "sft",
-        "eval_sft",
-        "grpo",
-        "eval_grpo",
-        "dpo_samples",
-        "dpo",
+        "round_00/evaluate",
+        "round_01/generate",
+        "round_01/filter",
+        "round_01/train",
+        "round_01/evaluate",
+        "arm_grpo/train",
+        "arm_grpo/evaluate",
+        "arm_dpo/generate",
+        "arm_dpo/train",
     ):
-        assert (out / "stages" / f"{name}.json").exists(), name
-    demos = json.loads((out / "stages" / "demos.json").read_text())
+        assert (out / f"{key}.json").exists(), key
+    demos = json.loads((out / "round_01" / "filter.json").read_text())
     assert demos["kept"] == demos["total"] == 12
-    for key in ("untrained", "sft", "grpo"):
-        recs = [r for _, r in iter_jsonl(out / f"eval_{key}.jsonl")]
+    evals = {"untrained": "round_00", "sft": "round_01", "grpo": "arm_grpo"}
+    for key, where in evals.items():
+        recs = [r for _, r in iter_jsonl(out / where / "eval.jsonl")]
         row = results["rows"][key]
         assert len(recs) == 4 and row["evidence"] == sum(r["status"] in ("ok", "truncated") for r in recs)
         assert row["passed"] == sum(r["status"] == "ok" and r["score"] >= 1.0 for r in recs)
-    dpo = json.loads((out / "stages" / "dpo.json").read_text())
-    samples = json.loads((out / "stages" / "dpo_samples.json").read_text())
-    assert samples["samples"] == 8
-    assert (dpo["model"] is None) == (samples["pairs"] == 0)
+    # the arms start from the SFT model; GRPO trained on the env, DPO on pairs of SFT samples
+    sft = json.loads((out / "round_01" / "train.json").read_text())
+    grpo = json.loads((out / "arm_grpo" / "train.json").read_text())
+    assert sft["stages"] == ["sft"] and sft["sft"]["steps"] == 3 and grpo["model_in"] == sft["model"]
+    dpo = json.loads((out / "arm_dpo" / "train.json").read_text())
+    samples = json.loads((out / "arm_dpo" / "generate.json").read_text())
+    assert samples["samples"] == len(list(iter_jsonl(out / "arm_dpo" / "samples.jsonl"))) == 8
+    assert dpo["model_in"] == sft["model"] and (dpo["model"] is None) == (samples["pairs"] == 0)
     table = capsys.readouterr().out
     assert "untrained" in table and "SFT -> GRPO" in table and "SFT -> DPO" in table
     assert table.strip() == format_quickstart(collect_quickstart(out))
