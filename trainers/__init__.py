@@ -1,22 +1,34 @@
-"""Trainers: SFT warm start, online trajectory GRPO, DPO on trajectory pairs.
+"""Trainers: SFT warm start, online trajectory GRPO, DPO on trajectory pairs (offline or online).
 
 Python entry points (each takes its config dataclass and returns a summary dict)::
 
     from agentgym.trainers import SFTConfig, train_sft, GRPOConfig, train_grpo, DPOConfig, train_dpo
+    from agentgym.trainers import OnlineDPOConfig, train_online_dpo
 
-Command line: ``agentgym train sft|grpo|dpo --help``. Importing this package stays light; torch is
+Command line: ``agentgym train sft|grpo|dpo|online-dpo --help``. Importing this package stays light; torch is
 imported when a trainer function is first used.
 """
 
-from agentgym.trainers.config import DPOConfig, GRPOConfig, SFTConfig, load_config
+from agentgym.trainers.config import DPOConfig, GRPOConfig, OnlineDPOConfig, SFTConfig, load_config
 
 _LAZY = {
     "train_sft": "agentgym.trainers.sft",
     "train_grpo": "agentgym.trainers.grpo",
     "train_dpo": "agentgym.trainers.dpo",
+    "train_online_dpo": "agentgym.trainers.dpo",
 }
 
-__all__ = ["DPOConfig", "GRPOConfig", "SFTConfig", "load_config", "train_dpo", "train_grpo", "train_sft"]
+__all__ = [
+    "DPOConfig",
+    "GRPOConfig",
+    "OnlineDPOConfig",
+    "SFTConfig",
+    "load_config",
+    "train_dpo",
+    "train_grpo",
+    "train_online_dpo",
+    "train_sft",
+]
 
 
 def __getattr__(name: str):

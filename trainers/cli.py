@@ -1,4 +1,4 @@
-"""``agentgym train sft|grpo|dpo``: every config field is a flag, and ``--config FILE`` reads YAML.
+"""``agentgym train sft|grpo|dpo|online-dpo``: every config field is a flag, and ``--config FILE`` reads YAML.
 
     agentgym train sft --model /tmp/tiny --data demos.jsonl --max-steps 50 --output-dir runs/sft
     agentgym train grpo --config grpo.yaml --max-steps 20
@@ -26,13 +26,19 @@ TRAINERS = {
         "agentgym.trainers.dpo",
         "DPOConfig",
         "train_dpo",
-        "DPO on trajectory pairs of the same task, offline or online",
+        "DPO on pairs of rollouts of the same task, from rollout files",
+    ),
+    "online-dpo": (
+        "agentgym.trainers.dpo",
+        "OnlineDPOConfig",
+        "train_online_dpo",
+        "online DPO: each round samples pairs from the current policy on an env",
     ),
 }
 
 
 def add_commands(subparsers) -> None:
-    train = subparsers.add_parser("train", help="train a policy: sft, grpo or dpo")
+    train = subparsers.add_parser("train", help="train a policy: sft, grpo, dpo or online-dpo")
     sub = train.add_subparsers(dest="trainer", metavar="TRAINER")
     sub.required = True
     for name, (module, _cls, _fn, help_text) in TRAINERS.items():

@@ -21,7 +21,7 @@ import os
 import textwrap
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -218,8 +218,10 @@ class OnlineConfig(SamplingFields, TrainConfig):
     enforce_eager: bool = False
     """run the vLLM engine without graph compilation: starts much faster on CPU (sampler 'vllm' only)"""
 
-    def check_online(self) -> None:
-        """Cross-field checks of the rollout fields (called when env is set)."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.env:
+            raise ValueError("env is required, e.g. toy/calculator-v0 (`agentgym list` shows the ids)")
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 to compare rollouts of a task, got {self.group_size}")
         if self.task_ids and len(set(self.task_ids)) < self.tasks_per_step:
@@ -259,25 +261,11 @@ class OnlineConfig(SamplingFields, TrainConfig):
                     "set lora_r > 0 (and start the server with --max-lora-rank >= lora_r)"
                 )
 
-    def check_offline(self) -> None:
-        """Raise when a rollout field is set but no env is (they would be ignored)."""
-        defaults = {
-            f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            for f in dataclasses.fields(OnlineConfig)
-            if f.name not in {g.name for g in dataclasses.fields(TrainConfig)}
-        }
-        for name, default in defaults.items():
-            if name != "env" and getattr(self, name) != default:
-                raise ValueError(f"{name} ({getattr(self, name)!r}) has no effect without env (empty)")
-
 
 @dataclass
-class DPOConfig(OnlineConfig):
-    data: list[str] = field(default_factory=list)
-    """rollout JSONL files to build pairs from (several samples per task id); offline DPO"""
-    rounds: int = 0
-    """online DPO: rounds of (roll out tasks_per_step tasks x group_size with the current policy ->
-    pairs -> train -> push); needs env instead of data"""
+class PreferenceFields:
+    """How pairs are built and scored, in offline and online DPO alike."""
+
     beta: float = 0.1
     """strength of the implicit KL to the reference"""
     loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
@@ -298,23 +286,7 @@ class DPOConfig(OnlineConfig):
     max_steps: int = 0
     """optimizer steps (per round when online); 0 derives them from epochs"""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if bool(self.data) == bool(self.env):
-            raise ValueError(
-                f"give data ({self.data}) for offline DPO or env ({self.env!r}) with rounds for online DPO, "
-                "exactly one; data is rollout JSONL with several samples per task (--group)"
-            )
-        if self.env:
-            if self.rounds < 1:
-                raise ValueError(f"online DPO on env ({self.env}) needs rounds >= 1, got {self.rounds}")
-            self.check_online()
-        else:
-            if self.rounds:
-                raise ValueError(
-                    f"rounds ({self.rounds}) needs env (online DPO); data ({self.data}) is offline"
-                )
-            self.check_offline()
+    def check_preference(self) -> None:
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.loss_type == "ipo" and self.label_smoothing:
@@ -329,6 +301,42 @@ class DPOConfig(OnlineConfig):
             raise ValueError(f"min_margin must be >= 0, got {self.min_margin}")
         if self.rpo_alpha < 0:
             raise ValueError(f"rpo_alpha must be >= 0, got {self.rpo_alpha}")
+
+
+@dataclass
+class DPOConfig(PreferenceFields, TrainConfig):
+    """Offline DPO on pairs from rollout files."""
+
+    see_also: ClassVar[str] = (
+        "online DPO on an env (env, rounds, ...) is OnlineDPOConfig, `agentgym train online-dpo`"
+    )
+
+    data: list[str] = field(default_factory=list)
+    """rollout JSONL files to build pairs from (several samples per task id, e.g. `agentgym rollout --group 4`)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.data:
+            raise ValueError(
+                "data is required: rollout JSONL with several samples per task (`agentgym rollout --group 4`); "
+                "to sample pairs from the policy as it trains, use OnlineDPOConfig (`agentgym train online-dpo`)"
+            )
+        self.check_preference()
+
+
+@dataclass
+class OnlineDPOConfig(PreferenceFields, OnlineConfig):
+    """Online DPO: each round samples fresh pairs from the current policy on ``env``."""
+
+    rounds: int = 4
+    """rounds of (roll out tasks_per_step tasks x group_size with the current policy -> pairs ->
+    train -> push)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        self.check_preference()
 
 
 @dataclass
@@ -354,9 +362,6 @@ class GRPOConfig(OnlineConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.env:
-            raise ValueError("env is required, e.g. toy/calculator-v0 (`agentgym list` shows the ids)")
-        self.check_online()
         if (self.loss_agg == "constant") != (self.loss_constant > 0):
             raise ValueError(
                 f"loss_constant ({self.loss_constant}) must be > 0 exactly when loss_agg is 'constant' (got {self.loss_agg!r})"
@@ -443,8 +448,9 @@ def load_config(
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
+        hint = f" ({cls.see_also})" if getattr(cls, "see_also", "") else ""
         raise ValueError(
-            f"unknown {cls.__name__} field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"unknown {cls.__name__} field(s) {', '.join(unknown)}{hint}; known: {', '.join(sorted(known))}"
         )
     return cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
 

@@ -6,10 +6,10 @@
 Online, each round samples fresh pairs from the current policy and pushes the update to the
 sampler (vLLM in-process, vLLM servers through LoRA adapters, or the model itself)::
 
-    agentgym train dpo --model runs/sft/final --env toy/calculator-v0 --env-kwargs difficulty=1 \
+    agentgym train online-dpo --model runs/sft/final --env toy/calculator-v0 --env-kwargs difficulty=1 \
         --rounds 8 --tasks-per-step 4 --group-size 8 --sampler vllm --output-dir runs/dpo-online
 
-or ``train_dpo(DPOConfig(...))``. Pairs come from the rollouts of one ``(env, task_id)``: chosen
+or ``train_dpo(DPOConfig(...))`` and ``train_online_dpo(OnlineDPOConfig(...))``. Pairs come from the rollouts of one ``(env, task_id)``: chosen
 is the higher score, rejected the lower, at least ``min_margin`` apart; ``pairs_per_task="one"``
 takes the best against the worst, ``"all"`` every such pair. Log-probabilities are summed over
 the agent's tokens only (env and tool tokens never count; IPO uses their mean). The reference
@@ -42,7 +42,7 @@ from agentgym.trainers.common import (
     shares_prefix,
     start_run,
 )
-from agentgym.trainers.config import DPOConfig
+from agentgym.trainers.config import DPOConfig, OnlineDPOConfig
 from agentgym.trainers.losses import dpo_loss
 
 from agentgym.types import Trajectory, load_trajectories
@@ -128,12 +128,8 @@ def preference_stats(policy: torch.Tensor, ref: torch.Tensor, beta: float) -> di
 
 
 def train_dpo(cfg: DPOConfig) -> dict:
-    """Run DPO, offline on ``cfg.data`` or online for ``cfg.rounds`` rounds on ``cfg.env``;
-    returns the summary (pairs, margins and accuracy before/after, model dir; per-round scores online)."""
-    return (_online if cfg.env else _offline)(cfg)
-
-
-def _offline(cfg: DPOConfig) -> dict:
+    """Offline DPO on the pairs in ``cfg.data``; returns the summary (pairs, margins and accuracy
+    before and after, model dir)."""
     acc = make_accelerator(cfg)
     tok = load_tokenizer(cfg.model)
     tokenize = Tokenizer(tok, cfg.max_length)
@@ -185,7 +181,9 @@ def _offline(cfg: DPOConfig) -> dict:
     return summary
 
 
-def dpo_step(run: Run, cfg: DPOConfig, seqs, ref_lp: torch.Tensor, step: int, pad: int) -> dict:
+def dpo_step(
+    run: Run, cfg: DPOConfig | OnlineDPOConfig, seqs, ref_lp: torch.Tensor, step: int, pad: int
+) -> dict:
     """One optimizer step on the pairs of global step ``step`` (gradient accumulation over
     micro-batches); returns its metrics row."""
     acc, model, share = run.acc, run.model, run.share
@@ -231,11 +229,12 @@ def dpo_step(run: Run, cfg: DPOConfig, seqs, ref_lp: torch.Tensor, step: int, pa
     return row
 
 
-def _online(cfg: DPOConfig) -> dict:
+def train_online_dpo(cfg: OnlineDPOConfig) -> dict:
     """Online DPO: each round rolls ``tasks_per_step`` tasks out ``group_size`` times with the
     current policy, pairs them, trains on the pairs against the frozen reference (``ref_model`` or
     the starting model) and pushes the new weights to the sampler. Checkpoints are taken at the
-    end of a round (when ``save_every`` > 0), so a resumed run starts at the next round."""
+    end of a round (when ``save_every`` > 0), so a resumed run starts at the next round. Returns
+    the summary with per-round scores."""
     acc = make_accelerator(cfg)
     tok = load_tokenizer(cfg.model)
     tokenize = Tokenizer(tok, cfg.max_length)

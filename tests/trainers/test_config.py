@@ -7,6 +7,8 @@ import pytest
 from agentgym.trainers.config import (
     DPOConfig,
     GRPOConfig,
+    OnlineConfig,
+    OnlineDPOConfig,
     SFTConfig,
     add_config_flags,
     config_from_args,
@@ -27,7 +29,7 @@ def test_yaml_then_flags_override(tmp_path):
 
 
 def test_every_field_is_documented_once():
-    for cls in (SFTConfig, DPOConfig, GRPOConfig):
+    for cls in (SFTConfig, DPOConfig, OnlineDPOConfig, GRPOConfig):
         docs = field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
         assert not missing, f"{cls.__name__}: undocumented {missing}"
@@ -57,17 +59,17 @@ def test_every_field_is_documented_once():
         (GRPOConfig, {"sampler": "server", "server_url": "http://h/v1"}, ["sampler (server)", "lora_r is 0"]),
         (GRPOConfig, {"server_url": "http://h/v1"}, ["server_url ('http://h/v1')", "sampler (vllm)"]),
         (GRPOConfig, {"sampler": "hf", "enforce_eager": True}, ["enforce_eager (True)", "sampler (hf)"]),
-        (DPOConfig, {"group_size": 4}, ["group_size (4)", "without env"]),
-        (DPOConfig, {"rounds": 3}, ["rounds (3)", "data (['d.jsonl'])"]),
-        (DPOConfig, {"env": "toy/calculator-v0"}, ["data (['d.jsonl'])", "env ('toy/calculator-v0')"]),
-        (DPOConfig, {"data": [], "env": "toy/calculator-v0"}, ["rounds >= 1", "toy/calculator-v0"]),
+        (DPOConfig, {"data": []}, ["data is required", "online-dpo"]),
+        (OnlineDPOConfig, {"rounds": 0}, ["rounds must be >= 1", "got 0"]),
+        (OnlineDPOConfig, {"group_size": 1}, ["group_size must be >= 2", "got 1"]),
+        (OnlineDPOConfig, {"beta": 0.0}, ["beta must be > 0", "got 0.0"]),
     ],
 )
 def test_cross_field_errors_name_both_values(cls, overrides, words):
     base = (
-        {"model": "/m", "data": ["d.jsonl"]}
-        if cls is not GRPOConfig
-        else {"model": "/m", "env": "toy/calculator-v0"}
+        {"model": "/m", "env": "toy/calculator-v0"}
+        if issubclass(cls, OnlineConfig)
+        else {"model": "/m", "data": ["d.jsonl"]}
     )
     with pytest.raises(ValueError) as e:
         load_config(cls, overrides={**base, **overrides})
@@ -154,3 +156,10 @@ def test_env_kwargs_take_the_same_key_value_pairs_as_every_command():
     assert config_from_args(GRPOConfig, args).env_kwargs == {"difficulty": 1}  # one YAML mapping still reads
     with pytest.raises(ValueError, match="key=value pairs"):
         parse_kwargs(["difficulty"])
+
+
+def test_offline_dpo_config_points_online_fields_to_online_dpo():
+    with pytest.raises(ValueError) as e:
+        load_config(DPOConfig, overrides={"model": "/m", "data": ["d.jsonl"], "env": "toy/calculator-v0"})
+    assert "unknown DPOConfig field(s) env" in str(e.value)
+    assert "agentgym train online-dpo" in str(e.value)

