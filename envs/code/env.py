@@ -15,6 +15,7 @@ visible tests, submits.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from agentgym.envs.code.grading import GradeResult, grade
@@ -41,11 +42,27 @@ def truncate(text: str, limit: int) -> str:
     return f"{text[:limit]}\n...[truncated: {len(text) - limit} more characters]"
 
 
+_TASK_SETS: dict[tuple, list[CodeTask]] = {}
+
+
+def _task_set(path: str | None, strict: bool) -> list[CodeTask]:
+    """The tasks of ``path``, read once per file version (every env of a run shares them, and a
+    record that cannot load is reported once)."""
+    if path is None or not os.path.exists(path):
+        return load_tasks(path)  # the shipped set, or the error that names the missing file
+    key = (os.path.abspath(path), os.stat(path).st_mtime_ns, strict)
+    if key not in _TASK_SETS:
+        _TASK_SETS[key] = load_tasks(path, errors="raise" if strict else "skip")
+    return _TASK_SETS[key]
+
+
 class CodeEnv(ToolEnv):
     """Write-a-function tasks with visible and hidden tests, run in a sandbox.
 
     Args:
-        tasks: a JSONL file of task records (default: the shipped set).
+        tasks: a JSONL file of task records (default: the shipped set). A record that cannot load
+            is reported (file, line, reason) and skipped, with a count.
+        strict: make such a record an error instead.
         backend: sandbox backend: ``auto`` (docker when an engine answers, else bwrap), ``bwrap``
             or ``docker``.
         timeout: wall-clock seconds of each run.
@@ -82,12 +99,13 @@ class CodeEnv(ToolEnv):
         image: str | None = None,
         pull: bool = False,
         pool: int | None = None,
+        strict: bool = False,
         **kwargs: Any,
     ):
         super().__init__(max_turns=max_turns, **kwargs)
         if max_output < 100:
             raise ValueError(f"max_output must be at least 100 characters, got {max_output}")
-        self.tasks: list[CodeTask] = load_tasks(tasks)
+        self.tasks: list[CodeTask] = _task_set(tasks, strict)
         self.by_id = {t.task_id: t for t in self.tasks}
         self.backend = resolve_backend(backend, image, pull)
         self.image, self.pull, self.pool = image, pull, pool

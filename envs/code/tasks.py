@@ -168,12 +168,14 @@ def load_tasks(
     path: str | os.PathLike[str] | None = None, *, errors: Literal["raise", "skip"] = "raise"
 ) -> list[CodeTask]:
     """Read tasks from a JSONL file (default: the shipped set). A bad line raises an error naming
-    the file and line, or with ``errors="skip"`` is reported on stderr and skipped."""
+    the file and line, or with ``errors="skip"`` is reported on stderr (file, line, reason) and
+    skipped, with a count of the skipped lines at the end."""
     path = Path(path) if path is not None else SHIPPED
     if not path.exists():
         raise FileNotFoundError(f"no task file {str(path)!r}; pass a JSONL file of task records")
     tasks: list[CodeTask] = []
     seen: set[str] = set()
+    skipped = 0
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -187,9 +189,16 @@ def load_tasks(
                 if errors == "raise":
                     raise TestFormatError(reason) from None
                 print(f"skipped {reason}", file=sys.stderr)
+                skipped += 1
                 continue
             seen.add(task.task_id)
             tasks.append(task)
     if not tasks:
-        raise TestFormatError(f"{path}: no tasks")
+        raise TestFormatError(f"{path}: no tasks" + (f" ({skipped} records skipped)" if skipped else ""))
+    if skipped:
+        print(
+            f"{path}: loaded {len(tasks)} tasks, skipped {skipped} records that cannot load "
+            "(strict=true makes them fatal)",
+            file=sys.stderr,
+        )
     return tasks

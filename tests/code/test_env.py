@@ -196,6 +196,37 @@ def test_user_jsonl_with_mbpp_and_humaneval_records(bwrap_ready, tmp_path):
     assert [t.task_id for t in load_tasks(bad, errors="skip")] == ["mine"]
 
 
+def test_env_skips_records_that_cannot_load_and_counts_them(tmp_path, capfd):
+    from agentgym.envs.code.env import CodeEnv
+
+    good = {
+        "task_id": "a",
+        "prompt": "p",
+        "entry_point": "f",
+        "tests": [],
+        "hidden_tests": ["assert f() == 1"],
+    }
+    bad = tmp_path / "mixed.jsonl"
+    lines = [
+        good,
+        {"task_id": "x", "prompt": "p"},
+        {**good, "task_id": "b"},
+        "not json",
+        {**good, "task_id": "a"},
+    ]
+    bad.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    env = CodeEnv(tasks=str(bad), backend="bwrap")
+    assert [t.task_id for t in env.tasks] == ["a", "b"]
+    err = capfd.readouterr().err
+    assert "mixed.jsonl:2: unrecognised task record" in err
+    assert "mixed.jsonl:4:" in err and "mixed.jsonl:5: duplicate task_id 'a'" in err
+    assert "loaded 2 tasks, skipped 3 records" in err
+    CodeEnv(tasks=str(bad), backend="bwrap")  # the same file again: read once, reported once
+    assert "skipped" not in capfd.readouterr().err
+    with pytest.raises(TestFormatError, match="mixed.jsonl:2"):
+        CodeEnv(tasks=str(bad), backend="bwrap", strict=True)
+
+
 @pytest.mark.slow
 def test_teacher_scores_one_on_every_shipped_task(backend):
     """On both backends: primes_up_to's 1.5 MB of values once overflowed docker's environment."""
