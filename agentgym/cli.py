@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = [
     "agentgym.cli_core",
     "agentgym.envs.code.cli",
+    "agentgym.envs.games.cli",
     "agentgym.envs.web.cli",
     "agentgym.policies.cli",
     "agentgym.trainers.cli",

@@ -63,3 +63,26 @@ def run_selfplay(args: argparse.Namespace) -> int:
         print(f"only {summary['kept']} of {cfg.n} records after {summary['games']} games; raise --max-games")
         return 1
     return 0
+
+
+def add_commands(subparsers) -> None:
+    games = subparsers.add_parser("games", help="OpenSpiel games: which ones games/openspiel-v0 serves")
+    sub = games.add_subparsers(dest="games_command", metavar="COMMAND")
+    sub.required = True
+    p = sub.add_parser("list", help="the games served, then the others with the reason")
+    p.add_argument("--json", action="store_true", help="print {served: [...], not_served: {game: reason}}")
+    p.set_defaults(func=run_list)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from agentgym.envs.games.catalog import catalog
+
+    served, others = catalog()
+    if args.json:
+        print(json.dumps({"served": served, "not_served": others}))
+        return 0
+    print(f"served by games/openspiel-v0 ({len(served)}): {', '.join(served)}")
+    print(f"\nnot served ({len(others)}):")
+    for name, reason in others.items():
+        print(f"  {name}: {reason}")
+    return 0

@@ -15,6 +15,7 @@ seat, never ``str(state)`` of an imperfect-information game (which shows every h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -147,9 +148,10 @@ def make_viewer(game: pyspiel.Game) -> Callable[[pyspiel.State, int], str]:
 _QUIET = threading.Lock()
 
 
-def _string_to_action(state: pyspiel.State, player: int, text: str) -> int | None:
-    """The game's own parser, or None; pyspiel prints "OpenSpiel exception: ..." on stderr before it
-    raises, which is kept out of the logs (a model's bad move is not an error of the program)."""
+@contextlib.contextmanager
+def quiet_stderr():
+    """Send file descriptor 2 to /dev/null for the block: pyspiel prints "OpenSpiel exception:
+    ..." there before it raises, and an expected refusal is not an error of the program."""
     with _QUIET:
         saved = None
         try:
@@ -161,13 +163,20 @@ def _string_to_action(state: pyspiel.State, player: int, text: str) -> int | Non
         except (OSError, ValueError):
             pass
         try:
-            return state.string_to_action(player, text)
-        except Exception:  # SpielError for a string the game cannot read
-            return None
+            yield
         finally:
             if saved is not None:
                 os.dup2(saved, 2)
                 os.close(saved)
+
+
+def _string_to_action(state: pyspiel.State, player: int, text: str) -> int | None:
+    """The game's own parser, or None (a model's bad move is not an error of the program)."""
+    with quiet_stderr():
+        try:
+            return state.string_to_action(player, text)
+        except Exception:  # SpielError for a string the game cannot read
+            return None
 
 
 def observation(state: pyspiel.State, player: int) -> str:
