@@ -9,6 +9,7 @@ agentgym eval --env web/replay-v0 --env-kwargs site=sites/mysite --policy teache
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -40,6 +41,36 @@ def add_commands(subparsers) -> None:
         "--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0 picks a free one)"
     )
     p.set_defaults(func=_serve)
+    p = sub.add_parser(
+        "tasks",
+        help="make information-seeking tasks from a recorded site's pages (facts, hops, comparisons)",
+        description="Make fact, hop and compare tasks from the tables and definition lists of a recorded "
+        "site's pages; print how many of each, and write them where --out says (SITE_DIR/tasks.json "
+        "makes web/replay-v0 use them).",
+    )
+    p.add_argument("site", metavar="SITE_DIR", help="a recorded site directory, or a shipped site name")
+    p.add_argument("--out", default=None, help="write the tasks to this JSON file")
+    p.add_argument("--seed", type=int, default=0, help="which facts are drawn when there are many")
+    p.set_defaults(func=_tasks)
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from agentgym.envs.web.facts import generate_tasks
+    from agentgym.envs.web.site import Site
+
+    tasks = generate_tasks(Site.load(args.site), seed=args.seed)
+    kinds = Counter(t["kind"] for t in tasks)
+    print(json.dumps({"tasks": len(tasks), **kinds}))
+    if not tasks:
+        print("no facts found: the pages hold no header tables, two-column tables or definition lists")
+        return 1
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(tasks, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+    return 0
 
 
 def add_generators(subparsers) -> None:

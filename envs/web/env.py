@@ -83,6 +83,7 @@ class WebReplayEnv(ToolEnv):
         max_obs_chars: int = 6000,
         action_timeout_ms: int = 3000,
         max_turns: int | None = None,
+        generated_tasks: bool = False,
         **kwargs: Any,
     ):
         """
@@ -92,6 +93,8 @@ class WebReplayEnv(ToolEnv):
             max_obs_chars: the snapshot is cut after this many characters
             action_timeout_ms: how long click/type/select wait for their element
             max_turns: assistant turns before truncation (default 30, or 15 per subtask)
+            generated_tasks: the tasks made from the site's pages (fact, hop and compare
+                questions, ``agentgym.envs.web.facts``), even where it ships a ``tasks.json``
         """
         if subtasks < 1:
             raise ValueError(f"subtasks must be at least 1, got {subtasks}")
@@ -102,7 +105,7 @@ class WebReplayEnv(ToolEnv):
                 "web/replay-v0 needs a site: pass site=SITE_DIR (a directory from `agentgym web record`)"
             )
         super().__init__(max_turns=max_turns or max(30, 15 * subtasks), **kwargs)
-        self.site = Site.load(site)
+        self.site = Site.load(site, generated=generated_tasks)
         self.subtasks = subtasks
         self.max_obs_chars = max_obs_chars
         self.action_timeout_ms = action_timeout_ms

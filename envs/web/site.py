@@ -1,8 +1,10 @@
 """A cached site on disk: its HAR, its topology (page graph) and its tasks, plus answer checks.
 
 A site directory holds ``site.har`` (the recording), ``site.json`` (pages, titles, links, forms)
-and optionally ``tasks.json``; a recorded site without ``tasks.json`` gets navigation tasks made
-from its topology ("open the page titled T, then answer with its title").
+and optionally ``tasks.json``; a recorded site without ``tasks.json`` gets information-seeking
+tasks made from its pages' tables and definition lists (``agentgym.envs.web.facts``), or, when
+its pages state no such facts, navigation tasks made from its topology ("open the page titled
+T, then answer with its title", whose answer is in the question).
 
 >>> normalize_answer("  $1,234.50 ") == normalize_answer("1234.5")
 True
@@ -50,8 +52,9 @@ class Site:
         return self.root / "site.har"
 
     @classmethod
-    def load(cls, site: str | Path) -> Site:
-        """A shipped site by name (``shop``, ``wiki``) or any recorded site directory."""
+    def load(cls, site: str | Path, generated: bool = False) -> Site:
+        """A shipped site by name (``shop``, ``wiki``) or any recorded site directory;
+        ``generated`` makes its tasks from its pages even when it has a ``tasks.json``."""
         root = Path(site)
         if not (root / "site.json").exists():
             shipped = SITES_DIR / str(site)
@@ -69,10 +72,12 @@ class Site:
         topo = json.loads((root / "site.json").read_text(encoding="utf-8"))
         site_obj = cls(root.name, root, topo["origin"], topo["start_url"], topo["pages"])
         tasks_file = root / "tasks.json"
-        if tasks_file.exists():
+        if tasks_file.exists() and not generated:
             site_obj.tasks = json.loads(tasks_file.read_text(encoding="utf-8"))
         else:
-            site_obj.tasks = site_obj.navigation_tasks()
+            from agentgym.envs.web.facts import generate_tasks
+
+            site_obj.tasks = generate_tasks(site_obj) or site_obj.navigation_tasks()
         return site_obj
 
     def url(self, path_or_url: str) -> str:

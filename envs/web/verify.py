@@ -1,7 +1,7 @@
 """Verifiers of web tasks: the agent's answer (normalised) and the final page state.
 
 Each subtask is checked on its own and the score is their mean. Answer subtasks compare the
-normalised answer text; cart subtasks read the cart from the page's ``localStorage`` captured by
+normalised answer text with the accepted answers (``answers``, else ``answer``); cart subtasks read the cart from the page's ``localStorage`` captured by
 the env when the episode ended (``metadata["final_state"]``), never from anything the agent wrote;
 navigation subtasks also require the final URL.
 """
@@ -49,7 +49,8 @@ def subtask_scores(traj: Trajectory, task: Task) -> list[float]:
         if "cart" in sub:
             ok = all(cart.get(sku) == qty for sku, qty in sub["cart"].items())
         else:
-            ok = given is not None and normalize_answer(given) == normalize_answer(sub["answer"])
+            accepted = {normalize_answer(a) for a in sub.get("answers") or [sub["answer"]]}
+            ok = given is not None and normalize_answer(given) in accepted
             if ok and sub.get("final_url"):
                 ok = final_url.split("#")[0] == sub["final_url"]
         scores.append(float(ok))
