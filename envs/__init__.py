@@ -12,4 +12,5 @@ def register_builtin_envs() -> None:
     register("games/openspiel-v0", "agentgym.envs.games.env:GameEnv", requires="games", game="tic_tac_toe")
     register("web/shop-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web", site="shop")
     register("web/wiki-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web", site="wiki")
+    register("web/pydocs-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web", site="pydocs")
     register("web/replay-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web")

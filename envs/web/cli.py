@@ -32,10 +32,18 @@ def add_commands(subparsers) -> None:
     p.add_argument(
         "--ignore-robots", action="store_true", help="crawl what robots.txt disallows (your own sites only)"
     )
+    p.add_argument(
+        "--origin-alias",
+        default=None,
+        metavar="ORIGIN",
+        help="replay under this origin instead of the recorded one (e.g. http://docs.example.test)",
+    )
     p.set_defaults(func=_record)
     p = sub.add_parser("serve", help="serve a recorded site from its HAR on 127.0.0.1 for a person to browse")
     p.add_argument(
-        "site", metavar="SITE_DIR", help="a recorded site directory, or a shipped site name (shop, wiki)"
+        "site",
+        metavar="SITE_DIR",
+        help="a recorded site directory, or a shipped site name (shop, wiki, pydocs)",
     )
     p.add_argument(
         "--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0 picks a free one)"
@@ -95,6 +103,7 @@ def _record(args: argparse.Namespace) -> int:
         delay=args.delay,
         max_pages=args.max_pages,
         respect_robots=not args.ignore_robots,
+        origin_alias=args.origin_alias,
     )
     topo = asyncio.run(record_site(args.urls, args.out, config, log=lambda s: print(s, file=sys.stderr)))
     print(f"recorded {len(topo['pages'])} pages into {args.out} (skipped {len(topo['skipped'])})")

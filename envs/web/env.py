@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium
 from agentgym.envs.web.browser import kill_driver, launch_browser, parse_snapshot
@@ -70,7 +70,8 @@ class WebReplayEnv(ToolEnv):
     system_prompt = (
         "You browse a website through tools. Each observation shows the page URL, its title and an "
         "accessibility snapshot where every control has a ref like [ref=e5]. Use click(ref), type(ref, text), "
-        "select(ref, option), goto(url) and back(). When you know the answer, call answer(text)."
+        "select(ref, option), goto(url) and back(); a long page is shown a part at a time: scroll(direction) "
+        "moves the view and find(text) searches it. When you know the answer, call answer(text)."
     )
     verifier = Rubric([task_success, pages_visited], weights=[1.0, 0.0])
     ends_on_text = False
@@ -88,9 +89,10 @@ class WebReplayEnv(ToolEnv):
     ):
         """
         Args:
-            site: a shipped site (``shop``, ``wiki``) or the path of a recorded site directory
+            site: a shipped site (``shop``, ``wiki``, ``pydocs``) or the path of a recorded site directory
             subtasks: subtasks per episode (1 = the site's single tasks; K > 1 = composites of K)
-            max_obs_chars: the snapshot is cut after this many characters
+            max_obs_chars: the size of the window of the snapshot an observation shows (``scroll``
+                and ``find`` move it over a longer page)
             action_timeout_ms: how long click/type/select wait for their element
             max_turns: assistant turns before truncation (default 30, or 15 per subtask)
             generated_tasks: the tasks made from the site's pages (fact, hop and compare
@@ -118,7 +120,12 @@ class WebReplayEnv(ToolEnv):
         self._links: dict[str, str] = {}
         self._last_request: str | None = None
         self.snapshot = ""
-        """the full ARIA snapshot of the current page (the observation shows at most max_obs_chars)"""
+        """the full ARIA snapshot of the current page (the observation shows a window of it, at most
+        max_obs_chars, which ``scroll`` and ``find`` move)"""
+        self._lines: list[str] = []
+        self._view = 0
+        self._view_url = ""
+        self._title = ""
         self.answer_text: str | None = None
 
     def _har_urls(self) -> set[str]:
@@ -237,23 +244,51 @@ class WebReplayEnv(ToolEnv):
             self._last_request = request.url.split("#")[0]
 
     async def _observe(self) -> str:
+        """Take a new snapshot of the page and show the window of it the agent is at: the top
+        after a navigation, else where it was. A slow snapshot (a page with thousands of links on
+        a busy machine) gets a second, longer try when the page still runs scripts; one whose script
+        never yields counts as not responding."""
         page = self._page
         try:
-            self.snapshot = await page.aria_snapshot(mode="ai", timeout=10_000)
-            title = await asyncio.wait_for(page.title(), 10)
+            try:
+                self.snapshot = await page.aria_snapshot(mode="ai", timeout=10_000)
+            except Exception:
+                if not self._alive():
+                    raise
+                # a page whose script never yields does not answer this; a merely large one does
+                await asyncio.wait_for(page.evaluate("1"), 10)
+                self.snapshot = await page.aria_snapshot(mode="ai", timeout=60_000)
+            self._title = await asyncio.wait_for(page.title(), 30)
         except Exception as e:
             raise self._failure("reading the page", e) from None
         nodes = parse_snapshot(self.snapshot)
         self._refs = {n.ref for n in nodes}
         self._links = {n.ref: n.url for n in nodes if n.url}
-        snap = self.snapshot
-        if len(snap) > self.max_obs_chars:
-            cut = snap.rfind("\n", 0, self.max_obs_chars + 1)
-            cut = cut if cut > self.max_obs_chars // 2 else self.max_obs_chars
-            snap = snap[:cut] + f"\n... (snapshot cut at {cut} of {len(self.snapshot)} characters)"
+        self._lines = self.snapshot.splitlines()
+        if page.url != self._view_url:
+            self._view, self._view_url = 0, page.url
+        self._view = min(self._view, max(0, len(self._lines) - 1))
         events, self._events = self._events, []
-        head = "".join(e + "\n" for e in events)
-        return f"{head}URL: {_clip(page.url, 500)}\nTitle: {_clip(title, 300)}\n{snap}"
+        return "".join(e + "\n" for e in events) + self._window()
+
+    def _window(self) -> str:
+        """The page head and the lines of the snapshot from ``_view`` on, up to max_obs_chars."""
+        lines, start = self._lines, self._view
+        end, used = start, 0
+        while end < len(lines) and (used + len(lines[end]) + 1 <= self.max_obs_chars or end == start):
+            used += len(lines[end]) + 1
+            end += 1
+        shown = "\n".join(line[: self.max_obs_chars] for line in lines[start:end])
+        head = f"URL: {_clip(self._page.url, 500)}\nTitle: {_clip(self._title, 300)}\n"
+        if start == 0 and end >= len(lines):
+            return head + shown
+        more = []
+        if end < len(lines):
+            more.append("scroll('down') shows the next lines")
+        if start > 0:
+            more.append("scroll('up') the previous ones")
+        more.append("find(text) searches the whole page")
+        return f"{head}{shown}\n... (lines {start + 1}-{end} of {len(lines)}; {', '.join(more)})"
 
     def _failure(self, doing: str, e: BaseException) -> BrowserDied:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -511,6 +546,41 @@ class WebReplayEnv(ToolEnv):
         if resp is None and page.url == before:
             return f"There is no previous page.\n{await self._observe()}"
         return f"Went back.\n{await self._observe()}"
+
+    @tool
+    async def scroll(self, direction: Literal["down", "up", "top"] = "down") -> str:
+        """Show the next (or previous) part of a long page's snapshot; the page itself is unchanged.
+
+        Args:
+            direction: down, up, or top
+        """
+        if direction == "top":
+            self._view = 0
+        else:
+            step = max(1, self._window().count("\n") - 3)
+            self._view = max(
+                0, min(len(self._lines) - 1, self._view + (step if direction == "down" else -step))
+            )
+        return self._window()
+
+    @tool
+    async def find(self, text: str) -> str:
+        """Find text in the current page's snapshot: lists the matching lines (with their refs) and
+        moves the view to the first one.
+
+        Args:
+            text: the words to look for (case does not matter)
+        """
+        needle = " ".join(text.lower().split())
+        if not needle:
+            return "find needs some text to look for."
+        hits = [i for i, line in enumerate(self._lines) if needle in " ".join(line.lower().split())]
+        if not hits:
+            return f"{_clip(text, 100)!r} is not on this page ({len(self._lines)} lines searched).\n{self._window()}"
+        listed = "\n".join(f"line {i + 1}: {_clip(self._lines[i].strip(), 200)}" for i in hits[:20])
+        extra = f"\n(and {len(hits) - 20} more)" if len(hits) > 20 else ""
+        self._view = max(0, hits[0] - 2)
+        return f"{len(hits)} lines match {_clip(text, 100)!r}:\n{listed}{extra}\n\n{self._window()}"
 
     @tool
     def answer(self, text: str) -> str:

@@ -42,10 +42,16 @@ class Fact:
     subject: str
     attribute: str
     value: str
+    about_page: bool = False
+    """the subject is the page's own (its heading): a value naming it leads to this page"""
+
+
+_FOOTNOTE = re.compile(r"\s*(\[\d+\]|\(\d+\))+$")
 
 
 def _clean(text: str) -> str:
-    return " ".join(text.split()).strip(" :\u00b6")
+    """Spacing folded; a trailing colon, pilcrow or footnote mark ("[1]", "(2)") dropped."""
+    return _FOOTNOTE.sub("", " ".join(text.split()).strip(" :\u00b6")).strip(" :\u00b6")
 
 
 class _Tables(HTMLParser):
@@ -115,8 +121,18 @@ class _Tables(HTMLParser):
             self._dl[-1][2].append(data)
 
 
+def _term(text: str) -> bool:
+    """A definition-list term that names an attribute (not a function signature or a sentence)."""
+    return 0 < len(text) <= 40 and len(text.split()) <= 4 and not re.search(r"[()=.]", text)
+
+
 def _short(value: str) -> bool:
-    return 0 < len(value) <= 60 and len(value.split()) <= MAX_VALUE_WORDS
+    """A value short enough to be answered exactly: a few words, not a list or a sentence."""
+    if not 0 < len(value) <= 60 or len(value.split()) > MAX_VALUE_WORDS:
+        return False
+    if value.endswith(".") and len(value.split()) >= 3:
+        return False
+    return "," not in value or re.fullmatch(r"[$€£]?\s*-?\d{1,3}(,\d{3})+(\.\d+)?\s*\w*", value) is not None
 
 
 def page_facts(url: str, html: str, title: str = "") -> list[Fact]:
@@ -130,10 +146,10 @@ def page_facts(url: str, html: str, title: str = "") -> list[Fact]:
     subject = _clean(p.h1) or _clean(title)
     facts: list[Fact] = []
     for table in p.tables:
-        width = {len(r) for r in table}
-        if width == {2} and subject:  # attribute | value rows about the page's subject
-            facts += [Fact(url, subject, a, v) for (a, _), (v, _) in table if a and _short(v)]
-        elif len(table) >= 2 and all(h for _, h in table[0]) and len(table[0]) >= 2:
+        headed = len(table) >= 2 and len(table[0]) >= 2 and all(h for _, h in table[0])
+        if {len(r) for r in table} == {2} and subject and not headed:  # attribute | value rows
+            facts += [Fact(url, subject, a, v, True) for (a, _), (v, _) in table if a and _short(v)]
+        elif headed:
             header = [c for c, _ in table[0]]
             for row in table[1:]:
                 if len(row) != len(header) or not row[0][0]:
@@ -144,7 +160,11 @@ def page_facts(url: str, html: str, title: str = "") -> list[Fact]:
                     if header[i] and _short(row[i][0])
                 ]
     for dl in p.dls:
-        facts += [Fact(url, subject, t, d) for t, d in dl if subject and t and _short(d) and len(t) <= 60]
+        facts += [
+            Fact(url, subject, t, d, True)
+            for t, d in dl
+            if subject and _term(t) and _short(d) and len(d.split()) <= 4
+        ]
     return facts
 
 
@@ -162,6 +182,16 @@ def recorded_pages(site: Site) -> dict[str, str]:
             text = base64.b64decode(text).decode("utf-8", "replace")
         out[url] = text
     return out
+
+
+def site_name(site: Site) -> str:
+    """What the questions call the site: the title part most of its pages share ("Python 3.11.2
+    documentation" of "struct — Python 3.11.2 documentation"), else its start page's title."""
+    parts = [re.split(r"\s+[—|–-]\s+", p.get("title", ""))[-1].strip() for p in site.pages.values()]
+    common = max(set(parts), key=parts.count) if parts else ""
+    if common and parts.count(common) * 2 >= len(parts) and len(parts) > 1:
+        return common
+    return _clean(site.pages.get(site.start_url, {}).get("title", "")) or site.name
 
 
 def _number(value: str) -> float | None:
@@ -194,7 +224,7 @@ def generate_tasks(site: Site, seed: int = 0, per_kind: int = 200) -> list[dict]
     for f in facts:
         by_key.setdefault((normalize_answer(f.subject), normalize_answer(f.attribute)), []).append(f)
     unique = [fs[0] for fs in by_key.values() if len({normalize_answer(f.value) for f in fs}) == 1]
-    name = _clean(site.pages.get(site.start_url, {}).get("title", "")) or site.name
+    name = site_name(site)
     tasks: list[dict] = []
 
     def add(kind, key, prompt, answers, visits):
@@ -227,8 +257,9 @@ def generate_tasks(site: Site, seed: int = 0, per_kind: int = 200) -> list[dict]
     hops = [
         (a, b)
         for a in unique
+        if _number(a.value) is None
         for b in by_subject.get(normalize_answer(a.value), [])
-        if b.url != a.url and normalize_answer(b.subject) != normalize_answer(a.subject)
+        if b.about_page and b.url != a.url and normalize_answer(b.subject) != normalize_answer(a.subject)
     ]
     for a, b in rng.sample(hops, min(per_kind, len(hops))):
         prompt = f"On {name}, what is the {b.attribute} of the {a.attribute} of {a.subject}?"

@@ -1,6 +1,6 @@
 """A cached site on disk: its HAR, its topology (page graph) and its tasks, plus answer checks.
 
-A site directory holds ``site.har`` (the recording), ``site.json`` (pages, titles, links, forms)
+A site directory holds ``site.har`` (the recording; or ``site.har.gz``), ``site.json`` (pages, titles, links, forms)
 and optionally ``tasks.json``; a recorded site without ``tasks.json`` gets information-seeking
 tasks made from its pages' tables and definition lists (``agentgym.envs.web.facts``), or, when
 its pages state no such facts, navigation tasks made from its topology ("open the page titled
@@ -14,7 +14,10 @@ True
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+import os
 import random
 import re
 from collections import deque
@@ -49,11 +52,25 @@ class Site:
 
     @property
     def har(self) -> Path:
-        return self.root / "site.har"
+        """The HAR file: ``site.har``, or ``site.har.gz`` unpacked once into the cache
+        (``$AGENTGYM_CACHE/har`` or ``~/.cache/agentgym/har``; Playwright replays a plain file)."""
+        plain = self.root / "site.har"
+        packed = self.root / "site.har.gz"
+        if plain.exists() or not packed.exists():
+            return plain
+        data = packed.read_bytes()
+        cache = Path(os.environ.get("AGENTGYM_CACHE") or Path.home() / ".cache" / "agentgym") / "har"
+        target = cache / f"{self.name}-{hashlib.sha256(data).hexdigest()[:16]}.har"
+        if not target.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(gzip.decompress(data))
+            os.replace(tmp, target)
+        return target
 
     @classmethod
     def load(cls, site: str | Path, generated: bool = False) -> Site:
-        """A shipped site by name (``shop``, ``wiki``) or any recorded site directory;
+        """A shipped site by name (``shop``, ``wiki``, ``pydocs``) or any recorded site directory;
         ``generated`` makes its tasks from its pages even when it has a ``tasks.json``."""
         root = Path(site)
         if not (root / "site.json").exists():
@@ -63,9 +80,9 @@ class Site:
             else:
                 raise FileNotFoundError(
                     f"no cached site at {site!r} (need site.json and site.har); record one with "
-                    "`agentgym web record URL --out DIR`, or use a shipped site: shop, wiki"
+                    "`agentgym web record URL --out DIR`, or use a shipped site: shop, wiki, pydocs"
                 )
-        if not (root / "site.har").exists():
+        if not (root / "site.har").exists() and not (root / "site.har.gz").exists():
             raise FileNotFoundError(
                 f"{root} has site.json but no site.har; record it again with `agentgym web record`"
             )

@@ -161,13 +161,28 @@ def test_a_form_sent_to_an_unrecorded_page_goes_back(edge_env):
     assert "Went back." in text and "Title: Edge home" in text
 
 
-def test_long_snapshots_are_cut_at_a_line_end(edge_env):
+def test_long_snapshots_are_shown_in_windows_that_scroll_and_find_move(edge_env):
     env = fresh(edge_env)
     text = call(env, "goto", url="/long.html")
-    body, _, note = text.rpartition("\n... (snapshot cut at ")
-    assert note.endswith(f"of {len(env.snapshot)} characters)") and len(env.snapshot) > 2000
-    assert body.splitlines()[-1] in env.snapshot.splitlines()  # a whole line, not half of one
-    assert len(text) < 2000 + 300
+    lines = env.snapshot.splitlines()
+    body, _, note = text.rpartition("\n... (lines 1-")
+    assert len(env.snapshot) > 2000 and note.endswith("find(text) searches the whole page)")
+    shown = body.split("Title: ", 1)[1].splitlines()[1:]
+    assert shown == lines[: len(shown)] and len("\n".join(shown)) <= 2000  # whole lines, within the window
+    down = call(env, "scroll", direction="down")
+    first = down.split("Title: ", 1)[1].splitlines()[1]
+    assert first in lines and lines.index(first) > 0 and "scroll('up')" in down
+    assert call(env, "scroll", direction="top").split("Title: ", 1)[1].splitlines()[1] == lines[0]
+    last = lines[-1].strip()
+    found = call(env, "find", text=last[-12:])
+    assert "lines match" in found and f"line {len(lines)}:" in found
+    assert (
+        found.rstrip().endswith(
+            f"of {len(lines)}; scroll('up') the previous ones, find(text) searches the whole page)"
+        )
+        or lines[-1] in found
+    )
+    assert "is not on this page" in call(env, "find", text="no such words anywhere zzz")
 
 
 def test_a_page_that_stops_responding_is_env_error_not_an_exception(edge_env):

@@ -19,11 +19,11 @@ PAGE = """<html><head><title>Kettles</title><script>var x = "<table><tr><th>a</t
 
 def test_page_facts_reads_header_tables_two_column_tables_and_definition_lists():
     facts = set(page_facts("http://x/k.html", PAGE))
-    assert Fact("http://x/k.html", "Cobalt Kettle", "Brand", "Quillon") in facts
-    assert Fact("http://x/k.html", "Cobalt Kettle", "Capacity", "1.7 litres") in facts
+    assert Fact("http://x/k.html", "Cobalt Kettle", "Brand", "Quillon", True) in facts
+    assert Fact("http://x/k.html", "Cobalt Kettle", "Capacity", "1.7 litres", True) in facts
     assert Fact("http://x/k.html", "K2", "Watts", "1800") in facts
     assert Fact("http://x/k.html", "K1", "Colour", "blue") in facts
-    assert Fact("http://x/k.html", "Cobalt Kettle", "Made in", "Portugal") in facts
+    assert Fact("http://x/k.html", "Cobalt Kettle", "Made in", "Portugal", True) in facts
     assert not any(f.attribute == "Notes" for f in facts)  # long values make no exact-match answer
     assert not any(f.attribute == "a" for f in facts)  # text inside <script> is no table
 
@@ -73,3 +73,30 @@ def test_the_teacher_solves_generated_tasks_in_the_browser(browser_ok):
     s = summarize(trajs)
     assert s["statuses"]["env_error"] == 0 and s["mean_score"] == 1.0, s
     assert len(trajs) == 12 and all(t.status == "ok" and t.score == 1.0 for t in trajs)
+
+
+def test_the_recorded_python_docs_ship_with_tasks_from_their_pages():
+    site = Site.load("pydocs")
+    assert len(site.pages) == 33 and site.har.exists() and site.har.suffix == ".har"
+    assert site.tasks == generate_tasks(site)  # tasks.json is the generator's output, unedited
+    kinds = {t["kind"] for t in site.tasks}
+    assert {"fact", "compare"} <= kinds and len(site.tasks) >= 200
+    for t in site.tasks:
+        assert all(
+            f" {normalize_answer(a)} " not in f" {normalize_answer(t['prompt'])} " for a in t["answers"]
+        )
+    array_f = [t for t in site.tasks if t["prompt"].endswith("what is the Minimum size in bytes of 'f'?")]
+    assert [t["answers"] for t in array_f] == [["4"]]  # the array module's type-code table
+
+
+@pytest.mark.slow
+def test_the_teacher_solves_the_python_docs_tasks(browser_ok):
+    """The must-show run on the real site: every episode ok, every answer right."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "agentgym.cli", "eval", "--env", "web/pydocs-v0", "--policy", "teacher"]
+    out = subprocess.run([*cmd, "--n", "50", "--json"], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    s = json.loads(out.stdout)
+    assert s["episodes"] == 50 and s["statuses"]["env_error"] == 0 and s["mean_score"] == 1.0, s
