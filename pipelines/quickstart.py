@@ -80,8 +80,6 @@ class QuickstartConfig:
     """tasks sampled from the SFT model to build DPO pairs"""
     dpo_steps: int = 20
     """DPO optimizer steps"""
-    dpo_batch_size: int = 8
-    """pairs per DPO step"""
     eval_tasks: int = 64
     """held-out tasks in each evaluation"""
     learning_rate: float = 3e-3
@@ -137,9 +135,6 @@ class QuickstartConfig:
             grpo_learning_rate=1e-5,
             dpo_tasks=32,
             dpo_steps=8,
-            # a DPO step of 8 pairs (~6,000 tokens with the reference pass) took 100-110 s on
-            # 2 cores, the largest share of a 40-43 minute run; 4 pairs halve it
-            dpo_batch_size=4,
             eval_tasks=32,
             max_tokens=96,
             # at temperature 1 the SFT model (17/32 greedy) passed 0 of 32 GRPO rollouts, most
@@ -159,7 +154,7 @@ class QuickstartConfig:
         same = (
             *("model", "temperature", "max_tokens", "sft_steps", "learning_rate", "batch_size", "lora_r"),
             *("rl_learning_rate", "grpo_steps", "grpo_learning_rate", "grpo_tasks", "tasks_per_step"),
-            *("group", "dpo_steps", "dpo_tasks", "dpo_batch_size", "eval_tasks", "seed"),
+            *("group", "dpo_steps", "dpo_tasks", "eval_tasks", "seed"),
         )
         return FlywheelConfig(
             **{name: getattr(self, name) for name in same},
@@ -173,6 +168,9 @@ class QuickstartConfig:
             tasks_per_round=self.demos,
             samples_per_task=1,
             arms=["grpo", "dpo"],
+            # a DPO step of 8 pairs (~6,000 tokens with the reference pass) took 100-110 s on 2 cores
+            # on SmolLM2, the largest share of a 40-43 minute run; 4 pairs halve it
+            dpo_batch_size=8 if self.model == TINY else 4,
             # the NLL of the chosen side keeps DPO on a few dozen pairs from pulling the good
             # trajectories down with the bad. Measured on one set of 68 pairs (SFT at 0.344):
             # rpo_alpha 1 for 40 steps 0.281, rpo_alpha 2 for 20 steps 0.422

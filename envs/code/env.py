@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agentgym.envs.code.grading import GradeResult, grade, grade_program
+from agentgym.envs.code.grading import GradeResult, grade
 from agentgym.envs.code.sandbox import Limits, Sandbox, SandboxError, make_sandbox, resolve_backend
 from agentgym.envs.code.tasks import BENCHMARKS, CodeTask, benchmark_file, load_tasks
 
@@ -236,23 +236,7 @@ class CodeEnv(ToolEnv):
         if self.submitted is None:
             return Score(total=0.0, breakdown={"hidden_tests": 0.0, "submitted": 0.0})
         task = self.code_task
-        result = GradeResult()
-        if task.compiled_hidden:
-            result = self._grade(self.submitted, task.compiled_hidden, limits=self.limits)
-        if task.program and not result.error:
-            outcome = grade_program(
-                self.submitted,
-                task.program,
-                entry_point=task.entry_point,
-                new_sandbox=self.new_sandbox,
-                setup=task.setup,
-                limits=self.limits,
-                test_timeout=self.test_timeout,
-            )
-            if isinstance(outcome, str):
-                result.error = outcome
-            else:
-                result.outcomes.append(outcome)
+        result = self._grade(self.submitted, task.compiled_hidden, limits=self.limits, program=task.program)
         self.last_grade = result
         if result.error:
             return Score(errors={"hidden_tests": result.error})

@@ -139,14 +139,13 @@ def _short(value: object, n: int = 120) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def parse_calls(
-    channel: bytes, nonce: str, tests: list[CompiledTest], budget: int = MAX_VALUES
-) -> tuple[dict, str | None]:
-    """Read the ``calls`` stage's records: ``{(test, call): record}``, keeping only well-formed,
-    single records with this run's nonce; a call recorded twice is dropped (it then fails), and
-    values past ``budget`` bytes in all are replaced by an opaque one (they fail too)."""
-    seen: dict[tuple[int, int], dict] = {}
-    dup: set[tuple[int, int]] = set()
+def read_values(channel: bytes, nonce: str, key_of, budget: int = MAX_VALUES) -> tuple[dict, str | None]:
+    """Read an untrusted stage's value records: ``{key: record}`` for the well-formed, single
+    records with this run's nonce whose ``key_of(record)`` is a key (not None); a key recorded
+    twice is dropped (its call then fails), and values past ``budget`` bytes in all are replaced by
+    an opaque one (they fail too). Also returns the import error the stage reported, if any."""
+    seen: dict = {}
+    dup: set = set()
     import_error = None
     total = 0
     for line in channel.split(b"\n"):
@@ -161,13 +160,8 @@ def parse_calls(
         if "import_error" in rec:
             import_error = str(rec["import_error"])[:500]
             continue
-        t, c = rec.get("t"), rec.get("c")
-        if (
-            type(t) is not int
-            or type(c) is not int
-            or not (0 <= t < len(tests))
-            or not (0 <= c < len(tests[t].sites))
-        ):
+        key = key_of(rec)
+        if key is None:
             continue
         if "v" in rec:
             try:
@@ -180,12 +174,26 @@ def parse_calls(
             clean = {"raised": rec["raised"][:100], "msg": str(rec.get("msg", ""))[:200]}
         else:
             continue
-        if (t, c) in seen:
-            dup.add((t, c))
-        seen[(t, c)] = clean
+        if key in seen:
+            dup.add(key)
+        seen[key] = clean
     for key in dup:
         del seen[key]
     return seen, import_error
+
+
+def parse_calls(
+    channel: bytes, nonce: str, tests: list[CompiledTest], budget: int = MAX_VALUES
+) -> tuple[dict, str | None]:
+    """The ``calls`` stage's records: ``{(test, call): record}`` (see ``read_values``)."""
+
+    def key_of(rec):
+        t, c = rec.get("t"), rec.get("c")
+        if type(t) is int and type(c) is int and 0 <= t < len(tests) and 0 <= c < len(tests[t].sites):
+            return (t, c)
+        return None
+
+    return read_values(channel, nonce, key_of, budget)
 
 
 def grade(
@@ -199,21 +207,46 @@ def grade(
     limits: Limits | None = None,
     test_timeout: float = 5.0,
     calls_sandbox: Sandbox | None = None,
+    program: str = "",
+    seed: int = 0,
 ) -> GradeResult:
-    """Grade ``files`` on ``tests``.
+    """Grade ``files`` on ``tests``, then on the check ``program`` when there is one.
 
     Args:
-        files: the submitted files (the only files the ``calls`` stage sees).
-        tests: compiled assertions.
+        files: the submitted files (the only files the ``calls`` and ``apply`` stages see).
+        tests: compiled assertions (may be empty).
         entry_point: the function under test, looked up in ``module``.
         new_sandbox: a callable returning a fresh ``Sandbox`` session.
         setup: task code run before the tests in both stages (visible to the submission).
         module: the module the entry point is imported from.
-        limits: limits of the ``calls`` stage.
+        limits: limits of the ``calls`` and ``apply`` stages.
         test_timeout: seconds each call (and each check) may take.
         calls_sandbox: run the ``calls`` stage in this session instead of a fresh one (the visible
             tests the agent runs; never for the final score).
+        program: a check program defining ``check(candidate)``, run as written (one more test;
+            see ``_grade_program``).
+        seed: the seed of ``random`` in the check program.
     """
+    result = GradeResult()
+    if tests:
+        result = _grade_asserts(
+            files, tests, entry_point, new_sandbox, setup, module, limits, test_timeout, calls_sandbox
+        )
+    if program and result.error is None:
+        outcome = _grade_program(
+            files, program, entry_point, new_sandbox, setup, module, limits, test_timeout, seed
+        )
+        if isinstance(outcome, str):
+            result.error = outcome
+        else:
+            result.outcomes.append(outcome)
+    return result
+
+
+def _grade_asserts(
+    files, tests, entry_point, new_sandbox, setup, module, limits, test_timeout, calls_sandbox
+):
+    """The ``calls`` and ``check`` stages (see the module docstring)."""
     harness = Path(__file__).with_name("harness.py").read_bytes()
     nonce = secrets.token_hex(16)
     result = GradeResult()
@@ -319,18 +352,7 @@ MAX_PROGRAM_CALLS = 5000
 """calls of ``candidate`` one check program may make"""
 
 
-def grade_program(
-    files: dict[str, bytes],
-    program: str,
-    *,
-    entry_point: str,
-    new_sandbox,
-    setup: str = "",
-    module: str = "solution",
-    limits: Limits | None = None,
-    test_timeout: float = 5.0,
-    seed: int = 0,
-) -> TestOutcome | str:
+def _grade_program(files, program, entry_point, new_sandbox, setup, module, limits, test_timeout, seed):
     """Run a check program (source defining ``check(candidate)``) against the submitted
     ``files``; returns its outcome, or a string when the infrastructure failed.
 
@@ -417,41 +439,12 @@ def _apply(files, need, entry_point, new_sandbox, module, setup, limits, test_ti
         return f"apply stage: {e}", None
     finally:
         box.close()
-    seen: dict[int, dict] = {}
-    dup: set[int] = set()
-    import_error = None
-    total = 0
-    for line in run.channel.split(b"\n"):
-        if not line.strip() or len(line) > MAX_VALUES:
-            continue
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if not isinstance(rec, dict) or rec.get("n") != nonce:
-            continue
-        if "import_error" in rec:
-            import_error = str(rec["import_error"])[:500]
-            continue
+
+    def key_of(rec):
         k = rec.get("k")
-        if type(k) is not int or not 0 <= k < len(need):
-            continue
-        if "v" in rec:
-            try:
-                decode(rec["v"])
-            except (ValueError, TypeError, RecursionError):
-                continue
-            total += len(line)
-            clean = {"v": rec["v"] if total <= MAX_VALUES else TOO_LARGE}
-        elif isinstance(rec.get("raised"), str):
-            clean = {"raised": rec["raised"][:100], "msg": str(rec.get("msg", ""))[:200]}
-        else:
-            continue
-        if k in seen:
-            dup.add(k)
-        seen[k] = clean
-    for k in dup:
-        del seen[k]
+        return k if type(k) is int and 0 <= k < len(need) else None
+
+    seen, import_error = read_values(run.channel, nonce, key_of)
     return [seen.get(k, {"missing": True}) for k in range(len(need))], import_error
 
 

@@ -142,20 +142,52 @@ def _open_channel():
     return chan
 
 
-def run_calls(job, chan):
-    """Stage ``calls``: evaluate every call of the entry point, streaming the values."""
-    nonce = job["nonce"]
+def _sender(job, chan):
+    """Writes one record to the channel, stamped with this run's nonce."""
 
     def send(record):
-        record["n"] = nonce
+        record["n"] = job["nonce"]
         chan.write(json.dumps(record) + "\n")
 
+    return send
+
+
+def _entry_point(job, send):
+    """The submitted function, or None once the import error has been sent."""
     sys.path.insert(0, "/work")
     try:
         module = importlib.import_module(job["module"])
-        fn = getattr(module, job["entry_point"])
+        return getattr(module, job["entry_point"])
     except BaseException as e:
         send({"import_error": f"{type(e).__name__}: {e}"[:500]})
+        return None
+
+
+def _timed(thunk, timeout):
+    """Run ``thunk`` under a time limit: ``(value, record)``, where the record carries the encoded
+    value, or the name of what it raised (``Timeout`` when the time ran out, even if caught)."""
+    alarms = _alarms[0]
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        value = thunk()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if _alarms[0] != alarms:
+            raise TestTimeout()
+    except BaseException as e:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        name = "Timeout" if isinstance(e, TestTimeout) else type(e).__name__
+        return None, {"raised": name, "msg": str(e)[:200]}
+    try:
+        return value, {"v": encode(value)}
+    except (ValueError, RecursionError):
+        return value, {"v": ["other", type(value).__name__]}
+
+
+def run_calls(job, chan):
+    """Stage ``calls``: evaluate every call of the entry point, streaming the values."""
+    send = _sender(job, chan)
+    fn = _entry_point(job, send)
+    if fn is None:
         return
     ns = {"__name__": "agentgym_tests"}
     exec(job.get("setup") or "", ns)
@@ -165,24 +197,11 @@ def run_calls(job, chan):
         values = {}
         ns["__V"] = values.__getitem__
         for j, site in enumerate(sites):
-            alarms = _alarms[0]
-            signal.setitimer(signal.ITIMER_REAL, job["test_timeout"])
-            try:
-                value = eval(site, ns)
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                if _alarms[0] != alarms:
-                    raise TestTimeout()
-                try:
-                    record = {"t": i, "c": j, "v": encode(value)}
-                except (ValueError, RecursionError):
-                    record = {"t": i, "c": j, "v": ["other", type(value).__name__]}
-            except BaseException as e:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                name = "Timeout" if isinstance(e, TestTimeout) else type(e).__name__
-                send({"t": i, "c": j, "raised": name, "msg": str(e)[:200]})
+            value, record = _timed(lambda site=site: eval(site, ns), job["test_timeout"])
+            send({"t": i, "c": j, **record})
+            if "raised" in record:
                 break
             values[j] = value
-            send(record)
     send({"done": True})
 
 
@@ -241,38 +260,15 @@ def run_checks(job, chan):
 def run_apply(job, chan):
     """Stage ``apply`` (untrusted): call the entry point on each argument list the check program
     asked for (``[args, kwargs]`` in ``encode``'s form), streaming the values."""
-    nonce = job["nonce"]
-
-    def send(record):
-        record["n"] = nonce
-        chan.write(json.dumps(record) + "\n")
-
-    sys.path.insert(0, "/work")
-    try:
-        module = importlib.import_module(job["module"])
-        fn = getattr(module, job["entry_point"])
-    except BaseException as e:
-        send({"import_error": f"{type(e).__name__}: {e}"[:500]})
+    send = _sender(job, chan)
+    fn = _entry_point(job, send)
+    if fn is None:
         return
     signal.signal(signal.SIGALRM, _on_alarm)
     for k, call in enumerate(job["apply"]):
         args, kwargs = decode(call)
-        alarms = _alarms[0]
-        signal.setitimer(signal.ITIMER_REAL, job["test_timeout"])
-        try:
-            value = fn(*args, **kwargs)
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            if _alarms[0] != alarms:
-                raise TestTimeout()
-            try:
-                record = {"k": k, "v": encode(value)}
-            except (ValueError, RecursionError):
-                record = {"k": k, "v": ["other", type(value).__name__]}
-        except BaseException as e:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            name = "Timeout" if isinstance(e, TestTimeout) else type(e).__name__
-            record = {"k": k, "raised": name, "msg": str(e)[:200]}
-        send(record)
+        _, record = _timed(lambda args=args, kwargs=kwargs: fn(*args, **kwargs), job["test_timeout"])
+        send({"k": k, **record})
     send({"done": True})
 
 

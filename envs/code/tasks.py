@@ -149,7 +149,7 @@ def _prompt_helpers(prompt: str, entry: str) -> str:
 
 def _from_humaneval(rec: dict[str, Any]) -> CodeTask:
     """Checks made only of asserts become one hidden test per assert; any other check runs as a
-    program, as written (see ``agentgym.envs.code.grading.grade_program``)."""
+    program, as written (see ``agentgym.envs.code.grading.grade``)."""
     entry = rec["entry_point"]
     module = ast.parse(rec["test"])
     asserts: list[str] = []

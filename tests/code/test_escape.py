@@ -812,7 +812,11 @@ def test_forged_check_programs_are_worthless(backend, name):
     """A benchmark's check(candidate), run as written, with loops and unseeded randomness: the
     program runs where the submission is not, which sees only argument lists and can claim only
     return values; every forgery fails, and the honest function passes."""
-    from agentgym.envs.code.grading import grade_program
+    from agentgym.envs.code.grading import grade
+
+    def grade_program(files, program, **how):
+        result = grade(files, [], program=program, **how)
+        return result.error or result.outcomes[0]
 
     made = []
 
@@ -841,7 +845,11 @@ def test_forged_check_programs_are_worthless(backend, name):
 def test_the_check_program_never_reaches_the_submission(backend):
     """The submission searches every place it can read for the check program's text (a marker
     only the program holds) and answers whether it found it; the program asserts it did not."""
-    from agentgym.envs.code.grading import grade_program
+    from agentgym.envs.code.grading import grade
+
+    def grade_program(files, program, **how):
+        result = grade(files, [], program=program, **how)
+        return result.error or result.outcomes[0]
 
     marker = "MARKER-" + secrets.token_hex(8)
     program = f"""
