@@ -633,22 +633,29 @@ def mix(a, b):
 }
 
 
-@pytest.mark.parametrize("name", sorted(FORGERIES))
-def test_forged_scores_are_worthless(backend, name):
-    from agentgym.envs.code.grading import compile_test, grade
-
-    tests = [compile_test(t, "mix") for t in TESTS]
+def counted_sandboxes(backend):
+    """A sandbox factory for grading, and the list of every sandbox it made."""
     made = []
 
     def new_sandbox():
         made.append(make_sandbox(backend, Limits(timeout=10)))
         return made[-1]
 
-    forgery = FORGERIES[name]
+    return made, new_sandbox
+
+
+def submitted(forgery) -> dict[str, bytes]:
     files = forgery if isinstance(forgery, dict) else {"solution.py": forgery}
-    forged = grade(
-        {p: c.encode() for p, c in files.items()}, tests, entry_point="mix", new_sandbox=new_sandbox
-    )
+    return {p: c.encode() for p, c in files.items()}
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_forged_scores_are_worthless(backend, name):
+    from agentgym.envs.code.grading import compile_test, grade
+
+    tests = [compile_test(t, "mix") for t in TESTS]
+    made, new_sandbox = counted_sandboxes(backend)
+    forged = grade(submitted(FORGERIES[name]), tests, entry_point="mix", new_sandbox=new_sandbox)
     assert forged.error is None
     assert forged.score == 0.0, [o.detail for o in forged.outcomes]
     assert len(made) == 2 and all(b.closed for b in made)  # two fresh sandboxes, both closed
@@ -772,6 +779,14 @@ except ImportError:
     assert_clean(backend, r)
 
 
+def grade_program(files, program, **how):
+    """The outcome of the check program alone, or the infrastructure error."""
+    from agentgym.envs.code.grading import grade
+
+    result = grade(files, [], program=program, **how)
+    return result.error or result.outcomes[0]
+
+
 PROGRAM = """
 import random
 
@@ -812,22 +827,9 @@ def test_forged_check_programs_are_worthless(backend, name):
     """A benchmark's check(candidate), run as written, with loops and unseeded randomness: the
     program runs where the submission is not, which sees only argument lists and can claim only
     return values; every forgery fails, and the honest function passes."""
-    from agentgym.envs.code.grading import grade
-
-    def grade_program(files, program, **how):
-        result = grade(files, [], program=program, **how)
-        return result.error or result.outcomes[0]
-
-    made = []
-
-    def new_sandbox():
-        made.append(make_sandbox(backend, Limits(timeout=10)))
-        return made[-1]
-
-    forgery = PROGRAM_FORGERIES[name]
-    files = forgery if isinstance(forgery, dict) else {"solution.py": forgery}
+    made, new_sandbox = counted_sandboxes(backend)
     forged = grade_program(
-        {p: c.encode() for p, c in files.items()}, PROGRAM, entry_point="mix", new_sandbox=new_sandbox
+        submitted(PROGRAM_FORGERIES[name]), PROGRAM, entry_point="mix", new_sandbox=new_sandbox
     )
     assert not isinstance(forged, str), forged
     assert not forged.passed, forged.detail
@@ -845,12 +847,6 @@ def test_forged_check_programs_are_worthless(backend, name):
 def test_the_check_program_never_reaches_the_submission(backend):
     """The submission searches every place it can read for the check program's text (a marker
     only the program holds) and answers whether it found it; the program asserts it did not."""
-    from agentgym.envs.code.grading import grade
-
-    def grade_program(files, program, **how):
-        result = grade(files, [], program=program, **how)
-        return result.error or result.outcomes[0]
-
     marker = "MARKER-" + secrets.token_hex(8)
     program = f"""
 def check(candidate):
