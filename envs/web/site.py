@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -50,7 +51,7 @@ class Site:
     pages: dict[str, dict]
     tasks: list[dict] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def har(self) -> Path:
         """The HAR file: ``site.har``, or ``site.har.gz`` unpacked once into the cache
         (``$AGENTGYM_CACHE/har`` or ``~/.cache/agentgym/har``; Playwright replays a plain file)."""
