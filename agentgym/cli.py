@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "agentgym.envs.code.cli",
     "agentgym.envs.games.cli",
     "agentgym.envs.web.cli",
+    "agentgym.envs.openenv.cli",
     "agentgym.policies.cli",
     "agentgym.trainers.cli",
     "agentgym.data.cli",

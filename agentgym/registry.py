@@ -36,6 +36,7 @@ class EnvEntry:
 
 
 _REGISTRY: dict[str, EnvEntry] = {}
+_SCHEMES: dict[str, tuple[str, str]] = {}
 _plugins_loaded = False
 plugin_errors: dict[str, str] = {}
 """entry point name -> why it failed to load (a broken plugin never breaks the registry)"""
@@ -74,6 +75,23 @@ def register(id: str, entry_point: str, *, requires: str | None = None, **kwargs
     for gid in (id, gymnasium_id(id)):
         gymnasium.registry.pop(gid, None)
         gymnasium.register(id=gid, entry_point=entry_point, kwargs=dict(kwargs), disable_env_checker=True)
+
+
+def register_scheme(prefix: str, env_id: str, kwarg: str) -> None:
+    """Let ``PREFIX:VALUE`` stand for ``make(env_id, **{kwarg: VALUE})`` (``openenv:ws://host:8000``),
+    and a bare ``PREFIX`` for ``env_id`` itself (``mcp`` for ``mcp/server-v0``)."""
+    _SCHEMES[prefix] = (env_id, kwarg)
+
+
+def resolve_scheme(env_id: str) -> tuple[str, dict[str, Any]]:
+    """``(registered id, kwargs)`` for an id written with a scheme; other ids come back as they are."""
+    if env_id in _SCHEMES:
+        return _SCHEMES[env_id][0], {}
+    prefix, colon, value = env_id.partition(":")
+    if colon and prefix in _SCHEMES and prefix not in _REGISTRY:
+        target, kwarg = _SCHEMES[prefix]
+        return target, {kwarg: value}
+    return env_id, {}
 
 
 def _load_plugins() -> None:
@@ -122,6 +140,10 @@ def make(env_id: str, **kwargs: Any):
     ``package.module:ClassName``, builds that class with ``kwargs``; its records carry the id
     as given, so the same string builds it again in ``eval`` and the trainers."""
     _load_plugins()
+    if env_id not in _REGISTRY:
+        target, from_scheme = resolve_scheme(env_id)
+        if target != env_id:
+            return make(target, **{**from_scheme, **kwargs})
     if env_id not in _REGISTRY and ":" in env_id:
         env = load_env_class(env_id)(**kwargs)
         env._made_as = (env_id, dict(kwargs))

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentgym.policy import Policy, PolicySpec, parse_spec, resolve_policy
-from agentgym.registry import make
+from agentgym.registry import make, resolve_scheme
 from agentgym.types import Trajectory, dump_record_bytes, iter_jsonl, passes, validate_record
 
 
@@ -219,11 +219,12 @@ class Runner:
                 raise ValueError(
                     f"{name} must be a positive number of seconds (or None for no limit), got {limit}"
                 )
-        self.env_id = env_id
+        # an id written with a scheme (openenv:URL) is recorded as the registered id and its kwargs
+        self.env_id, from_scheme = resolve_scheme(env_id)
         self.policy_spec = policy
         self.policy: Policy | None = None if isinstance(policy, str | PolicySpec) else policy
         self.concurrency = concurrency
-        self.env_kwargs = dict(env_kwargs or {})
+        self.env_kwargs = {**from_scheme, **(env_kwargs or {})}
         if max_turns is not None:
             self.env_kwargs["max_turns"] = max_turns
         self.turn_timeout = turn_timeout
@@ -300,6 +301,19 @@ class Runner:
         traj.metadata["seconds"] = round(time.perf_counter() - t0, 4)
         return traj, healthy
 
+    def unmade(self, job: Job, error: Exception) -> Trajectory:
+        """The record of an episode whose env could not be made (``env_error``): the run goes on,
+        and each later episode tries to make the env again."""
+        traj = Trajectory(env=self.env_id, task_id=job.task_id, status="env_error", env_kwargs=None)
+        traj.metadata.update(
+            error=f"make: {type(error).__name__}: {error}",
+            sample=job.sample,
+            seed=job.seed,
+            policy=self.policy_spec_str(),
+            seconds=0.0,
+        )
+        return traj
+
     async def close(self) -> None:
         """Close the policy if this runner built it from a spec string (in a thread: stopping an
         engine can block)."""
@@ -356,12 +370,17 @@ class Runner:
                 while queue:
                     job = queue.pop()
                     if env is None:
-                        env = (
-                            await asyncio.get_running_loop().run_in_executor(pool, new_env)
-                            if blocking
-                            else new_env()
-                        )
-                    traj, healthy = await self.episode(env, job, slot)
+                        try:
+                            env = (
+                                await asyncio.get_running_loop().run_in_executor(pool, new_env)
+                                if blocking
+                                else new_env()
+                            )
+                        except Exception as e:  # a remote server gone, a browser that did not start
+                            env = None
+                            traj, healthy = self.unmade(job, e), False
+                    if env is not None:
+                        traj, healthy = await self.episode(env, job, slot)
                     if sink is not None:
                         sink.write(dump_record_bytes(traj.to_record()))
                         sink.flush()

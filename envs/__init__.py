@@ -1,7 +1,7 @@
 """Built-in environments. Each family registers its ids here with lazy entry points, so
 importing agentgym never imports an environment's heavy dependencies."""
 
-from agentgym.registry import register
+from agentgym.registry import register, register_scheme
 
 
 def register_builtin_envs() -> None:
@@ -14,3 +14,6 @@ def register_builtin_envs() -> None:
     register("web/wiki-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web", site="wiki")
     register("web/pydocs-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web", site="pydocs")
     register("web/replay-v0", "agentgym.envs.web.env:WebReplayEnv", requires="web")
+    # a remote OpenEnv server (`--env openenv:ws://HOST:PORT`, a pool as URL1,URL2)
+    register("openenv/remote-v0", "agentgym.envs.openenv.client:OpenEnvEnv", requires="serve")
+    register_scheme("openenv", "openenv/remote-v0", "url")

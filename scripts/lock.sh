@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-VENV="$tmp/venv" SWIFT_VENV="$tmp/swift" AGENTGYM_UNLOCKED=1 bash scripts/setup.sh
+VENV="$tmp/venv" SWIFT_VENV="$tmp/swift" OPENENV_VENV="$tmp/openenv" AGENTGYM_UNLOCKED=1 bash scripts/setup.sh
 {
   echo "# Exact versions a fresh setup installs (scripts/setup.sh passes this file to pip with -c)."
   echo "# Regenerate on purpose with scripts/lock.sh, then run make test."
@@ -21,4 +21,9 @@ layer=$("$tmp/swift/bin/python" -c 'import sysconfig; print(sysconfig.get_paths(
   echo "# Regenerate on purpose with scripts/lock.sh."
   "$tmp/swift/bin/pip" freeze --path "$layer" | grep -v -e '^#' -e '^-e' -e '^agentgym=='
 } > requirements/constraints-swift.txt
+{
+  echo "# Exact versions of .venv-openenv (the openenv-core package, for the interoperability tests)."
+  echo "# Regenerate on purpose with scripts/lock.sh."
+  "$tmp/openenv/bin/pip" freeze | grep -v -e '^#'
+} > requirements/constraints-openenv.txt
 git --no-pager diff --stat -- requirements/

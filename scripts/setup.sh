@@ -61,3 +61,14 @@ if ! "$SWIFT/bin/python" -c "import swift.dataset" >/dev/null 2>&1; then
   [ "${AGENTGYM_UNLOCKED:-0}" = 1 ] && SWIFT_LOCK=()
   "$SWIFT/bin/pip" install -q "ms-swift==4.6.0" "${SWIFT_LOCK[@]}"
 fi
+
+# openenv-core (gradio, an older huggingface-hub and pillow) cannot share .venv, so it gets a
+# virtualenv of its own. Only the interoperability tests use it: its untouched client plays an env
+# served by `agentgym env serve`, and its server code serves an env that agentgym trains on.
+OPENENV=${OPENENV_VENV:-.venv-openenv}
+if ! "$OPENENV/bin/python" -c "import openenv.core" >/dev/null 2>&1; then
+  [ -x "$OPENENV/bin/python" ] || "$PY" -m venv "$OPENENV"
+  OPENENV_LOCK=(-c requirements/constraints-openenv.txt)
+  [ "${AGENTGYM_UNLOCKED:-0}" = 1 ] && OPENENV_LOCK=()
+  "$OPENENV/bin/pip" install -q "openenv-core==0.3.0" "${OPENENV_LOCK[@]}"
+fi

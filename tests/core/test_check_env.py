@@ -48,10 +48,29 @@ def _transcript(env, seed, steps=4):
     return out
 
 
+@pytest.fixture
+def kwargs_for(request):
+    """The kwargs an env id needs here; a remote env gets a served calculator, stopped after."""
+    stops = []
+
+    def kwargs(env_id):
+        if env_id == "openenv/remote-v0":
+            from agentgym.envs.openenv.server import ServerProcess
+
+            server = ServerProcess("toy/calculator-v0")
+            stops.append(server.stop)
+            return {"url": server.ws}
+        return _required_kwargs(env_id)
+
+    yield kwargs
+    for stop in stops:
+        stop()
+
+
 @pytest.mark.parametrize("env_id", agentgym.list_envs())
-def test_check_env(env_id):
+def test_check_env(env_id, kwargs_for):
     _needs(env_id)
-    env = agentgym.make(env_id, **_required_kwargs(env_id))
+    env = agentgym.make(env_id, **kwargs_for(env_id))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
