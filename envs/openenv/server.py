@@ -574,7 +574,11 @@ class ServerProcess:
         argv = [sys.executable, "-m", "agentgym", "env", "serve", env_id, "--port", str(self.port), *flags]
         if env_kwargs:
             argv += ["--env-kwargs", *(f"{k}={json.dumps(v)}" for k, v in env_kwargs.items())]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr to a file, never a pipe nobody reads: a full pipe would stall the server
+        import tempfile
+
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - open as long as the server runs
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log)
         try:
             self._wait(timeout)
         except BaseException:
@@ -587,7 +591,8 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace")[-2000:]
+                self.log.seek(0)
+                err = self.log.read().decode(errors="replace")[-2000:]
                 raise RuntimeError(f"agentgym env serve exited with {self.proc.returncode}: {err}")
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
@@ -601,8 +606,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=30)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        self.log.close()
 
     def __enter__(self) -> "ServerProcess":
         return self

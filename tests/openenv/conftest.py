@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -34,13 +35,13 @@ class Served:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.ws = f"ws://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr to a file: a pipe nobody reads fills up (64 KiB) and stalls the server
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - open as long as the server runs
+        self.proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"the server exited with {self.proc.returncode}: {self.proc.stderr.read()[-2000:]}"
-                )
+                raise RuntimeError(f"the server exited with {self.proc.returncode}: {self._log_tail()}")
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
                     if json.loads(r.read()).get("status") == "healthy":
@@ -51,10 +52,15 @@ class Served:
                     raise RuntimeError(f"no server at {self.url} after 60 s") from None
                 time.sleep(0.1)
 
+    def _log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=30)
+        self.log.close()
 
 
 @pytest.fixture
@@ -111,3 +117,10 @@ def openenv_echo_server():
     server = Served(argv, port, cwd=str(HERE))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from agentgym.policies.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", size="tiny", seed=0)

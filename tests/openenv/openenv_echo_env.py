@@ -45,4 +45,4 @@ class EchoNumberEnv(Environment):
         return self._state
 
 
-app = create_app(EchoNumberEnv, EchoNumberAction, EchoNumberObservation, max_concurrent_envs=16)
+app = create_app(EchoNumberEnv, EchoNumberAction, EchoNumberObservation, max_concurrent_envs=64)
