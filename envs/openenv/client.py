@@ -12,9 +12,10 @@ One WebSocket session per env instance, kept across episodes. Three kinds of ser
 - any other OpenEnv env: one tool, ``step``, whose arguments are the env's action (its JSON schema
   from ``/schema``).
 
-A server that dies, refuses, or does not answer within ``timeout`` seconds raises, which the
-runner records as ``env_error`` (never a zero reward); the next episode connects again, to the
-next server of a pool.
+A server that dies, refuses, does not answer within ``timeout`` seconds, or sends a message over
+``max_message_mb`` or one that is not a JSON object raises, which the runner records as
+``env_error`` (never a zero reward); the next episode connects again, to the next server of a
+pool.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class OpenEnvEnv(ToolEnv):
         url: str | list[str],
         timeout: float = 120.0,
         connect_timeout: float = 10.0,
+        max_message_mb: float = 64.0,
         max_turns: int | None = None,
         **kwargs: Any,
     ):
@@ -96,6 +98,7 @@ class OpenEnvEnv(ToolEnv):
         self.url = self.urls[next(_next_server) % len(self.urls)]
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
+        self.max_message_bytes = int(max_message_mb * (1 << 20))
         self._ws = None
         self._max_turns_given = max_turns is not None
         self.kind, self._schemas = self._discover()
@@ -116,7 +119,9 @@ class OpenEnvEnv(ToolEnv):
         for url in self.urls[start:] + self.urls[:start]:
             try:
                 # entered as a context manager (what websockets asks of a held connection)
-                self._ws = connect(_ws_url(url), open_timeout=self.connect_timeout, max_size=None).__enter__()
+                self._ws = connect(
+                    _ws_url(url), open_timeout=self.connect_timeout, max_size=self.max_message_bytes
+                ).__enter__()
                 self.url = url
                 return self._ws
             except Exception as e:

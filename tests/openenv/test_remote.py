@@ -144,3 +144,63 @@ def test_an_env_served_by_openenv_core_is_played_as_a_step_tool(openenv_echo_ser
         wrong.messages[3]["content"].startswith("Error:")
         and "VALIDATION_ERROR" in wrong.messages[3]["content"]
     )
+
+
+@pytest.fixture
+def bad_server():
+    """A WebSocket server that lists one tool, then answers every other message the way ``mode``
+    says: ``garbage`` (not JSON), ``array`` (JSON, not an object), ``huge`` (a 2 MiB message),
+    ``silent`` (never)."""
+    import threading
+
+    from websockets.sync.server import serve
+
+    state = {"mode": "garbage"}
+    tool = {"name": "ping", "description": "", "input_schema": {"type": "object", "properties": {}}}
+
+    def handler(ws):
+        for raw in ws:
+            message = json.loads(raw)
+            if message.get("type") == "step" and message["data"].get("type") == "list_tools":
+                ws.send(json.dumps({"type": "observation", "data": {"observation": {"tools": [tool]}}}))
+            elif state["mode"] == "garbage":
+                ws.send("{not json")
+            elif state["mode"] == "array":
+                ws.send("[1, 2]")
+            elif state["mode"] == "huge":
+                ws.send("x" * (2 << 20))
+            # silent: no answer
+
+    server = serve(handler, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield state, f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "mode,error",
+    [
+        ("garbage", "not JSON"),
+        ("array", "not a message object"),
+        ("huge", "failed"),
+        ("silent", "within 1 s"),
+    ],
+)
+def test_a_misbehaving_server_ends_each_episode_with_env_error(bad_server, mode, error):
+    state, url = bad_server
+    state["mode"] = mode
+
+    class Player:
+        async def act(self, traj, env):  # never reached: reset fails
+            raise AssertionError("no episode should start")
+
+    trajs = run_rollouts(
+        f"openenv:{url}",
+        Player(),
+        n=3,
+        env_kwargs={"timeout": 1, "max_message_mb": 1},
+        concurrency=1,
+        progress=False,
+    )
+    assert [t.status for t in trajs] == ["env_error"] * 3
+    assert error in trajs[0].metadata["error"] and "OpenEnv server" in trajs[0].metadata["error"]
