@@ -98,23 +98,27 @@ def openenv_python() -> Path:
     return need_openenv()
 
 
+def _openenv_app(module: str):
+    python = need_openenv()
+    port = free_port()
+    argv = [str(python), "-m", "uvicorn", f"{module}:app", "--port", str(port), "--log-level", "warning"]
+    return Served(argv, port, cwd=str(HERE))
+
+
+@pytest.fixture
+def openenv_mcp_server():
+    """``openenv_mcp_env.py`` (an ``MCPEnvironment`` over FastMCP tools, written against
+    openenv-core) served by openenv-core's own app."""
+    server = _openenv_app("openenv_mcp_env")
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def openenv_echo_server():
     """``openenv_echo_env.py`` (an env written against openenv-core) served by openenv-core's own
     FastAPI app under uvicorn."""
-    python = need_openenv()
-    port = free_port()
-    argv = [
-        str(python),
-        "-m",
-        "uvicorn",
-        "openenv_echo_env:app",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    server = Served(argv, port, cwd=str(HERE))
+    server = _openenv_app("openenv_echo_env")
     yield server
     server.stop()
 

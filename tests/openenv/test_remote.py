@@ -204,3 +204,41 @@ def test_a_misbehaving_server_ends_each_episode_with_env_error(bad_server, mode,
     )
     assert [t.status for t in trajs] == ["env_error"] * 3
     assert error in trajs[0].metadata["error"] and "OpenEnv server" in trajs[0].metadata["error"]
+
+
+class LetterCounter:
+    """Plays the openenv-core MCP env: counts with its tool, then submits the tool's answer."""
+
+    async def act(self, traj, env):
+        last = traj.messages[-1]
+        if last["role"] == "user":
+            letter, word = re.search(r"'(.)' occur in '(\w+)'", last["content"]).groups()
+            call = tool_call("count_letters", {"word": word, "letter": letter})
+        else:
+            call = tool_call("submit", {"answer": int(last["content"])})
+        return {"role": "assistant", "content": "", "tool_calls": [call]}
+
+
+def test_an_openenv_core_mcp_env_is_played_through_its_own_tools(openenv_mcp_server):
+    trajs = run_rollouts(
+        f"openenv:{openenv_mcp_server.url}", LetterCounter(), n=8, concurrency=4, progress=False
+    )
+    assert summarize(trajs)["mean_score"] == 1.0
+    assert [s["function"]["name"] for s in trajs[0].tools] == ["count_letters", "submit"]
+    word, letter = re.search(r"'(.)' occur in '(\w+)'", trajs[0].messages[1]["content"]).groups()[::-1]
+    assert trajs[0].messages[3] == {
+        "role": "tool",
+        "tool_call_id": "call_0",
+        "name": "count_letters",
+        "content": str(word.count(letter)),
+    }
+    # a tool the server does not have is the model's mistake, shown to it; the episode goes on
+
+    class Confused:
+        async def act(self, traj, env):
+            name = "guess" if traj.num_turns == 0 else "submit"
+            return {"role": "assistant", "content": "", "tool_calls": [tool_call(name, {"answer": -1})]}
+
+    [t] = run_rollouts(f"openenv:{openenv_mcp_server.url}", Confused(), n=1, progress=False)
+    assert t.status == "ok" and t.score == 0.0
+    assert t.messages[3]["content"].startswith("Error: unknown tool 'guess'")
