@@ -93,9 +93,7 @@ class Site:
         if tasks_file.exists() and not generated:
             site_obj.tasks = json.loads(tasks_file.read_text(encoding="utf-8"))
         else:
-            from agentgym.envs.web.facts import generate_tasks
-
-            site_obj.tasks = generate_tasks(site_obj) or site_obj.navigation_tasks()
+            site_obj.tasks = _generated_tasks(site_obj)
         return site_obj
 
     def url(self, path_or_url: str) -> str:
@@ -161,3 +159,25 @@ class Site:
         if not 1 <= k <= len(self.tasks):
             raise ValueError(f"subtasks must be between 1 and {len(self.tasks)}, got {k}")
         return random.Random(f"{self.name}-{k}-{index}").sample(self.tasks, k)
+
+
+_GENERATED: dict[tuple, list[dict]] = {}
+"""tasks made from a recorded site's pages, by (site directory, sizes and times of its files): each
+env instance of a run (one per worker) would otherwise make them again"""
+
+
+def _generated_tasks(site: Site) -> list[dict]:
+    import copy
+
+    from agentgym.envs.web.facts import generate_tasks
+
+    stamps = []
+    for name in ("site.json", "site.har", "site.har.gz"):
+        path = site.root / name
+        if path.exists():
+            st = path.stat()
+            stamps.append((name, st.st_size, st.st_mtime_ns))
+    key = (str(site.root.resolve()), tuple(stamps))
+    if key not in _GENERATED:
+        _GENERATED[key] = generate_tasks(site) or site.navigation_tasks()
+    return copy.deepcopy(_GENERATED[key])

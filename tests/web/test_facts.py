@@ -100,3 +100,20 @@ def test_the_teacher_solves_the_python_docs_tasks(browser_ok):
     assert out.returncode == 0, out.stderr[-2000:]
     s = json.loads(out.stdout)
     assert s["episodes"] == 50 and s["statuses"]["env_error"] == 0 and s["mean_score"] == 1.0, s
+
+
+def test_generated_tasks_are_made_once_per_recording(monkeypatch):
+    """Each env instance of a run loads the site; the tasks made from its pages are made once and
+    handed out as copies (an env that edits its list cannot change another's)."""
+    from agentgym.envs.web import facts, site
+
+    calls = []
+    real = facts.generate_tasks
+    monkeypatch.setattr(facts, "generate_tasks", lambda s: calls.append(s.name) or real(s))
+    site._GENERATED.clear()
+    first = Site.load("wiki", generated=True)
+    second = Site.load("wiki", generated=True)
+    assert calls == ["wiki"]
+    assert first.tasks == second.tasks and len(first.tasks) > 10
+    first.tasks[0]["question"] = "changed"
+    assert Site.load("wiki", generated=True).tasks[0] == second.tasks[0] != first.tasks[0]
