@@ -529,13 +529,31 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
+def pass_hat_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass^k from n samples of which c passed: the chance that k samples drawn without
+    replacement all pass, C(c, k) / C(n, k) (Yao et al., 2024, "tau-bench", section 4: how
+    reliably an agent solves a task every time, where pass@k asks whether it solves it once).
+
+    >>> pass_hat_k(4, 2, 2), pass_hat_k(4, 1, 2), pass_hat_k(10, 10, 5), round(pass_hat_k(4, 3, 2), 4)
+    (0.16666666666666666, 0.0, 1.0, 0.5)
+    """
+    if k > n:
+        raise ValueError(f"pass^{k} needs at least {k} samples per task, got {n}")
+    if not 0 <= c <= n:
+        raise ValueError(f"the passes c ({c}) must lie between 0 and the samples n ({n})")
+    return math.prod((c - i) / (n - i) for i in range(k))
+
+
 def summarize(trajs: Sequence[Trajectory], k: int = 1, threshold: float = 1.0) -> dict[str, Any]:
     """Mean score and pass@k (a pass as ``agentgym.types.passes`` has it: status ok, score >=
     threshold) over the trajectories whose status is evidence (ok, truncated); infrastructure
     failures are counted separately, never as zeros.
 
-    pass@k is the unbiased estimate per task averaged over the tasks with at least k evidence
-    samples; ``pass@k_tasks`` says how many tasks that is."""
+    pass@k (some of k samples pass) and pass^k (all k pass) are unbiased estimates per task
+    averaged over the tasks with at least k evidence samples; ``pass@k_tasks`` says how many
+    tasks that is. Where evidence trajectories carry per-turn rewards
+    (``metadata["turn_rewards"]``, one number per assistant turn), ``turn_rewards`` summarises
+    them (``turn_reward_summary``); without any the key is left out."""
     statuses = Counter(t.status for t in trajs)
     evidence = [t for t in trajs if t.is_evidence]
     by_task: dict[tuple[str, str], list[Trajectory]] = defaultdict(list)
@@ -547,6 +565,7 @@ def summarize(trajs: Sequence[Trajectory], k: int = 1, threshold: float = 1.0) -
         "evidence_episodes": len(evidence),
         "mean_score": (sum(t.score for t in evidence) / len(evidence)) if evidence else None,
         f"pass@{k}": (sum(pass_at_k(n, c, k) for n, c in scored) / len(scored)) if scored else None,
+        f"pass^{k}": (sum(pass_hat_k(n, c, k) for n, c in scored) / len(scored)) if scored else None,
         f"pass@{k}_tasks": len(scored),
         "pass_threshold": threshold,
         "tasks": len(by_task),
@@ -555,4 +574,43 @@ def summarize(trajs: Sequence[Trajectory], k: int = 1, threshold: float = 1.0) -
         },
         "mean_turns": (sum(t.num_turns for t in evidence) / len(evidence)) if evidence else None,
     }
+    turns = turn_reward_summary(evidence)
+    if turns is not None:
+        out["turn_rewards"] = turns
     return out
+
+
+def turn_reward_summary(trajs: Sequence[Trajectory]) -> dict[str, Any] | None:
+    """Per-turn (process) rewards of the trajectories that carry them in
+    ``metadata["turn_rewards"]``: how many episodes have them, the mean reward of a turn, the
+    mean of each episode's sum, and the mean at each turn position over the episodes that
+    reached it. None when no trajectory carries any.
+
+    >>> a = Trajectory(metadata={"turn_rewards": [0.0, 1.0]}); b = Trajectory(metadata={"turn_rewards": [0.5]})
+    >>> turn_reward_summary([a, b])
+    {'episodes': 2, 'turns': 3, 'mean': 0.5, 'mean_total': 0.75, 'mean_by_turn': [0.25, 1.0]}
+    """
+    rows: list[list[float]] = []
+    for t in trajs:
+        values = t.metadata.get("turn_rewards")
+        if values is None:
+            continue
+        if not isinstance(values, list | tuple) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        ):
+            raise ValueError(
+                f"trajectory {t.task_id} of {t.env!r}: metadata['turn_rewards'] must be a list of finite "
+                f"numbers (one per assistant turn), got {values!r:.80}"
+            )
+        rows.append([float(v) for v in values])
+    if not rows:
+        return None
+    flat = [v for row in rows for v in row]
+    by_turn = [[row[i] for row in rows if len(row) > i] for i in range(max(map(len, rows)))]
+    return {
+        "episodes": len(rows),
+        "turns": len(flat),
+        "mean": sum(flat) / len(flat) if flat else None,
+        "mean_total": sum(map(sum, rows)) / len(rows),
+        "mean_by_turn": [sum(col) / len(col) for col in by_turn],
+    }

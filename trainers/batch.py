@@ -10,7 +10,9 @@ so padding stays small) and builds:
   included (the attention mask is NOT the loss mask);
 - ``targets`` / ``loss_mask`` / ``old_logprobs``: shifted by one, so position ``t`` holds the
   token predicted from the logits at ``t``; ``loss_mask`` is 1 only on tokens the policy sampled;
-- ``advantages``: one per sequence.
+- ``advantages``: one per sequence;
+- ``prox_logprobs``: where the sequences carry them, the trainer's own log-probs before an update
+  (decoupled PPO's proximal policy, see ``agentgym.trainers.losses.ppo_clip_loss``).
 
 >>> s = Sequence(ids=[5, 6, 7, 8], mask=[0, 0, 1, 1], logprobs=[0.0, 0.0, -0.5, -0.25])
 >>> b = collate([s, Sequence(ids=[5, 9], mask=[0, 1])], pad_id=3)
@@ -43,6 +45,8 @@ class Sequence:
     logprobs: list[float] | None = None
     advantage: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    prox_logprobs: list[float] | None = None
+    """the trainer's log-prob of each token before the update (aligned as ``logprobs``), or None"""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -73,6 +77,9 @@ class TokenBatch:
     """[G, P] 1 on the real prefix tokens"""
     prefix_index: torch.Tensor | None = None
     """[B] which prefix each row continues"""
+    prox_logprobs: torch.Tensor | None = None
+    """[B, T-1] the trainer's own log-prob of each target before the update (0 where masked), when
+    every sequence carries them; else None"""
 
     def to(self, device: torch.device | str) -> TokenBatch:
         return TokenBatch(
@@ -179,6 +186,7 @@ def collate(seqs: list[Sequence], pad_id: int, share_prefix: bool = False) -> To
                 mask=s.mask[k:],
                 logprobs=s.logprobs[k:] if s.logprobs is not None else None,
                 advantage=s.advantage,
+                prox_logprobs=s.prox_logprobs[k:] if s.prox_logprobs is not None else None,
             )
             for s, k in zip(seqs, cut, strict=True)
         ]
@@ -195,6 +203,8 @@ def collate(seqs: list[Sequence], pad_id: int, share_prefix: bool = False) -> To
     attention = torch.zeros((n, width), dtype=torch.long)
     mask = torch.zeros((n, width), dtype=torch.float32)
     lps = torch.zeros((n, width), dtype=torch.float32)
+    prox = torch.zeros((n, width), dtype=torch.float32)
+    has_prox = all(s.prox_logprobs is not None for s in seqs)
     for i, s in enumerate(seqs):
         k = len(s)
         input_ids[i, :k] = torch.tensor(s.ids, dtype=torch.long)
@@ -202,6 +212,8 @@ def collate(seqs: list[Sequence], pad_id: int, share_prefix: bool = False) -> To
         mask[i, :k] = torch.tensor(s.mask, dtype=torch.float32)
         if s.logprobs is not None:
             lps[i, :k] = torch.tensor(s.logprobs, dtype=torch.float32)
+        if has_prox:
+            prox[i, :k] = torch.tensor(s.prox_logprobs, dtype=torch.float32)
     return TokenBatch(
         input_ids=input_ids,
         attention_mask=attention,
@@ -212,6 +224,7 @@ def collate(seqs: list[Sequence], pad_id: int, share_prefix: bool = False) -> To
         prefix_ids=prefix_ids,
         prefix_mask=prefix_mask,
         prefix_index=prefix_index,
+        prox_logprobs=prox[:, 1:] * mask[:, 1:] if has_prox else None,
     )
 
 

@@ -359,9 +359,35 @@ class GRPOConfig(OnlineConfig):
     """per-token importance ratio, or GSPO's sequence-level ratio"""
     kl_coef: float = 0.0
     """weight of the k3 KL to the frozen starting model (0: no reference model is loaded)"""
+    tis_cap: float = 2.0
+    """decoupled PPO with truncated importance sampling: before each update the trainer recomputes
+    the rollouts' log-probs with its current weights, clips the ratio around them, and weights each
+    token by min(pi_trainer / pi_sampler, tis_cap), correcting for a sampler whose kernels or
+    weights differ from the trainer's (costs one forward pass without gradient per step); 0 takes
+    the ratio against the sampler's log-probs directly, with no extra pass"""
+    max_staleness: int = 0
+    """most weight updates a rollout's policy may lag the trainer (0: the synchronous loop, each
+    step rolled out with the newest weights; only 0 is available so far, others raise)"""
+    max_refills: int = 0
+    """dynamic sampling (DAPO, arXiv:2503.14476, section 3.2): while fewer than tasks_per_step
+    groups carry a learning signal (the rest were dropped for equal rewards), roll out that many
+    fresh tasks of the pool again, at most this many times per step (0: dropped groups are not
+    replaced); logged as refills and refill_episodes"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.tis_cap != 0 and self.tis_cap < 1:
+            raise ValueError(
+                f"tis_cap must be 0 (off) or at least 1, got {self.tis_cap}: a cap below 1 would shrink "
+                "the weight of tokens where sampler and trainer agree"
+            )
+        if self.max_refills < 0:
+            raise ValueError(f"max_refills must be >= 0, got {self.max_refills}")
+        if self.max_staleness != 0:
+            raise ValueError(
+                f"max_staleness ({self.max_staleness}) > 0 is not available yet; use max_staleness 0 "
+                "(the synchronous loop)"
+            )
         if (self.loss_agg == "constant") != (self.loss_constant > 0):
             raise ValueError(
                 f"loss_constant ({self.loss_constant}) must be > 0 exactly when loss_agg is 'constant' (got {self.loss_agg!r})"

@@ -261,7 +261,7 @@ def train_online_dpo(cfg: OnlineDPOConfig) -> dict:
     fixed_prompt: list[int] | None = None
     try:
         for rnd in range(first_round, cfg.rounds):
-            trajs, row = online.rollout_step(cfg, policy, pool, rnd, acc)
+            trajs, row = online.rollout_step(cfg, policy, pool, rnd, acc, version=rnd)
             scores.append(row["mean_score"])
             pairs = build_pairs(trajs, cfg.min_margin, cfg.pairs_per_task)
             seqs = [(tokenize(p.chosen), tokenize(p.rejected)) for p in pairs]

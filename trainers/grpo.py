@@ -10,9 +10,14 @@ or ``train_grpo(GRPOConfig(...))``. Each step reads top to bottom:
    itself via hf); under ``accelerate launch`` each process samples tasks of its own and all
    processes share the rollouts, then train their part of every batch;
 2. only ``ok`` / ``truncated`` trajectories with a checked token record enter a group;
-3. group advantages from the env verifier's scores; zero-variance groups are dropped (counted);
-4. ``inner_epochs`` passes of PPO-clip over the agent tokens, the ratio taken against the
-   sampler's log-probs, optional k3 KL to the frozen starting model;
+3. group advantages from the env verifier's scores; zero-variance groups are dropped (counted)
+   and, with ``max_refills`` > 0, replaced by groups of fresh tasks (DAPO's dynamic sampling);
+4. ``inner_epochs`` passes of PPO-clip over the agent tokens, optional k3 KL to the frozen
+   starting model; with ``tis_cap`` > 0 (the default) the trainer first recomputes the rollouts'
+   log-probs with its own weights (no gradient), clips the ratio around them and weights each
+   token by the truncated importance weight min(trainer / sampler, tis_cap) (decoupled PPO,
+   ``agentgym.trainers.losses.ppo_clip_loss``); with 0 the ratio is taken against the sampler's
+   log-probs;
    Every rollout is appended to ``output_dir/rollouts.jsonl`` (DPO pairs and data-engine input);
 5. the new weights reach the sampler (``agentgym.trainers.sampler``): full weights into the
    in-process engine, or a new LoRA adapter loaded by the servers; a push that does not finish in
@@ -21,12 +26,13 @@ or ``train_grpo(GRPOConfig(...))``. Each step reads top to bottom:
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, defaultdict
 
 import torch
 from agentgym.trainers import sampler as online
-from agentgym.trainers.batch import forward_logprobs, passed_token_check
+from agentgym.trainers.batch import Sequence, collate, forward_logprobs, passed_token_check
 from agentgym.trainers.common import (
     Tokenizer,
     accumulate,
@@ -84,6 +90,9 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     run = start_run(cfg, acc, "grpo", cfg.max_steps * cfg.inner_epochs, model=model)
     model, step = run.model, run.step
     policy = online.make_sampler(cfg, acc.unwrap_model(model), tok)
+    # the policy version: the trainer's update count, i.e. the steps that changed the weights (a
+    # step whose groups were all dropped changes nothing)
+    version = run.state.get("policy_version", step) if run.state is not None else step
     if step:
         online.push(cfg, policy, acc.unwrap_model(model), step)
     scores: list[float] = []
@@ -91,9 +100,13 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     fixed_prompt: list[int] | None = None
     try:
         while step < cfg.max_steps:
-            trajs, row = online.rollout_step(cfg, policy, pool, step, acc)
+            trajs, row = online.rollout_step(cfg, policy, pool, step, acc, version)
             scores.append(row["mean_score"])
             members, counts = make_groups(trajs, cfg.adv_scale)
+            if cfg.max_refills:
+                trajs, members, counts = refill(
+                    cfg, policy, pool, step, acc, version, trajs, members, counts, row
+                )
             seqs = [tokenize(t, adv) for t, adv in members]
             row.update(counts)
             t1 = time.perf_counter()
@@ -101,6 +114,11 @@ def train_grpo(cfg: GRPOConfig) -> dict:
             model.train()
             procs, rank = acc.num_processes, acc.process_index
             global_batch = cfg.batch_size * procs
+            # the proximal log-probs need a pass of their own only when the weights change within
+            # the step (several epochs or optimizer steps); with one update they are the loss
+            # pass's own log-probs, detached (the same numbers, for free)
+            if cfg.tis_cap > 0 and seqs and (cfg.inner_epochs > 1 or len(seqs) > global_batch):
+                proximal_logprobs(acc, model, seqs, cfg.micro_batch_size, tok.pad_token_id)
             for _ in range(cfg.inner_epochs if seqs else 0):
                 order = torch.randperm(
                     len(seqs), generator=torch.Generator().manual_seed(cfg.seed + step)
@@ -139,6 +157,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
             if losses:
                 row["loss"] = sum(losses) / len(losses)
                 row.update({k: sum(v) / len(v) for k, v in stats_all.items()})
+            version += bool(seqs)
             if seqs and (took := online.push(cfg, policy, acc.unwrap_model(model), step + 1)) is not None:
                 row["push_s"] = took
             fixed_prompt = fixed_prompt or online.sync_prompt(trajs)
@@ -148,7 +167,8 @@ def train_grpo(cfg: GRPOConfig) -> dict:
             step += 1
             run.metrics.log(step, **row)
             if cfg.save_every and step % cfg.save_every == 0:
-                save_checkpoint(acc, cfg.output_dir, step, {"tasks_seen": step * cfg.tasks_per_step})
+                state = {"tasks_seen": step * cfg.tasks_per_step, "policy_version": version}
+                save_checkpoint(acc, cfg.output_dir, step, state)
     finally:
         online.close(policy)
     final = save_model(acc, model, tok, f"{cfg.output_dir}/final")
@@ -165,6 +185,62 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     return summary
 
 
+def refill(cfg: GRPOConfig, policy, pool, step: int, acc, version: int, trajs, members, counts, row: dict):
+    """Dynamic sampling (DAPO, Yu et al. 2025, arXiv:2503.14476, section 3.2): while fewer groups
+    than the step's tasks carry a learning signal, roll out as many fresh tasks of the pool as
+    are missing (spread over the processes), at most ``max_refills`` times. The row's mean score
+    and pass rate stay those of the step's own tasks; ``refills`` and ``refill_episodes`` count
+    what was added, and ``dropped_groups`` every group dropped. Returns the grown
+    ``(trajs, members, counts)``."""
+    procs, rank = acc.num_processes, acc.process_index
+    target = cfg.tasks_per_step * procs
+    refills, episodes = 0, 0
+    while counts["groups"] < target and refills < cfg.max_refills:
+        fresh = online.refill_tasks(pool, step, cfg.tasks_per_step, procs, {t.task_id for t in trajs})
+        if not fresh:  # every task of the pool is in this step already
+            break
+        per_process = math.ceil((target - counts["groups"]) / procs)
+        refills += 1
+        more, more_row = online.rollout_step(
+            cfg,
+            policy,
+            pool,
+            step,
+            acc,
+            version,
+            fresh[rank * per_process : (rank + 1) * per_process],
+            refills,
+        )
+        trajs = trajs + more
+        episodes += len(more)
+        row["rollout_s"] += more_row["rollout_s"]
+        members, counts = make_groups(trajs, cfg.adv_scale)
+    row.update(refills=refills, refill_episodes=episodes)
+    return trajs, members, counts
+
+
+@torch.no_grad()
+def proximal_logprobs(acc, model, seqs: list[Sequence], micro_size: int, pad_id: int) -> None:
+    """Set each sequence's ``prox_logprobs``: the model's own log-prob of every agent token as the
+    weights are now, before the step's update (decoupled PPO's proximal policy). Every process
+    computes them for every sequence, in the model's current (training) mode, so that at the first
+    micro-batch the ratio is 1 up to rounding."""
+    missing = [s.meta.get("task_id") for s in seqs if s.logprobs is None]
+    if missing:
+        raise ValueError(
+            f"the decoupled loss (tis_cap > 0) needs the sampler's log-prob of every sampled token, and "
+            f"{len(missing)} rollouts (e.g. of task {missing[0]}) have none; use a sampler that reports "
+            "them or set tis_cap 0"
+        )
+    for i in range(0, len(seqs), micro_size):
+        chunk = seqs[i : i + micro_size]
+        batch = collate(chunk, pad_id).to(acc.device)
+        with acc.autocast():
+            lp = forward_logprobs(model, batch).float().cpu()
+        for row, s in enumerate(chunk):
+            s.prox_logprobs = [0.0] + lp[row, : len(s) - 1].tolist()
+
+
 def _loss_fn(cfg: GRPOConfig, ref, stats_all: dict[str, list[float]], weight: float = 1.0):
     """The summed PPO-clip loss of one micro-batch, for ``accumulate`` (which divides by the
     batch's agent tokens: token-mean). Other aggregations are rescaled to match. ``weight`` 0
@@ -176,9 +252,14 @@ def _loss_fn(cfg: GRPOConfig, ref, stats_all: dict[str, list[float]], weight: fl
         if ref is not None:
             with torch.no_grad():
                 ref_lp = forward_logprobs(ref, batch)
+        decoupled = cfg.tis_cap > 0
+        if decoupled:
+            proximal = (
+                batch.prox_logprobs if batch.prox_logprobs is not None else lp.detach() * batch.loss_mask
+            )
         loss, stats = ppo_clip_loss(
             lp,
-            batch.old_logprobs,
+            proximal if decoupled else batch.old_logprobs,
             batch.advantages.to(lp.device),
             batch.loss_mask,
             clip_low=cfg.clip_low,
@@ -188,6 +269,8 @@ def _loss_fn(cfg: GRPOConfig, ref, stats_all: dict[str, list[float]], weight: fl
             ratio_level=cfg.ratio_level,
             ref_logprobs=ref_lp,
             kl_coef=cfg.kl_coef,
+            behaviour_logprobs=batch.old_logprobs if decoupled else None,
+            tis_cap=cfg.tis_cap,
         )
         for k, v in stats.items() if weight else ():
             stats_all[k].append(v)

@@ -155,13 +155,23 @@ def ppo_clip_loss(
     ratio_level: Literal["token", "sequence"] = "token",
     ref_logprobs: torch.Tensor | None = None,
     kl_coef: float = 0.0,
+    behaviour_logprobs: torch.Tensor | None = None,
+    tis_cap: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate policy loss of PPO (Schulman et al. 2017, arXiv:1707.06347, eq. 7) at the
     token level, with separate lower and upper clip ranges (DAPO's clip-higher, arXiv:2503.14476,
     section 3.1), optional GSPO sequence-level ratio and optional k3 KL penalty to a reference.
 
-    The ratio is taken against ``old_logprobs``: the sampler's log-probabilities, so a sampler
-    that differs from the trainer (vLLM vs. torch) is corrected by importance sampling.
+    Without ``behaviour_logprobs`` the ratio is taken against ``old_logprobs``, the sampler's
+    log-probabilities, so a sampler that differs from the trainer (vLLM vs. torch) is corrected by
+    the ratio itself. With them the loss is decoupled PPO (Hilton et al. 2021, arXiv:2110.00641;
+    AReaL, Fu et al. 2025, arXiv:2505.24298): ``old_logprobs`` are the trainer's
+    own log-probs before the update (the proximal policy) that the ratio is clipped around, and
+    each token's surrogate is multiplied by the truncated importance weight
+    ``w = min(pi_old / pi_behaviour, tis_cap)`` (truncated importance sampling, Yao et al. 2025,
+    "Your efficient RL framework secretly brings you off-policy RL training"), which corrects for
+    a sampler whose weights are stale or whose kernels differ, without letting a rare token's
+    weight blow up the gradient. The KL term is not weighted.
 
     Args:
         logprobs: current policy log-probs of each token, ``[batch, time]``, with gradient.
@@ -175,10 +185,20 @@ def ppo_clip_loss(
         ratio_level: ``"token"`` (PPO/GRPO) or ``"sequence"`` (GSPO).
         ref_logprobs: reference model log-probs for the KL term, or None.
         kl_coef: weight of the k3 KL term (needs ``ref_logprobs`` when > 0).
+        behaviour_logprobs: the sampler's log-probs, for the decoupled loss (needs ``tis_cap``).
+        tis_cap: the truncation of the importance weights (> 0 exactly when
+            ``behaviour_logprobs`` are given).
 
     Returns:
-        ``(loss, stats)``: the scalar loss and floats for logging (clip fraction, mean ratio, KL).
+        ``(loss, stats)``: the scalar loss and floats for logging (clip fraction, mean ratio, KL;
+        with the decoupled loss also the mean weight ``tis_weight_mean`` and the share of agent
+        tokens whose weight was truncated, ``tis_truncated_frac``).
     """
+    if (behaviour_logprobs is not None) != (tis_cap > 0):
+        raise ValueError(
+            f"the decoupled loss needs both behaviour_logprobs and tis_cap > 0 (got tis_cap {tis_cap} "
+            f"and {'no ' if behaviour_logprobs is None else ''}behaviour_logprobs)"
+        )
     mask = mask.to(logprobs.dtype)
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(-1).expand_as(logprobs)
@@ -192,6 +212,16 @@ def ppo_clip_loss(
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     pg_loss = torch.maximum(pg_loss1, pg_loss2)
+    tis_stats: dict[str, float] = {}
+    if behaviour_logprobs is not None:
+        with torch.no_grad():
+            raw_weight = torch.exp(old_logprobs - behaviour_logprobs)
+            tis_weight = raw_weight.clamp(max=tis_cap)
+            tis_stats = {
+                "tis_weight_mean": masked_mean(tis_weight, mask).item(),
+                "tis_truncated_frac": masked_mean((raw_weight > tis_cap).to(mask.dtype), mask).item(),
+            }
+        pg_loss = tis_weight * pg_loss
     per_token = pg_loss
     kl_value = 0.0
     if kl_coef > 0:
@@ -208,6 +238,7 @@ def ppo_clip_loss(
             "ratio_mean": masked_mean(ratio.detach(), mask).item(),
             "approx_kl_old": masked_mean((ratio.detach() - 1) - log_ratio.detach(), mask).item(),
             "kl_ref": kl_value,
+            **tis_stats,
         }
     return loss, stats
 

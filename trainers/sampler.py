@@ -36,7 +36,9 @@ def make_sampler(cfg: OnlineConfig, model, tokenizer):
 
     from agentgym.policy import SamplingParams
 
-    sampling = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    # seeded: each turn's sample is drawn from (seed, episode seed, turn), so a run repeats itself
+    # and the G samples of a task still differ (their episode seeds do)
+    sampling = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
     if cfg.sampler == "hf":
         from agentgym.policies.hf import HFGenerator
 
@@ -81,23 +83,47 @@ def step_tasks(pool: list[str], step: int, per_step: int) -> list[str]:
     return [pool[(start + i) % len(pool)] for i in range(per_step)]
 
 
-def roll_out(cfg: OnlineConfig, policy, pool: list[str], step: int, acc=None) -> list[Trajectory]:
+def refill_tasks(pool: list[str], step: int, per_step: int, procs: int, used: set[str]) -> list[str]:
+    """The tasks a step may refill its dropped groups from, in order: the pool from just after the
+    step's own slices (``step_tasks``), wrapping around, without the tasks the step already rolled
+    out.
+
+    >>> refill_tasks(["a", "b", "c", "d", "e"], step=1, per_step=2, procs=1, used={"c", "d", "a"})
+    ['e', 'b']
+    """
+    start = (step + 1) * procs * per_step
+    order = [pool[(start + i) % len(pool)] for i in range(len(pool))]
+    return [t for t in dict.fromkeys(order) if t not in used]
+
+
+def roll_out(
+    cfg: OnlineConfig,
+    policy,
+    pool: list[str],
+    step: int,
+    acc=None,
+    tasks: list[str] | None = None,
+    refill: int = 0,
+) -> list[Trajectory]:
     """``group_size`` rollouts of each of this step's tasks with the current policy.
 
     With several processes each one samples ``tasks_per_step`` tasks of its own (its slice of the
     pool for this step) with its own sampler, and every process gets all of them back, in process
-    order, so that groups, pairs and the number of optimizer steps agree everywhere."""
+    order, so that groups, pairs and the number of optimizer steps agree everywhere. ``tasks``
+    replaces this process's slice (a refill of dropped groups, numbered ``refill`` from 1, which
+    gives its episodes seeds of their own)."""
     from agentgym.rollout import run_rollouts
 
     procs, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
-    tasks = step_tasks(pool, step * procs + rank, cfg.tasks_per_step)
+    if tasks is None:
+        tasks = step_tasks(pool, step * procs + rank, cfg.tasks_per_step)
     trajs = run_rollouts(
         cfg.env,
         policy,
         n=len(tasks),
         group=cfg.group_size,
         task_ids=tasks,
-        seed=(cfg.seed * 1_000 + step) * procs + rank,
+        seed=(cfg.seed * 1_000 + step) * procs + rank + 1_000_003 * refill,
         env_kwargs=cfg.env_kwargs,
         max_turns=cfg.max_turns or None,
         concurrency=cfg.concurrency,
@@ -110,13 +136,26 @@ def roll_out(cfg: OnlineConfig, policy, pool: list[str], step: int, acc=None) ->
     return gather_object(trajs)
 
 
-def rollout_step(cfg: OnlineConfig, policy, pool: list[str], step: int, acc) -> tuple[list[Trajectory], dict]:
-    """``roll_out`` for one step (GRPO) or round (online DPO): the rollouts, appended to
-    ``output_dir/rollouts.jsonl`` by the main process, and their metrics row (mean score and
-    pass rate over the rollouts that count as evidence, statuses, seconds)."""
+def rollout_step(
+    cfg: OnlineConfig,
+    policy,
+    pool: list[str],
+    step: int,
+    acc,
+    version: int,
+    tasks: list[str] | None = None,
+    refill: int = 0,
+) -> tuple[list[Trajectory], dict]:
+    """``roll_out`` for one step (GRPO) or round (online DPO): the rollouts, each recording in
+    ``metadata["policy_version"]`` the ``version`` of the weights that sampled it (the trainer's
+    update count when they were pushed), appended to ``output_dir/rollouts.jsonl`` by the main
+    process, and their metrics row (mean score and pass rate over the rollouts that count as
+    evidence, statuses, seconds). ``tasks`` and ``refill`` are ``roll_out``'s."""
     t0 = time.perf_counter()
-    trajs = roll_out(cfg, policy, pool, step, acc)
+    trajs = roll_out(cfg, policy, pool, step, acc, tasks, refill)
     seconds = time.perf_counter() - t0
+    for t in trajs:
+        t.metadata["policy_version"] = version
     if acc.is_main_process:
         write_jsonl(Path(cfg.output_dir) / "rollouts.jsonl", trajs, append=True)
     evidence = [t for t in trajs if t.is_evidence]

@@ -67,6 +67,59 @@ def test_ppo_clip_low_and_high_are_separate():
     assert lp.grad[0].tolist() == pytest.approx([0.0, -0.5 / 4, 1.5 / 4, 0.0])
 
 
+def test_decoupled_ppo_with_truncated_importance_weights_by_hand():
+    """One sequence of 3 agent tokens, advantage +1, clip range [0.8, 1.28], cap 2.
+
+    proximal (old)   -1.0        -2.0              -0.5
+    behaviour        -1.0        -2.0 - ln 3       -0.5 + ln 2
+    current          -1.0        -2.0 + ln 1.5     -0.5 + ln 0.9
+    ratio pi/old      1.0         1.5               0.9
+    pi_old/pi_beh     1           3                 0.5
+    weight w          1           2 (truncated)     0.5
+    surrogate   -min(r, clip r)   -1.0        -1.28 (clipped)   -0.9
+    w * surrogate     -1.0        -2.56             -0.45
+    token-mean: (-1.0 - 2.56 - 0.45) / 3 = -4.01 / 3 = -1.33667
+    d loss / d current log-prob = -A * w * r / 3: -1/3, 0 (clipped), -0.45/3 = -0.15
+    """
+    old = torch.tensor([[-1.0, -2.0, -0.5]])
+    behaviour = torch.tensor([[-1.0, -2.0 - math.log(3.0), -0.5 + math.log(2.0)]])
+    lp = torch.tensor([[-1.0, -2.0 + math.log(1.5), -0.5 + math.log(0.9)]], requires_grad=True)
+    adv, mask = torch.tensor([1.0]), torch.ones(1, 3)
+    loss, stats = L.ppo_clip_loss(
+        lp, old, adv, mask, clip_low=0.2, clip_high=0.28, behaviour_logprobs=behaviour, tis_cap=2.0
+    )
+    assert loss.item() == pytest.approx(-4.01 / 3, abs=1e-6)
+    assert stats["tis_weight_mean"] == pytest.approx((1 + 2 + 0.5) / 3)
+    assert stats["tis_truncated_frac"] == pytest.approx(1 / 3)
+    assert stats["ratio_mean"] == pytest.approx((1.0 + 1.5 + 0.9) / 3)
+    assert stats["clip_frac"] == pytest.approx(1 / 3)
+    loss.backward()
+    assert lp.grad[0].tolist() == pytest.approx([-1 / 3, 0.0, -0.15], abs=1e-6)
+    # a masked token's weight counts nowhere: masking the truncated token leaves (-1 - 0.45) / 2
+    loss, stats = L.ppo_clip_loss(
+        lp, old, adv, torch.tensor([[1.0, 0.0, 1.0]]), behaviour_logprobs=behaviour, tis_cap=2.0
+    )
+    assert loss.item() == pytest.approx(-1.45 / 2, abs=1e-6)
+    assert stats["tis_truncated_frac"] == 0.0 and stats["tis_weight_mean"] == pytest.approx(0.75)
+
+
+def test_without_behaviour_log_probs_the_loss_is_the_plain_ppo_loss():
+    old = torch.tensor([[-1.0, -2.0, -0.5]])
+    lp = torch.tensor([[-1.0, -2.0 + math.log(1.5), -0.5 + math.log(0.9)]])
+    loss, stats = L.ppo_clip_loss(lp, old, torch.tensor([1.0]), torch.ones(1, 3), clip_high=0.28)
+    assert loss.item() == pytest.approx(-(1.0 + 1.28 + 0.9) / 3, abs=1e-6)
+    assert "tis_weight_mean" not in stats
+    # proximal == behaviour: every weight is 1 and the decoupled loss is the plain one
+    same, _ = L.ppo_clip_loss(
+        lp, old, torch.tensor([1.0]), torch.ones(1, 3), clip_high=0.28, behaviour_logprobs=old, tis_cap=2.0
+    )
+    assert same.item() == pytest.approx(loss.item(), abs=1e-7)
+    with pytest.raises(ValueError, match="needs both behaviour_logprobs and tis_cap > 0"):
+        L.ppo_clip_loss(lp, old, torch.tensor([1.0]), torch.ones(1, 3), tis_cap=2.0)
+    with pytest.raises(ValueError, match="needs both behaviour_logprobs and tis_cap > 0"):
+        L.ppo_clip_loss(lp, old, torch.tensor([1.0]), torch.ones(1, 3), behaviour_logprobs=old)
+
+
 def test_masked_tokens_get_zero_gradient_in_every_loss():
     lp = torch.randn(2, 5, requires_grad=True)
     mask = torch.tensor([[1, 1, 0, 0, 1], [0, 1, 1, 0, 0]])
