@@ -7,6 +7,7 @@ agentgym eval --env toy/calculator-v0 --policy scripted --n 50 --json
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from typing import Any
@@ -72,6 +73,23 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--episode-timeout", type=float, default=3600.0, help="seconds for one episode (default 3600)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="ADDRESS",
+        help="run the episodes in Ray actors: 'local' starts Ray in this process; 'auto' (the default "
+        "with no value), HOST:PORT or ray://HOST:PORT joins a running cluster (needs agentgym[ray])",
+    )
+    p.add_argument(
+        "--ray-retries",
+        type=int,
+        default=2,
+        help="with --ray: times an episode lost with its actor or node runs again before it is "
+        "recorded as env_error (default 2)",
+    )
+    p.add_argument("--ray-verbose", action="store_true", help="with --ray: Ray's own logs on stderr")
 
 
 def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,7 +102,18 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace, out: str | None, resume: bool, group: int):
     from agentgym.rollout import run_rollouts
 
-    trajs = run_rollouts(
+    run = run_rollouts
+    if args.ray is not None:
+        try:
+            from agentgym import ray_runner
+        except ImportError as e:
+            raise ImportError(f"--ray needs Ray ({e}); install it with: pip install 'agentgym[ray]'") from e
+        run = functools.partial(
+            ray_runner.rollout_ray, address=args.ray, retries=args.ray_retries, verbose=args.ray_verbose
+        )
+    elif args.ray_retries != 2 or args.ray_verbose:
+        raise ValueError("--ray-retries and --ray-verbose need --ray")
+    trajs = run(
         args.env,
         args.policy,
         n=args.n,
@@ -173,9 +202,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="skip (task_id, sample) keys already in --out")
     p.set_defaults(func=cmd_rollout)
 
-    p = sub.add_parser("eval", help="evaluate a policy: mean score, pass@k, statuses, throughput")
+    p = sub.add_parser(
+        "eval", help="evaluate a policy: mean score, pass@k, pass^k, statuses, per-turn rewards, throughput"
+    )
     _add_run_args(p)
-    p.add_argument("--k", type=int, default=1, help="pass@k; runs --group samples per task (default: k)")
+    p.add_argument(
+        "--k",
+        type=int,
+        default=1,
+        help="report pass@k (some of k samples pass) and pass^k (all k pass); runs --group samples "
+        "per task (default: k; more samples give a less noisy estimate of both)",
+    )
     p.set_defaults(group=None)
     p.add_argument(
         "--pass-threshold", type=float, default=1.0, help="a sample passes when its score is at least this"
