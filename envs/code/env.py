@@ -89,6 +89,8 @@ class CodeEnv(ToolEnv):
     ends_on_text = False
     blocking = True
     max_turns = 12
+    ray_resources = {"num_cpus": 0.5}
+    """each call runs a sandboxed subprocess (what a Ray actor reserves per env, `--ray`)"""
 
     def __init__(
         self,

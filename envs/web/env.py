@@ -76,6 +76,8 @@ class WebReplayEnv(ToolEnv):
     verifier = Rubric([task_success, pages_visited], weights=[1.0, 0.0])
     ends_on_text = False
     max_turns = 30
+    ray_resources = {"num_cpus": 1.0}
+    """a Chromium per env keeps about one core busy (what a Ray actor reserves per env, `--ray`)"""
 
     def __init__(
         self,
