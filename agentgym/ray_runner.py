@@ -34,7 +34,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from agentgym.policy import Policy, PolicySpec
 from agentgym.registry import list_envs, load_env_class, spec
-from agentgym.rollout import Job, Rollouts, Runner, done_keys, episode_seed, plan_jobs
+from agentgym.rollout import Job, Rollouts, Runner, episode_seed, plan_jobs, prepare_out
 from agentgym.types import Trajectory, dump_record_bytes
 
 DEFAULT_RESOURCES: dict[str, float] = {"num_cpus": 0.25}
@@ -281,17 +281,8 @@ def rollout_ray(
             print(f"agentgym: {len(fleet.idle)} Ray actors x {slots} envs ({options} each)", file=sys.stderr)
         if task_ids is None:
             task_ids = ray.get(fleet.idle[0].task_ids.remote(n, seed))
-        skip: set[tuple[str, int]] = set()
-        previous: list[Trajectory] = []
-        out = os.fspath(out) if out is not None else None
+        out, skip, previous = prepare_out(out, resume, local.env_id, task_ids, group)
         if out is not None:
-            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-            if resume:
-                skip, previous = done_keys(out, env_id)
-                planned = {(tid, s) for tid in task_ids for s in range(group)}
-                previous = [t for t in previous if (t.task_id, t.metadata["sample"]) in planned]
-            else:
-                open(out, "w").close()
             sink = open(out, "ab")  # noqa: SIM115 - closed below
         jobs = plan_jobs(task_ids, group, seed, skip)
         t0 = time.perf_counter()

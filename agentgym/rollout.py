@@ -484,18 +484,8 @@ async def rollout(
         except BaseException:
             await _close_quietly(first_env)
             raise
-    skip: set[tuple[str, int]] = set()
-    previous: list[Trajectory] = []
     try:
-        out = os.fspath(out) if out is not None else None
-        if out is not None:
-            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-            if resume:
-                skip, previous = done_keys(out, env_id)
-                planned = {(tid, s) for tid in task_ids for s in range(group)}
-                previous = [t for t in previous if (t.task_id, t.metadata["sample"]) in planned]
-            else:
-                open(out, "w").close()
+        out, skip, previous = prepare_out(out, resume, runner.env_id, task_ids, group)
     except BaseException:
         if first_env is not None:
             await _close_quietly(first_env)
@@ -508,6 +498,24 @@ async def rollout(
     finally:
         await runner.close()
     return Rollouts(previous + results, {"seconds": seconds, "turns": runner.turns, "episodes": len(results)})
+
+
+def prepare_out(
+    out: str | os.PathLike[str] | None, resume: bool, env_id: str, task_ids: Sequence[str], group: int
+) -> tuple[str | None, set[tuple[str, int]], list[Trajectory]]:
+    """Ready the results file of a run: ``(path, keys to skip, their trajectories)``. With
+    ``resume`` the planned (task_id, sample) keys of ``env_id`` (the registered id, as records
+    carry it) already in the file are skipped and returned; without it the file starts empty."""
+    if out is None:
+        return None, set(), []
+    out = os.fspath(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    if not resume:
+        open(out, "w").close()
+        return out, set(), []
+    skip, previous = done_keys(out, env_id)
+    planned = {(tid, s) for tid in task_ids for s in range(group)}
+    return out, skip, [t for t in previous if (t.task_id, t.metadata["sample"]) in planned]
 
 
 def run_rollouts(env_id: str, policy: str | PolicySpec | Policy, **kwargs: Any) -> Rollouts:

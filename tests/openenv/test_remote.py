@@ -242,3 +242,16 @@ def test_an_openenv_core_mcp_env_is_played_through_its_own_tools(openenv_mcp_ser
     [t] = run_rollouts(f"openenv:{openenv_mcp_server.url}", Confused(), n=1, progress=False)
     assert t.status == "ok" and t.score == 0.0
     assert t.messages[3]["content"].startswith("Error: unknown tool 'guess'")
+
+
+def test_resume_over_a_remote_env_skips_finished_keys(served, tmp_path):
+    """Records say openenv/remote-v0, the run was asked for openenv:URL: resume still finds them."""
+    server = served("toy/calculator-v0")
+    out = tmp_path / "x.jsonl"
+    first = run_rollouts(f"openenv:{server.ws}", RemoteCalculator(), n=4, out=out, progress=False)
+    assert first.stats["episodes"] == 4
+    again = run_rollouts(
+        f"openenv:{server.ws}", RemoteCalculator(), n=6, out=out, resume=True, progress=False
+    )
+    assert again.stats["episodes"] == 2 and len(again) == 6
+    assert len(out.read_text().splitlines()) == 6
