@@ -403,3 +403,30 @@ class ToolEnv(gymnasium.Env):
             await self._in_thread(self.close)
         else:
             self.close()
+
+
+class ListedTasks:
+    """Tasks for an env whose tasks are a fixed list (a task file, a benchmark): the subclass sets
+    ``self.tasks`` (each with a ``task_id``) and ``self.by_id``; ``task_ids`` cycle through the list
+    from the seed, and ``listed_task`` finds one (or draws one with the env's generator).
+
+    ``class MyEnv(ListedTasks, ToolEnv)``
+    """
+
+    task_kind: ClassVar[str] = "task"
+    """what the tasks are called in the error for an unknown id"""
+    tasks: list[Any]
+    by_id: dict[str, Any]
+
+    def task_ids(self, n: int, seed: int = 0) -> list[str]:
+        start = seed % len(self.tasks)
+        return [self.tasks[(start + i) % len(self.tasks)].task_id for i in range(n)]
+
+    def listed_task(self, task_id: str | None) -> Any:
+        if task_id is None:
+            return self.tasks[int(self.np_random.integers(len(self.tasks)))]
+        if str(task_id) in self.by_id:
+            return self.by_id[str(task_id)]
+        raise KeyError(
+            f"no {self.task_kind} {task_id!r}; there are {len(self.tasks)} (e.g. {self.tasks[0].task_id!r})"
+        )

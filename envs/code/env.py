@@ -22,7 +22,7 @@ from agentgym.envs.code.grading import GradeResult, grade
 from agentgym.envs.code.sandbox import Limits, Sandbox, SandboxError, make_sandbox, resolve_backend
 from agentgym.envs.code.tasks import BENCHMARKS, CodeTask, benchmark_file, load_tasks
 
-from agentgym.env import ToolEnv
+from agentgym.env import ListedTasks, ToolEnv
 from agentgym.policy import PolicySpec
 from agentgym.tools import tool
 from agentgym.types import Message, Task, Trajectory, tool_call
@@ -58,7 +58,7 @@ def _task_set(path: str | None, strict: bool) -> list[CodeTask]:
     return _TASK_SETS[key]
 
 
-class CodeEnv(ToolEnv):
+class CodeEnv(ListedTasks, ToolEnv):
     """Write-a-function tasks with visible and hidden tests, run in a sandbox.
 
     Args:
@@ -80,6 +80,7 @@ class CodeEnv(ToolEnv):
             every session a new container, removed when it closes).
     """
 
+    task_kind = "code task"
     policies = {"teacher": f"{__name__}:code_teacher", "scripted": f"{__name__}:code_teacher"}
 
     system_prompt = (
@@ -128,19 +129,8 @@ class CodeEnv(ToolEnv):
 
     # ----- tasks -------------------------------------------------------------------------------
 
-    def task_ids(self, n: int, seed: int = 0) -> list[str]:
-        start = seed % len(self.tasks)
-        return [self.tasks[(start + i) % len(self.tasks)].task_id for i in range(n)]
-
     def load_task(self, task_id: str | None) -> Task:
-        if task_id is None:
-            task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
-        elif str(task_id) in self.by_id:
-            task = self.by_id[str(task_id)]
-        else:
-            raise KeyError(
-                f"no code task {task_id!r}; there are {len(self.tasks)} (e.g. {self.tasks[0].task_id!r})"
-            )
+        task = self.listed_task(task_id)
         self.code_task = task
         if self.session is not None:
             self.session.close()

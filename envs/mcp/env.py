@@ -39,7 +39,7 @@ import mcp_types as types
 from agentgym.envs.mcp.client import Connection, ServerError, ToolCallError
 from agentgym.envs.mcp.tasks import McpTask, load_tasks
 
-from agentgym.env import ToolEnv
+from agentgym.env import ListedTasks, ToolEnv
 from agentgym.policy import PolicySpec
 from agentgym.tools import Tool
 from agentgym.types import Message, Task, Trajectory, tool_call
@@ -120,7 +120,7 @@ def default_server() -> str:
     return found
 
 
-class McpEnv(ToolEnv):
+class McpEnv(ListedTasks, ToolEnv):
     """An MCP server's tools as an environment.
 
     Args:
@@ -139,6 +139,7 @@ class McpEnv(ToolEnv):
         max_turns: assistant turns before the episode is truncated.
     """
 
+    task_kind = "MCP task"
     system_prompt = (
         "You are connected to a server through its tools. Use them to do the task, then reply "
         "with your final answer as plain text, without a tool call."
@@ -313,19 +314,8 @@ class McpEnv(ToolEnv):
 
     # ----- tasks -----------------------------------------------------------------------------
 
-    def task_ids(self, n: int, seed: int = 0) -> list[str]:
-        start = seed % len(self.tasks)
-        return [self.tasks[(start + i) % len(self.tasks)].task_id for i in range(n)]
-
     def load_task(self, task_id: str | None) -> Task:
-        if task_id is None:
-            task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
-        elif str(task_id) in self.by_id:
-            task = self.by_id[str(task_id)]
-        else:
-            raise KeyError(
-                f"no MCP task {task_id!r}; there are {len(self.tasks)} (e.g. {self.tasks[0].task_id!r})"
-            )
+        task = self.listed_task(task_id)
         self.mcp_task, self.failure = task, None
         if self.fresh == "episode" or self.conn is None or not self.conn.alive:
             self._stop_server()
