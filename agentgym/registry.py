@@ -160,44 +160,54 @@ def make(env_id: str, **kwargs: Any):
     return env.unwrapped
 
 
-def load_env_class(ref: str) -> type:
-    """The env class that ``file.py:ClassName`` or ``module:ClassName`` names (a file is imported
-    once per path, as a module of its own)."""
+def import_source(where: str):
+    """The module ``where`` names: a dotted module name, or the path of a ``.py`` file (imported
+    once per path, as a module of its own). Raises ``FileNotFoundError`` for a missing file,
+    ``ImportError`` for a module that cannot be imported, and ``ValueError`` for a file that fails
+    to run."""
     import importlib.util
     import os
 
+    if not (where.endswith(".py") or os.sep in where):
+        return importlib.import_module(where)
+    path = os.path.abspath(where)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no file {where!r}")
+    mod_name = f"agentgym_user_{abs(hash(path)):x}"
+    module = sys.modules.get(mod_name)
+    if module is None:
+        file_spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(file_spec)
+        sys.modules[mod_name] = module
+        try:
+            file_spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[mod_name]
+            raise ValueError(f"{where} failed to load: {type(e).__name__}: {e}") from e
+        except BaseException:
+            del sys.modules[mod_name]
+            raise
+    return module
+
+
+def load_env_class(ref: str) -> type:
+    """The env class that ``file.py:ClassName`` or ``module:ClassName`` names (a file is imported
+    once per path, as a module of its own)."""
     from agentgym.env import ToolEnv
 
     where, _, name = ref.rpartition(":")
     if not where or not name:
         raise KeyError(f"{ref!r} is neither a registered env id nor 'file.py:ClassName' / 'module:ClassName'")
-    if where.endswith(".py") or os.sep in where:
-        path = os.path.abspath(where)
-        if not os.path.isfile(path):
-            raise KeyError(
-                f"no file {where!r} (from --env {ref!r}); give the path to a .py file and a class in it"
-            )
-        mod_name = f"agentgym_user_env_{abs(hash(path)):x}"
-        module = sys.modules.get(mod_name)
-        if module is None:
-            file_spec = importlib.util.spec_from_file_location(mod_name, path)
-            module = importlib.util.module_from_spec(file_spec)
-            sys.modules[mod_name] = module
-            try:
-                file_spec.loader.exec_module(module)
-            except Exception as e:
-                del sys.modules[mod_name]
-                raise ValueError(
-                    f"{where} (from --env {ref!r}) failed to load: {type(e).__name__}: {e}"
-                ) from e
-            except BaseException:
-                del sys.modules[mod_name]
-                raise
-    else:
-        try:
-            module = importlib.import_module(where)
-        except ImportError as e:
-            raise KeyError(f"cannot import module {where!r} for --env {ref!r}: {e}") from e
+    try:
+        module = import_source(where)
+    except FileNotFoundError:
+        raise KeyError(
+            f"no file {where!r} (from --env {ref!r}); give the path to a .py file and a class in it"
+        ) from None
+    except ValueError as e:
+        raise ValueError(f"{e} (from --env {ref!r})") from e
+    except ImportError as e:
+        raise KeyError(f"cannot import module {where!r} for --env {ref!r}: {e}") from e
     cls = getattr(module, name, None)
     if not (isinstance(cls, type) and issubclass(cls, ToolEnv)):
         found = sorted(

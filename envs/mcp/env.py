@@ -22,10 +22,7 @@ Policies it provides: ``teacher`` (alias ``scripted``): replays each task's ``so
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -41,6 +38,7 @@ from agentgym.envs.mcp.tasks import McpTask, load_tasks
 
 from agentgym.env import ListedTasks, ToolEnv
 from agentgym.policy import PolicySpec
+from agentgym.registry import import_source
 from agentgym.tools import Tool
 from agentgym.types import Message, Task, Trajectory, tool_call
 from agentgym.verifiers import Score, final_answer, run_reward
@@ -85,21 +83,14 @@ def load_function(ref: str) -> Callable[..., Any]:
     where, _, name = ref.rpartition(":")
     if not where or not name:
         raise ValueError(f"verifier={ref!r}: give 'module:function' or 'file.py:function'")
-    if where.endswith(".py") or os.sep in where:
-        path = os.path.abspath(where)
-        if not os.path.isfile(path):
-            raise ValueError(f"verifier={ref!r}: no file {where!r}")
-        spec = importlib.util.spec_from_file_location(f"agentgym_mcp_verifier_{abs(hash(path)):x}", path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as e:
-            raise ValueError(f"verifier={ref!r}: {where} failed to load ({type(e).__name__}: {e})") from e
-    else:
-        try:
-            module = importlib.import_module(where)
-        except ImportError as e:
-            raise ValueError(f"verifier={ref!r}: cannot import {where!r} ({e})") from e
+    try:
+        module = import_source(where)
+    except FileNotFoundError:
+        raise ValueError(f"verifier={ref!r}: no file {where!r}") from None
+    except ValueError as e:
+        raise ValueError(f"verifier={ref!r}: {e}") from e
+    except ImportError as e:
+        raise ValueError(f"verifier={ref!r}: cannot import {where!r} ({e})") from e
     fn = getattr(module, name, None)
     if not callable(fn):
         raise ValueError(f"verifier={ref!r}: {where} has no function {name!r}")
