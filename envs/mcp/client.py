@@ -321,9 +321,7 @@ class Connection:
         except BaseException as e:
             self.close()
             cause = _root_cause(e)
-            if isinstance(cause, ServerError):
-                raise ServerError(self._explain("closed the connection during startup")) from None
-            if _closed(cause):
+            if isinstance(cause, ServerError) or _closed(cause):
                 raise ServerError(self._explain("closed the connection during startup")) from None
             raise ServerError(self._explain(f"failed to start ({type(cause).__name__}: {cause})")) from None
 
