@@ -366,8 +366,12 @@ class GRPOConfig(OnlineConfig):
     weights differ from the trainer's (costs one forward pass without gradient per step); 0 takes
     the ratio against the sampler's log-probs directly, with no extra pass"""
     max_staleness: int = 0
-    """most weight updates a rollout's policy may lag the trainer (0: the synchronous loop, each
-    step rolled out with the newest weights; only 0 is available so far, others raise)"""
+    """asynchronous GRPO: how many steps a rollout's weights lag the trainer. 0 is the synchronous
+    loop (each step rolled out with the newest weights, then trained). k > 0 rolls step j out on a
+    thread of its own with the weights after step j - k while the trainer trains the steps before
+    it (with the vLLM engine the sampling runs in the engine's process; the hf sampler samples with
+    a copy of the model); the truncated importance weights (tis_cap) correct for the lag. One
+    process only; check_sync is not run"""
     max_refills: int = 0
     """dynamic sampling (DAPO, arXiv:2503.14476, section 3.2): while fewer than tasks_per_step
     groups carry a learning signal (the rest were dropped for equal rewards), roll out that many
@@ -383,10 +387,10 @@ class GRPOConfig(OnlineConfig):
             )
         if self.max_refills < 0:
             raise ValueError(f"max_refills must be >= 0, got {self.max_refills}")
-        if self.max_staleness != 0:
+        if self.max_staleness < 0:
             raise ValueError(
-                f"max_staleness ({self.max_staleness}) > 0 is not available yet; use max_staleness 0 "
-                "(the synchronous loop)"
+                f"max_staleness ({self.max_staleness}) must be >= 0: 0 is the synchronous loop, k > 0 "
+                "rolls out up to k steps ahead of the trainer"
             )
         if (self.loss_agg == "constant") != (self.loss_constant > 0):
             raise ValueError(

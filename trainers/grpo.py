@@ -22,10 +22,18 @@ or ``train_grpo(GRPOConfig(...))``. Each step reads top to bottom:
 5. the new weights reach the sampler (``agentgym.trainers.sampler``): full weights into the
    in-process engine, or a new LoRA adapter loaded by the servers; a push that does not finish in
    ``push_timeout`` seconds raises.
+
+With ``max_staleness`` k > 0 steps 1-3 of step j run on the sampler's own thread
+(``sampler.AsyncSampler``) while the trainer trains step j - 1: step j is rolled out with the
+weights after step j - k (a copy the trainer publishes after each update), so generation and
+training overlap and the decoupled loss's importance weights correct for the lag (AReaL,
+arXiv:2505.24298, calls this bounded staleness). Which weights sample which step is fixed by k,
+not by timing, so an asynchronous run repeats itself for a seed; k = 0 is the loop above.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections import Counter, defaultdict
@@ -89,7 +97,16 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     ref = load_model(cfg, trainable=False).to(acc.device) if cfg.kl_coef > 0 else None
     run = start_run(cfg, acc, "grpo", cfg.max_steps * cfg.inner_epochs, model=model)
     model, step = run.model, run.step
-    policy = online.make_sampler(cfg, acc.unwrap_model(model), tok)
+    if cfg.max_staleness and acc.num_processes > 1:
+        raise ValueError(
+            f"max_staleness {cfg.max_staleness} runs in one process; under accelerate launch with "
+            f"{acc.num_processes} processes use max_staleness 0"
+        )
+    # the asynchronous hf sampler samples with a copy: the trainer changes its own model meanwhile
+    sampler_model = acc.unwrap_model(model)
+    if cfg.max_staleness and cfg.sampler == "hf":
+        sampler_model = copy.deepcopy(sampler_model).eval()
+    policy = online.make_sampler(cfg, sampler_model, tok)
     # the policy version: the trainer's update count, i.e. the steps that changed the weights (a
     # step whose groups were all dropped changes nothing)
     version = run.state.get("policy_version", step) if run.state is not None else step
@@ -98,15 +115,28 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     scores: list[float] = []
     sync_gaps: list[float] = []
     fixed_prompt: list[int] | None = None
+
+    def produce(at: int, version: int):
+        trajs, row = online.rollout_step(cfg, policy, pool, at, acc, version)
+        members, counts = make_groups(trajs, cfg.adv_scale)
+        if cfg.max_refills:
+            trajs, members, counts = refill(cfg, policy, pool, at, acc, version, trajs, members, counts, row)
+        return trajs, members, counts, row
+
+    ahead = None
+    if cfg.max_staleness:
+        ahead = online.AsyncSampler(
+            produce,
+            lambda weights, done: online.load(cfg, policy, weights, done),
+            step,
+            cfg.max_steps,
+            cfg.max_staleness,
+            version,
+        )
     try:
         while step < cfg.max_steps:
-            trajs, row = online.rollout_step(cfg, policy, pool, step, acc, version)
+            trajs, members, counts, row = ahead.get(step) if ahead else produce(step, version)
             scores.append(row["mean_score"])
-            members, counts = make_groups(trajs, cfg.adv_scale)
-            if cfg.max_refills:
-                trajs, members, counts = refill(
-                    cfg, policy, pool, step, acc, version, trajs, members, counts, row
-                )
             seqs = [tokenize(t, adv) for t, adv in members]
             row.update(counts)
             t1 = time.perf_counter()
@@ -158,10 +188,13 @@ def train_grpo(cfg: GRPOConfig) -> dict:
                 row["loss"] = sum(losses) / len(losses)
                 row.update({k: sum(v) / len(v) for k, v in stats_all.items()})
             version += bool(seqs)
-            if seqs and (took := online.push(cfg, policy, acc.unwrap_model(model), step + 1)) is not None:
+            if ahead is not None:
+                if ahead.needs(step + 1):
+                    ahead.publish(step + 1, version, online.snapshot(cfg, acc.unwrap_model(model), step + 1))
+            elif seqs and (took := online.push(cfg, policy, acc.unwrap_model(model), step + 1)) is not None:
                 row["push_s"] = took
             fixed_prompt = fixed_prompt or online.sync_prompt(trajs)
-            if cfg.check_sync and fixed_prompt:
+            if cfg.check_sync and fixed_prompt and ahead is None:
                 row["sync_gap"] = online.check_sync(policy, acc.unwrap_model(model), fixed_prompt)
                 sync_gaps.append(row["sync_gap"])
             step += 1
@@ -170,6 +203,8 @@ def train_grpo(cfg: GRPOConfig) -> dict:
                 state = {"tasks_seen": step * cfg.tasks_per_step, "policy_version": version}
                 save_checkpoint(acc, cfg.output_dir, step, state)
     finally:
+        if ahead is not None:
+            ahead.close(cfg.push_timeout)
         online.close(policy)
     final = save_model(acc, model, tok, f"{cfg.output_dir}/final")
     summary = {

@@ -204,14 +204,25 @@ def push_weights(policy, state: dict[str, torch.Tensor], timeout: float) -> floa
     return _with_timeout(call, timeout, f"pushing weights to the {type(gen).__name__} sampler")
 
 
+def save_adapter(model, output_dir: str, step: int) -> Path:
+    """Save the LoRA adapter of ``model`` (a peft model) as ``output_dir/adapters/step-N``."""
+    path = Path(output_dir).resolve() / "adapters" / f"step-{step}"
+    model.save_pretrained(str(path))
+    return path
+
+
 def push_adapter(policy, model, output_dir: str, step: int, timeout: float) -> float:
     """Save the LoRA adapter of ``model`` (a peft model) and load it on every server of the
-    sampler under the name ``agentgym-step-N``; the previous adapter is unloaded and its files
-    removed. Raises ``TimeoutError`` after ``timeout`` seconds, or the server's refusal."""
+    sampler (``load_adapter``)."""
+    return load_adapter(policy, save_adapter(model, output_dir, step), step, timeout)
+
+
+def load_adapter(policy, path: Path, step: int, timeout: float) -> float:
+    """Load the adapter saved at ``path`` on every server of the sampler under the name
+    ``agentgym-step-N``; the previous adapter is unloaded and its files removed. Raises
+    ``TimeoutError`` after ``timeout`` seconds, or the server's refusal."""
     gen = policy.generator
-    root = Path(output_dir).resolve() / "adapters"
-    path = root / f"step-{step}"
-    model.save_pretrained(str(path))
+    root = path.parent
     previous = gen.model if str(gen.model).startswith("agentgym-step-") else None
     name = f"agentgym-step-{step}"
     took = _with_timeout(
@@ -233,6 +244,119 @@ def push(cfg: OnlineConfig, policy, model, step: int) -> float | None:
     if cfg.sampler == "server":
         return push_adapter(policy, model, cfg.output_dir, step, cfg.push_timeout)
     return None
+
+
+def snapshot(cfg: OnlineConfig, model, step: int):
+    """What ``load`` needs to bring a sampler to ``model``'s weights as they are now, taken while
+    the trainer goes on changing them: a copy of the weights (engine, or the sampler's own copy of
+    the model), or the saved LoRA adapter (servers)."""
+    from agentgym.trainers.common import trainable_state
+
+    if cfg.sampler == "server":
+        return save_adapter(model, cfg.output_dir, step)
+    if cfg.sampler == "vllm":
+        return {k: v.detach().clone() for k, v in trainable_state(model).items()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def load(cfg: OnlineConfig, policy, weights, step: int) -> float:
+    """Bring the sampler to a ``snapshot``; returns seconds."""
+    if cfg.sampler == "server":
+        return load_adapter(policy, weights, step, cfg.push_timeout)
+    if cfg.sampler == "vllm":
+        return push_weights(policy, weights, cfg.push_timeout)
+    t0 = time.perf_counter()
+    policy.generator.model.load_state_dict(weights)
+    return time.perf_counter() - t0
+
+
+class AsyncSampler:
+    """Rolls steps out ahead of the trainer on a thread of its own, with bounded staleness.
+
+    Step ``j`` is rolled out with the weights the trainer had after exactly ``max(j - staleness,
+    start)`` of its steps (not merely "at most ``staleness`` behind"): which weights sample which
+    step never depends on timing, so a run repeats itself for a seed. While the trainer trains
+    step ``i`` the sampler may roll out steps up to ``i + staleness``; at most ``staleness``
+    steps of rollouts wait in memory. New weights reach the sampler between two steps' rollouts,
+    never during one.
+
+    ``produce(step, version)`` rolls one step out and returns its ``(trajectories, ..., row)``
+    (the row, a dict, last); ``load(weights, done)`` brings the sampler to the weights the
+    trainer ``publish``-ed after ``done`` steps and returns seconds (logged as ``push_s`` in the
+    row of the first step rolled out with them). An exception on the sampler's thread is raised
+    again by ``get``.
+    """
+
+    def __init__(self, produce, load, start: int, stop: int, staleness: int, version: int):
+        import threading
+
+        self._produce, self._load, self.staleness = produce, load, staleness
+        self._cond = threading.Condition()
+        self._weights: dict[int, tuple[int, Any]] = {start: (version, None)}  # None: loaded already
+        self._results: dict[int, tuple] = {}
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._stop = stop
+        self._thread = threading.Thread(
+            target=self._run, args=(start, stop), name="agentgym-async-sampler", daemon=True
+        )
+        self._thread.start()
+
+    def needs(self, done: int) -> bool:
+        """Whether a step still to be rolled out samples with the weights after ``done`` steps."""
+        return self._thread.is_alive() and done + self.staleness < self._stop
+
+    def _run(self, start: int, stop: int) -> None:
+        loaded = start
+        try:
+            for j in range(start, stop):
+                need = max(start, j - self.staleness)
+                with self._cond:
+                    self._cond.wait_for(lambda need=need: self._stopping or need in self._weights)
+                    if self._stopping:
+                        return
+                    version, weights = self._weights[need]
+                    for done in [d for d in self._weights if d < need]:
+                        del self._weights[done]
+                push_s = None
+                if need != loaded:
+                    push_s = self._load(weights, need)
+                    loaded = need
+                item = self._produce(j, version)
+                item[-1].update(sampled_after=need, staleness=j - need)
+                if push_s is not None:
+                    item[-1]["push_s"] = push_s
+                with self._cond:
+                    self._results[j] = item
+                    self._cond.notify_all()
+        except BaseException as e:  # handed to the trainer by get()
+            with self._cond:
+                self._error = e
+                self._cond.notify_all()
+
+    def get(self, step: int) -> tuple:
+        """The rollouts of ``step``, waiting for them; the row gains ``wait_s``."""
+        t0 = time.perf_counter()
+        with self._cond:
+            self._cond.wait_for(lambda: step in self._results or self._error is not None)
+            if step not in self._results:
+                raise RuntimeError(f"the sampler failed before step {step}'s rollouts") from self._error
+            item = self._results.pop(step)
+        item[-1]["wait_s"] = time.perf_counter() - t0
+        return item
+
+    def publish(self, done: int, version: int, weights) -> None:
+        """Offer the weights after ``done`` trainer steps (``version`` updates) to the sampler."""
+        with self._cond:
+            self._weights[done] = (version, weights)
+            self._cond.notify_all()
+
+    def close(self, timeout: float) -> None:
+        """Stop after the step being rolled out, waiting at most ``timeout`` seconds for it."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
 
 
 def close(policy) -> None:

