@@ -73,6 +73,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "--episode-timeout", type=float, default=3600.0, help="seconds for one episode (default 3600)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    add_ray_flags(p)
+
+
+def add_ray_flags(p: argparse.ArgumentParser) -> None:
+    """``--ray [ADDRESS]``, ``--ray-retries`` and ``--ray-verbose`` (read back by ``runner_of``)."""
     p.add_argument(
         "--ray",
         nargs="?",
@@ -99,20 +104,26 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
-def _run(args: argparse.Namespace, out: str | None, resume: bool, group: int):
+def runner_of(args: argparse.Namespace):
+    """``run_rollouts``, or with ``--ray`` the Ray runner bound to the flags' address and retries
+    (the same arguments and return value)."""
     from agentgym.rollout import run_rollouts
 
-    run = run_rollouts
     if args.ray is not None:
         try:
             from agentgym import ray_runner
         except ImportError as e:
             raise ImportError(f"--ray needs Ray ({e}); install it with: pip install 'agentgym[ray]'") from e
-        run = functools.partial(
+        return functools.partial(
             ray_runner.rollout_ray, address=args.ray, retries=args.ray_retries, verbose=args.ray_verbose
         )
-    elif args.ray_retries != 2 or args.ray_verbose:
+    if args.ray_retries != 2 or args.ray_verbose:
         raise ValueError("--ray-retries and --ray-verbose need --ray")
+    return run_rollouts
+
+
+def _run(args: argparse.Namespace, out: str | None, resume: bool, group: int):
+    run = runner_of(args)
     trajs = run(
         args.env,
         args.policy,

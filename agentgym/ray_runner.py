@@ -252,6 +252,7 @@ def rollout_ray(
         episode_timeout=episode_timeout,
     )
     per_env = env_resources(local.env_id)
+    owned = not ray.is_initialized()  # a caller that connected (a trainer, each step) stays connected
     connect(address, verbose=verbose)
     fleet = None
     sink = None
@@ -295,7 +296,8 @@ def rollout_ray(
             sink.close()
         if fleet is not None:
             fleet.shutdown()
-        ray.shutdown()
+        if owned:
+            ray.shutdown()
     return Rollouts(previous + results, {"seconds": seconds, "turns": turns, "episodes": len(results)})
 
 

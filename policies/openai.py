@@ -240,13 +240,20 @@ class OpenAIGenerator:
 
     def load_adapter(self, name: str, path: str, timeout: float = 120.0) -> None:
         """Load a LoRA adapter on every server and sample from it from now on. Raises when any
-        server refuses or does not answer within ``timeout`` seconds."""
+        server refuses or does not answer within ``timeout`` seconds.
+
+        A server that already has an adapter of that name (an earlier run, or this one before a
+        resume, pushed the same step) gets the new files in its place (vLLM's ``load_inplace``)."""
         for url in self.urls:
             root = url.removesuffix("/v1")
+            body = {"lora_name": name, "lora_path": str(path)}
             try:
-                self._post(
-                    root, "/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path)}, timeout
-                )
+                try:
+                    self._post(root, "/v1/load_lora_adapter", body, timeout)
+                except HTTPStatusError as e:
+                    if "already been loaded" not in e.detail:
+                        raise
+                    self._post(root, "/v1/load_lora_adapter", {**body, "load_inplace": True}, timeout)
             except HTTPStatusError as e:
                 raise RuntimeError(f"{url} did not load adapter {name!r}: {e.detail}") from None
         self.model = name

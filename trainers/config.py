@@ -217,9 +217,24 @@ class OnlineConfig(SamplingFields, TrainConfig):
     """after each push, compare the sampler's log-probs of a fixed sequence with the trainer's (logged as sync_gap)"""
     enforce_eager: bool = False
     """run the vLLM engine without graph compilation: starts much faster on CPU (sampler 'vllm' only)"""
+    rollout_backend: Literal["local", "ray"] = "local"
+    """where the episodes run: 'local' (this process's rollout runner) or 'ray' (Ray actors on the
+    cluster at ray_address, as `agentgym rollout --ray`; needs sampler 'server', whose URLs every
+    node must reach; the trainer stays here and pushes each update to the servers as usual)"""
+    ray_address: str = "local"
+    """the Ray cluster of rollout_backend 'ray': 'local' (one started in this process), 'auto' or
+    HOST:PORT"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.rollout_backend == "ray" and self.sampler != "server":
+            raise ValueError(
+                f"rollout_backend 'ray' needs sampler 'server' (got {self.sampler!r}): the episodes run in "
+                "Ray actors, which reach the policy over HTTP; start vLLM servers (`agentgym serve MODEL "
+                "--enable-lora`) and give their URLs as server_url"
+            )
+        if self.rollout_backend != "ray" and self.ray_address != "local":
+            raise ValueError(f"ray_address ({self.ray_address!r}) is for rollout_backend 'ray'")
         if not self.env:
             raise ValueError("env is required, e.g. toy/calculator-v0 (`agentgym list` shows the ids)")
         if self.group_size < 2:

@@ -252,6 +252,7 @@ def train_online_dpo(cfg: OnlineDPOConfig) -> dict:
     model, step, first_round, total_pairs = run.model, run.step, 0, 0
     if run.state is not None:
         first_round, total_pairs = run.state["round"], run.state["pairs"]
+    online.start_backend(cfg)
     policy = online.make_sampler(cfg, acc.unwrap_model(model), tok)
     if first_round:
         online.push(cfg, policy, acc.unwrap_model(model), first_round)
@@ -292,7 +293,7 @@ def train_online_dpo(cfg: OnlineDPOConfig) -> dict:
             if cfg.save_every:
                 save_checkpoint(acc, cfg.output_dir, step, {"round": rnd + 1, "pairs": total_pairs})
     finally:
-        online.close(policy)
+        online.close(policy, cfg)
     final = save_model(acc, model, tok, f"{cfg.output_dir}/final")
     summary = {
         "steps": step,

@@ -106,6 +106,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     sampler_model = acc.unwrap_model(model)
     if cfg.max_staleness and cfg.sampler == "hf":
         sampler_model = copy.deepcopy(sampler_model).eval()
+    online.start_backend(cfg)
     policy = online.make_sampler(cfg, sampler_model, tok)
     # the policy version: the trainer's update count, i.e. the steps that changed the weights (a
     # step whose groups were all dropped changes nothing)
@@ -205,7 +206,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
     finally:
         if ahead is not None:
             ahead.close(cfg.push_timeout)
-        online.close(policy)
+        online.close(policy, cfg)
     final = save_model(acc, model, tok, f"{cfg.output_dir}/final")
     summary = {
         "steps": step,

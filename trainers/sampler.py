@@ -117,23 +117,57 @@ def roll_out(
     procs, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
     if tasks is None:
         tasks = step_tasks(pool, step * procs + rank, cfg.tasks_per_step)
-    trajs = run_rollouts(
-        cfg.env,
-        policy,
-        n=len(tasks),
-        group=cfg.group_size,
-        task_ids=tasks,
-        seed=(cfg.seed * 1_000 + step) * procs + rank + 1_000_003 * refill,
-        env_kwargs=cfg.env_kwargs,
-        max_turns=cfg.max_turns or None,
-        concurrency=cfg.concurrency,
-        progress=False,
-    )
+    kwargs = {
+        "n": len(tasks),
+        "group": cfg.group_size,
+        "task_ids": tasks,
+        "seed": (cfg.seed * 1_000 + step) * procs + rank + 1_000_003 * refill,
+        "env_kwargs": cfg.env_kwargs,
+        "max_turns": cfg.max_turns or None,
+        "concurrency": cfg.concurrency,
+        "progress": False,
+    }
+    if cfg.rollout_backend == "ray":
+        from agentgym.ray_runner import rollout_ray
+
+        trajs = rollout_ray(cfg.env, ray_policy(cfg, policy), address=cfg.ray_address, **kwargs)
+    else:
+        trajs = run_rollouts(cfg.env, policy, **kwargs)
     if procs == 1:
         return trajs
     from accelerate.utils import gather_object
 
     return gather_object(trajs)
+
+
+def ray_policy(cfg: OnlineConfig, policy) -> str:
+    """The sampler as an ``openai:`` policy spec that each Ray actor resolves for itself: the same
+    servers, the model name they now serve the newest weights under (the base model, or the
+    adapter of the last push), the trainer's tokenizer (a path every node must read) and the same
+    sampling settings."""
+    gen, s = policy.generator, policy.sampling
+    parts = [
+        *gen.urls,
+        f"model={gen.model}",
+        f"tokenizer={cfg.model}",
+        f"max_model_len={cfg.max_length}",
+        f"timeout={gen.timeout}",
+        f"temperature={s.temperature}",
+        f"top_p={s.top_p}",
+        f"max_tokens={s.max_tokens}",
+    ]
+    if s.seed is not None:
+        parts.append(f"seed={s.seed}")
+    return "openai:" + ",".join(parts)
+
+
+def start_backend(cfg: OnlineConfig) -> None:
+    """Join (or start) the Ray cluster of ``rollout_backend`` 'ray' once for the whole run; each
+    step's rollouts then reuse the connection."""
+    if cfg.rollout_backend == "ray":
+        from agentgym.ray_runner import connect
+
+        connect(cfg.ray_address)
 
 
 def rollout_step(
@@ -359,10 +393,15 @@ class AsyncSampler:
         self._thread.join(timeout)
 
 
-def close(policy) -> None:
+def close(policy, cfg: OnlineConfig | None = None) -> None:
+    """Close the sampler, and leave the Ray cluster of ``rollout_backend`` 'ray'."""
     closer = getattr(policy.generator, "close", None)
     if closer is not None:
         closer()
+    if cfg is not None and cfg.rollout_backend == "ray":
+        import ray
+
+        ray.shutdown()
 
 
 @torch.no_grad()

@@ -37,12 +37,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from agentgym.cli_core import parse_kwargs
+    from agentgym.cli_core import parse_kwargs, runner_of
     from agentgym.data.sample import generate_samples
 
     same = ("n_per_task", "tasks", "out", "seed", "concurrency", "max_turns", "min_score", "resume")
     stats, seconds = generate_samples(
-        args.env, args.policy, env_kwargs=parse_kwargs(args.env_kwargs), **{k: getattr(args, k) for k in same}
+        args.env,
+        args.policy,
+        env_kwargs=parse_kwargs(args.env_kwargs),
+        run=runner_of(args),
+        **{k: getattr(args, k) for k in same},
     )
     d = stats.to_dict()
     d.update(out=args.out, seconds=round(seconds, 3))
@@ -85,6 +89,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def add_generators(sub: argparse._SubParsersAction) -> None:
+    from agentgym.cli_core import add_ray_flags
+
     p = sub.add_parser("sample", help="best-of-K samples scored by the env's verifier (every sample kept)")
     p.add_argument("--env", required=True)
     p.add_argument("--policy", required=True, help="policy spec, e.g. hf:PATH, vllm:PATH, scripted, random")
@@ -98,4 +104,5 @@ def add_generators(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY=VALUE")
     p.add_argument("--resume", action="store_true", help="skip (task, sample) pairs already in --out")
     p.add_argument("--json", action="store_true")
+    add_ray_flags(p)
     p.set_defaults(func=cmd_sample)

@@ -41,10 +41,13 @@ def generate_samples(
     min_score: float = 1.0,
     resume: bool = False,
     progress: bool | None = None,
+    run: Any = None,
 ) -> tuple[SampleStats, float]:
     """Sample ``n_per_task`` episodes on each of ``tasks`` tasks into ``out``.
 
-    Returns the statistics of the file on disk and the wall time of this call in seconds.
+    ``run`` replaces ``agentgym.rollout.run_rollouts`` (e.g. ``agentgym.ray_runner.rollout_ray``
+    with an address bound: the episodes then run on a Ray cluster). Returns the statistics of the
+    file on disk and the wall time of this call in seconds.
     """
     if n_per_task < 1 or tasks < 1:
         raise ValueError(f"need --n-per-task >= 1 and --tasks >= 1, got {n_per_task} and {tasks}")
@@ -52,7 +55,7 @@ def generate_samples(
     from agentgym.rollout import run_rollouts
 
     t0 = time.perf_counter()
-    run_rollouts(
+    (run or run_rollouts)(
         env_id,
         policy,
         n=tasks,
