@@ -11,9 +11,9 @@ or ``train_rm(RMConfig(...))``. Pairs are built as DPO builds them (``dpo.build_
 with the backbone's chat template (``common.Tokenizer``; a token record, perhaps sampled by
 another model, is not used), so training and scoring see the same tokens. The reward ``r`` is the
 head's value on the final hidden state of the last token; the loss is
-``-log sigma(r_chosen - r_rejected)`` (``losses.bradley_terry_loss``). Pair accuracy counts a
-tie as half right; it is measured on held-out pairs (``eval_data``, or the task ids that
-``eval_fraction`` holds out) before and after training.
+``-log sigma(r_chosen - r_rejected)`` (``losses.bradley_terry_loss``). Each step logs its loss
+and pair accuracy (a tie counts half); the held-out pairs (``eval_data``, or the task ids that
+``eval_fraction`` holds out) are measured before and after training.
 
 ``output_dir/final`` holds the backbone and tokenizer (``save_pretrained``),
 ``reward_head.safetensors`` and ``reward_model.json`` (what it is, its base model, the
@@ -116,8 +116,8 @@ def pair_accuracy(rewards: torch.Tensor) -> float | None:
 
 
 def train_rm(cfg: RMConfig) -> dict:
-    """Fit a reward model on the pairs in ``cfg.data``; returns the summary (pairs, accuracy and
-    loss before and after, on the training pairs and the held-out ones, model dir)."""
+    """Fit a reward model on the pairs in ``cfg.data``; returns the summary (pairs, held-out
+    accuracy and loss before and after, the first and last step's training loss, model dir)."""
     acc = make_accelerator(cfg)
     tok = load_tokenizer(cfg.model)
     tokenize = Tokenizer(tok, cfg.max_length)
@@ -143,18 +143,16 @@ def train_rm(cfg: RMConfig) -> dict:
     model, step = run.model, run.step
 
     def measure(when: str) -> dict[str, Any]:
-        row: dict[str, Any] = {}
-        for name, data in (("train", seqs), ("eval", eval_seqs)):
-            r = pair_rewards(acc, model, data, cfg.micro_batch_size, pad)
-            row[f"{name}_accuracy_{when}"] = pair_accuracy(r)
-            row[f"{name}_loss_{when}"] = float(bradley_terry_loss(r[:, 0], r[:, 1])) if len(r) else None
-        return row
+        r = pair_rewards(acc, model, eval_seqs, cfg.micro_batch_size, pad)
+        loss = float(bradley_terry_loss(r[:, 0], r[:, 1])) if len(r) else None
+        return {f"eval_accuracy_{when}": pair_accuracy(r), f"eval_loss_{when}": loss}
 
     before = measure("before")
+    rows = []
     while step < total_steps:
-        row = rm_step(run, cfg, seqs, step, pad)
+        rows.append(rm_step(run, cfg, seqs, step, pad))
         step += 1
-        run.metrics.log(step, **row)
+        run.metrics.log(step, **rows[-1])
         if cfg.save_every and step % cfg.save_every == 0:
             save_checkpoint(acc, cfg.output_dir, step, {"pairs": len(seqs)})
     after = measure("after")
@@ -170,6 +168,8 @@ def train_rm(cfg: RMConfig) -> dict:
     }
     final = save_reward_model(acc, model, tok, f"{cfg.output_dir}/final", info)
     summary = {"steps": step, "pairs": len(seqs), "eval_pairs": len(eval_seqs), **before, **after}
+    if rows:
+        summary |= {"first_loss": rows[0]["loss"], "last_loss": rows[-1]["loss"]}
     run.metrics.log(step, event="done", **summary)
     acc.end_training()
     return {**summary, "model_dir": str(final)}
