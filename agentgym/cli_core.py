@@ -2,6 +2,10 @@
 
 agentgym rollout --env toy/calculator-v0 --policy scripted --n 200 --concurrency 32 --out x.jsonl
 agentgym eval --env toy/calculator-v0 --policy scripted --n 50 --json
+agentgym eval --env toy/calculator-v0 --policy scripted --n 50 --verifier rm:runs/rm/final
+
+``--verifier SPEC`` scores the episodes with a reward model (``rm:DIR``) or an LLM judge
+(``judge:POLICY_SPEC``) in place of the env's verifier (``agentgym.verifiers.make_verifier``).
 """
 
 from __future__ import annotations
@@ -72,6 +76,15 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--episode-timeout", type=float, default=3600.0, help="seconds for one episode (default 3600)"
     )
+    p.add_argument(
+        "--verifier",
+        default=None,
+        metavar="SPEC",
+        help="score each finished episode with this instead of the env's verifier (whose total stays "
+        "in the breakdown as env_score): rm:DIR, a reward model from `agentgym train rm`, or "
+        "judge:POLICY_SPEC, an LLM judge (e.g. judge:hf:DIR,temperature=0); a verifier error makes "
+        "the episode env_error",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     add_ray_flags(p)
 
@@ -138,6 +151,7 @@ def _run(args: argparse.Namespace, out: str | None, resume: bool, group: int):
         turn_timeout=args.turn_timeout,
         episode_timeout=args.episode_timeout,
         progress=False if args.no_progress else None,
+        verifier=args.verifier,
     )
     return trajs, dict(trajs.stats)
 

@@ -36,6 +36,7 @@ from agentgym.policy import Policy, PolicySpec
 from agentgym.registry import list_envs, load_env_class, spec
 from agentgym.rollout import Job, Rollouts, Runner, episode_seed, plan_jobs, prepare_out
 from agentgym.types import Trajectory, dump_record_bytes
+from agentgym.verifiers import RewardFn
 
 DEFAULT_RESOURCES: dict[str, float] = {"num_cpus": 0.25}
 """what one episode of an env without ``ray_resources`` reserves (a light, in-process env)"""
@@ -225,6 +226,7 @@ def rollout_ray(
     task_ids: Sequence[str] | None = None,
     progress: bool | None = None,
     on_trajectory: Callable[[Trajectory], None] | None = None,
+    verifier: str | RewardFn | None = None,
     address: str = "local",
     retries: int = 2,
     verbose: bool = False,
@@ -250,6 +252,7 @@ def rollout_ray(
         max_turns=max_turns,
         turn_timeout=turn_timeout,
         episode_timeout=episode_timeout,
+        verifier=verifier,
     )
     per_env = env_resources(local.env_id)
     owned = not ray.is_initialized()  # a caller that connected (a trainer, each step) stays connected
@@ -264,6 +267,7 @@ def rollout_ray(
             "env_kwargs": local.env_kwargs,
             "turn_timeout": turn_timeout,
             "episode_timeout": episode_timeout,
+            "verifier": verifier,
         }
         policy_seed = episode_seed(seed, 0, 0, group)  # a local run's, when nothing is skipped
         fleet = _Fleet(

@@ -14,6 +14,14 @@ A policy given as a spec string is built by the runner and closed by it when the
 model backend's thread, engine or connections go with it); a policy object passed in stays the
 caller's to close.
 
+``verifier`` (``--verifier`` on the command line) scores every finished ``ok`` / ``truncated``
+episode with another reward function in place of the env's: a spec (``rm:DIR``, a reward model;
+``judge:POLICY_SPEC``, an LLM judge; see ``agentgym.verifiers.make_verifier``) or a function
+``(trajectory, task) -> float``. Its value becomes the score and goes into the breakdown under its
+name, beside the env's own total as ``env_score``; a verifier error makes the episode
+``env_error`` (``metadata["verifier_errors"]``). It runs in a thread, after the episode's time
+limits.
+
     from agentgym.rollout import run_rollouts, summarize
     trajs = run_rollouts("toy/calculator-v0", "scripted", n=100, concurrency=32, out="x.jsonl")
     print(summarize(trajs))
@@ -36,6 +44,7 @@ from typing import Any
 from agentgym.policy import Policy, PolicySpec, parse_spec, resolve_policy
 from agentgym.registry import make, resolve_scheme
 from agentgym.types import Trajectory, dump_record_bytes, iter_jsonl, passes, validate_record
+from agentgym.verifiers import RewardFn, make_verifier, run_reward
 
 
 @dataclass(frozen=True)
@@ -211,6 +220,7 @@ class Runner:
         turn_timeout: float | None = 600.0,
         episode_timeout: float | None = 3600.0,
         on_trajectory: Callable[[Trajectory], None] | None = None,
+        verifier: str | RewardFn | None = None,
     ):
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -230,6 +240,8 @@ class Runner:
         self.turn_timeout = turn_timeout
         self.episode_timeout = episode_timeout
         self.on_trajectory = on_trajectory
+        self.verifier_spec = verifier
+        self.verifier = make_verifier(verifier) if isinstance(verifier, str) else verifier
         self.turns = 0
         self._spec_str: str | None = None
 
@@ -293,6 +305,8 @@ class Runner:
                 finish(traj, env)  # e.g. the token-record check of model policies
             except Exception as e:
                 traj.metadata["token_check"] = [f"the check itself failed: {type(e).__name__}: {e}"]
+        if self.verifier is not None and traj.status in ("ok", "truncated"):
+            await self.rescore(traj, env.task)
         if traj.status not in ("ok", "truncated"):
             traj.score = 0.0
         traj.env = self.env_id
@@ -300,6 +314,20 @@ class Runner:
         traj.metadata.update(sample=job.sample, seed=job.seed, policy=self.policy_spec_str())
         traj.metadata["seconds"] = round(time.perf_counter() - t0, 4)
         return traj, healthy
+
+    async def rescore(self, traj: Trajectory, task) -> None:
+        """Score a finished episode with the run's verifier instead of the env's (see the module
+        docstring)."""
+        name = getattr(self.verifier, "__name__", None) or type(self.verifier).__name__
+        value, err = await asyncio.to_thread(run_reward, self.verifier, traj, task)
+        breakdown = traj.metadata.setdefault("breakdown", {})
+        breakdown["env_score"] = traj.score
+        if err is not None:
+            traj.status = "env_error"
+            traj.metadata.setdefault("verifier_errors", {})[name] = err
+            return
+        breakdown[name] = value
+        traj.score = value
 
     def unmade(self, job: Job, error: Exception) -> Trajectory:
         """The record of an episode whose env could not be made (``env_error``): the run goes on,
@@ -319,6 +347,9 @@ class Runner:
         engine can block)."""
         close = getattr(self.policy, "close", None)
         if isinstance(self.policy_spec, str | PolicySpec) and close is not None:
+            await asyncio.to_thread(close)
+        close = getattr(self.verifier, "close", None)
+        if isinstance(self.verifier_spec, str) and close is not None:
             await asyncio.to_thread(close)
 
     def policy_spec_str(self) -> str:
@@ -458,8 +489,10 @@ async def rollout(
     task_ids: Sequence[str] | None = None,
     progress: bool | None = None,
     on_trajectory: Callable[[Trajectory], None] | None = None,
+    verifier: str | RewardFn | None = None,
 ) -> Rollouts:
-    """Roll ``policy`` out on ``n`` tasks of ``env_id``, ``group`` samples each.
+    """Roll ``policy`` out on ``n`` tasks of ``env_id``, ``group`` samples each (scored by the
+    env's verifier, or by ``verifier``: see the module docstring).
 
     Returns the trajectories of this call, plus, with ``resume``, those of the planned
     (task_id, sample) keys already in ``out``; their ``stats`` count this call's episodes.
@@ -475,6 +508,7 @@ async def rollout(
         turn_timeout=turn_timeout,
         episode_timeout=episode_timeout,
         on_trajectory=on_trajectory,
+        verifier=verifier,
     )
     first_env = None
     if task_ids is None:  # the env that names the tasks then runs the first worker's episodes

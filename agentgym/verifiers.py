@@ -12,10 +12,18 @@ as a verifier error, never turned into a silent number.
 >>> t = Trajectory(messages=[{"role": "assistant", "content": "4"}])
 >>> rubric(t, Task("t", answer="4")).total
 1.2
+
+Learned and judged rewards come from a spec string (``make_verifier``): ``rm:DIR`` scores with a
+reward model from ``agentgym train rm`` (``agentgym.trainers.rm``), ``judge:POLICY_SPEC`` asks
+any policy backend (``judge:hf:DIR,temperature=0``, ``judge:openai:URL,model=NAME``) to grade the
+trajectory (``agentgym.judge``). Either can score any env's episodes: ``agentgym rollout|eval
+--verifier SPEC`` (``run_rollouts(..., verifier=SPEC)``) puts its value in place of the env's
+score, and the env's own total stays in the breakdown as ``env_score``.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -111,6 +119,37 @@ class Rubric:
 def as_verifier(obj: Rubric | RewardFn) -> Callable[[Trajectory, Task], Score]:
     """Wrap a single reward function as a one-function rubric; rubrics pass through."""
     return obj if isinstance(obj, Rubric) else Rubric([obj])
+
+
+VERIFIER_SCHEMES = {
+    "rm": ("agentgym.trainers.rm:RewardModelVerifier", "train"),
+    "judge": ("agentgym.judge:Judge", None),
+}
+"""spec prefix -> (``"module:Class"`` built with the rest of the spec, imported when first used;
+the pip extra it needs)"""
+
+
+def make_verifier(spec: str) -> RewardFn:
+    """The reward function a spec names: ``rm:DIR`` or ``judge:POLICY_SPEC``.
+
+    >>> make_verifier("judge:hf:/models/judge,temperature=0").policy_spec
+    'hf:/models/judge,temperature=0'
+    """
+    prefix, colon, rest = spec.partition(":")
+    if not colon or prefix not in VERIFIER_SCHEMES or not rest.strip():
+        raise ValueError(
+            f"verifier {spec!r}: give rm:DIR (a model from `agentgym train rm`) or judge:POLICY_SPEC "
+            "(e.g. judge:hf:DIR,temperature=0 or judge:openai:URL,model=NAME)"
+        )
+    ref, extra = VERIFIER_SCHEMES[prefix]
+    module, _, attr = ref.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(
+            f"verifier {prefix}: needs a package that is not installed ({e}); pip install 'agentgym[{extra}]'"
+        ) from e
+    return getattr(mod, attr)(rest.strip())
 
 
 def final_answer(traj: Trajectory) -> str | None:

@@ -1,32 +1,36 @@
-"""Trainers: SFT warm start, online trajectory GRPO, DPO on trajectory pairs (offline or online).
+"""Trainers: SFT warm start, online trajectory GRPO, DPO on trajectory pairs (offline or online),
+and a Bradley-Terry reward model on the same pairs.
 
 Python entry points (each takes its config dataclass and returns a summary dict)::
 
     from agentgym.trainers import SFTConfig, train_sft, GRPOConfig, train_grpo, DPOConfig, train_dpo
-    from agentgym.trainers import OnlineDPOConfig, train_online_dpo
+    from agentgym.trainers import OnlineDPOConfig, train_online_dpo, RMConfig, train_rm
 
-Command line: ``agentgym train sft|grpo|dpo|online-dpo --help``. Importing this package stays light; torch is
+Command line: ``agentgym train sft|grpo|dpo|online-dpo|rm --help``. Importing this package stays light; torch is
 imported when a trainer function is first used.
 """
 
-from agentgym.trainers.config import DPOConfig, GRPOConfig, OnlineDPOConfig, SFTConfig, load_config
+from agentgym.trainers.config import DPOConfig, GRPOConfig, OnlineDPOConfig, RMConfig, SFTConfig, load_config
 
 _LAZY = {
     "train_sft": "agentgym.trainers.sft",
     "train_grpo": "agentgym.trainers.grpo",
     "train_dpo": "agentgym.trainers.dpo",
     "train_online_dpo": "agentgym.trainers.dpo",
+    "train_rm": "agentgym.trainers.rm",
 }
 
 __all__ = [
     "DPOConfig",
     "GRPOConfig",
     "OnlineDPOConfig",
+    "RMConfig",
     "SFTConfig",
     "load_config",
     "train_dpo",
     "train_grpo",
     "train_online_dpo",
+    "train_rm",
     "train_sft",
 ]
 

@@ -1,4 +1,4 @@
-"""``agentgym train sft|grpo|dpo|online-dpo``: every config field is a flag, and ``--config FILE`` reads YAML.
+"""``agentgym train sft|grpo|dpo|rm|online-dpo``: every config field is a flag, and ``--config FILE`` reads YAML.
 
     agentgym train sft --model /tmp/tiny --data demos.jsonl --max-steps 50 --output-dir runs/sft
     agentgym train grpo --config grpo.yaml --max-steps 20
@@ -28,6 +28,12 @@ TRAINERS = {
         "train_dpo",
         "DPO on pairs of rollouts of the same task, from rollout files",
     ),
+    "rm": (
+        "agentgym.trainers.rm",
+        "RMConfig",
+        "train_rm",
+        "a Bradley-Terry reward model on pairs of rollouts of the same task (use it with --verifier rm:DIR)",
+    ),
     "online-dpo": (
         "agentgym.trainers.dpo",
         "OnlineDPOConfig",
@@ -38,7 +44,9 @@ TRAINERS = {
 
 
 def add_commands(subparsers) -> None:
-    train = subparsers.add_parser("train", help="train a policy: sft, grpo, dpo or online-dpo")
+    train = subparsers.add_parser(
+        "train", help="train a policy (sft, grpo, dpo, online-dpo) or a reward model (rm)"
+    )
     sub = train.add_subparsers(dest="trainer", metavar="TRAINER")
     sub.required = True
     for name, (module, _cls, _fn, help_text) in TRAINERS.items():

@@ -1,6 +1,6 @@
 """Trainer configs: flat dataclasses, loaded from YAML and overridden by command-line flags.
 
-Each trainer has one config class (``SFTConfig``, ``GRPOConfig``, ``DPOConfig``) built on
+Each trainer has one config class (``SFTConfig``, ``GRPOConfig``, ``DPOConfig``, ``RMConfig``) built on
 ``TrainConfig``, the fields every trainer shares. Each field is documented once, in the string
 right below it; ``field_docs`` reads those strings back for ``--help``. Cross-field checks run in
 ``__post_init__`` and name both values; a field that the chosen setup would ignore raises.
@@ -278,7 +278,32 @@ class OnlineConfig(SamplingFields, TrainConfig):
 
 
 @dataclass
-class PreferenceFields:
+class PairFields:
+    """How preference pairs are built from rollouts, and how long to train on them (DPO, the
+    reward model)."""
+
+    min_margin: float = 0.0
+    """a pair needs chosen score - rejected score above this"""
+    pairs_per_task: Literal["one", "all"] = "one"
+    """best-vs-worst pair per task, or every pair that clears min_margin"""
+    epochs: float = 1.0
+    """passes over the pairs (over each round's pairs when online; used when max_steps is 0)"""
+    max_steps: int = 0
+    """optimizer steps (per round when online); 0 derives them from epochs"""
+
+    def check_pairs(self) -> None:
+        if self.max_steps and self.epochs != 1.0:
+            raise ValueError(
+                f"epochs ({self.epochs}) has no effect when max_steps ({self.max_steps}) is set; drop one"
+            )
+        if self.epochs <= 0 or self.max_steps < 0:
+            raise ValueError(f"epochs ({self.epochs}) must be > 0 and max_steps ({self.max_steps}) >= 0")
+        if self.min_margin < 0:
+            raise ValueError(f"min_margin must be >= 0, got {self.min_margin}")
+
+
+@dataclass
+class PreferenceFields(PairFields):
     """How pairs are built and scored, in offline and online DPO alike."""
 
     beta: float = 0.1
@@ -290,30 +315,17 @@ class PreferenceFields:
     rpo_alpha: float = 0.0
     """weight of an NLL term on the chosen trajectory's agent tokens (per-token mean; RPO), which
     keeps DPO from lowering the chosen likelihood along with the rejected one"""
-    min_margin: float = 0.0
-    """a pair needs chosen score - rejected score above this"""
-    pairs_per_task: Literal["one", "all"] = "one"
-    """best-vs-worst pair per task, or every pair that clears min_margin"""
     ref_model: str = ""
     """reference model directory (empty: the starting model)"""
-    epochs: float = 1.0
-    """passes over the pairs (over each round's pairs when online; used when max_steps is 0)"""
-    max_steps: int = 0
-    """optimizer steps (per round when online); 0 derives them from epochs"""
 
     def check_preference(self) -> None:
+        self.check_pairs()
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.loss_type == "ipo" and self.label_smoothing:
             raise ValueError(
                 f"label_smoothing ({self.label_smoothing}) has no effect with loss_type ({self.loss_type})"
             )
-        if self.max_steps and self.epochs != 1.0:
-            raise ValueError(
-                f"epochs ({self.epochs}) has no effect when max_steps ({self.max_steps}) is set; drop one"
-            )
-        if self.min_margin < 0:
-            raise ValueError(f"min_margin must be >= 0, got {self.min_margin}")
         if self.rpo_alpha < 0:
             raise ValueError(f"rpo_alpha must be >= 0, got {self.rpo_alpha}")
 
@@ -337,6 +349,38 @@ class DPOConfig(PreferenceFields, TrainConfig):
                 "to sample pairs from the policy as it trains, use OnlineDPOConfig (`agentgym train online-dpo`)"
             )
         self.check_preference()
+
+
+@dataclass
+class RMConfig(PairFields, TrainConfig):
+    """A Bradley-Terry reward model on pairs from rollout files."""
+
+    learning_rate: float = 1e-5
+    """peak learning rate of AdamW (the scalar head is new, the backbone is not)"""
+    data: list[str] = field(default_factory=list)
+    """rollout JSONL files to build pairs from (several samples per task id, e.g. `agentgym rollout --group 4`)"""
+    eval_data: list[str] = field(default_factory=list)
+    """held-out rollout JSONL files whose pairs measure the reward model's accuracy"""
+    eval_fraction: float = 0.0
+    """share of task ids held out of ``data`` for the accuracy (when eval_data is empty)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.data:
+            raise ValueError(
+                "data is required: rollout JSONL with several samples per task (`agentgym rollout --group 4`)"
+            )
+        if self.eval_data and self.eval_fraction:
+            raise ValueError(
+                f"give eval_data ({self.eval_data}) or eval_fraction ({self.eval_fraction}), not both"
+            )
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.lora_r:
+            raise ValueError(
+                f"lora_r ({self.lora_r}): the reward model trains all weights so far; use lora_r 0"
+            )
+        self.check_pairs()
 
 
 @dataclass

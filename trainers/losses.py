@@ -299,6 +299,18 @@ def bradley_terry(margin: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(margin)
 
 
+def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
+    """Reward-model loss: the negative log-likelihood of the preferences under Bradley-Terry,
+    ``mean(-log sigma(r_chosen - r_rejected))`` (InstructGPT's reward model, Ouyang et al. 2022,
+    arXiv:2203.02155, eq. 1, with one pair per comparison).
+
+    >>> c, r = torch.tensor([2.5]), torch.tensor([1.5])
+    >>> round(bradley_terry(c - r).item(), 3), round(bradley_terry_loss(c, r).item(), 4)
+    (0.731, 0.3133)
+    """
+    return -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+
+
 def masked_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Supervised fine-tuning loss: mean negative log-likelihood of the agent tokens only
     (the standard language-modelling objective restricted to the assistant's turns, as in
