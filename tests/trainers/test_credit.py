@@ -1,6 +1,10 @@
 """Turn-level credit in GRPO (``advantage``: trajectory, turn, gigpo), checked by hand: per-turn
 returns, their group normalisation, GiGPO's step groups, and the per-token advantages they give."""
 
+import json
+import math
+import zlib
+
 import pytest
 import torch
 from agentgym.trainers import losses as L
@@ -149,3 +153,76 @@ def test_credit_fields_are_checked():
     with pytest.raises(ValueError, match="advantage must be one of"):
         GRPOConfig(**base, advantage="step")
     assert GRPOConfig(**base, advantage="gigpo", gamma=0.9, step_adv_weight=0.5).gamma == 0.9
+
+
+def _coin(text: str) -> float:
+    """The parity of a text's CRC-32: a fair coin per sample."""
+    return float(zlib.crc32(text.encode()) & 1)
+
+
+def _final_coin(traj, task) -> float:
+    return _coin("".join(m.get("content") or "" for m in traj.messages if m.get("role") == "assistant"))
+
+
+def _two_turn_calculator(**kwargs):
+    """The calculator with exactly two turns (a reply without a tool call is answered with a
+    reminder instead of ending the episode), a coin per turn as its process reward and a coin as
+    its score."""
+    from agentgym.envs.toy import CalculatorEnv
+
+    from agentgym.verifiers import Rubric
+
+    class TwoTurnCalculator(CalculatorEnv):
+        verifier = Rubric([_final_coin], weights=[1.0])
+        ends_on_text = False
+
+        def turn_reward(self, action, replies):
+            return 0.5 * _coin(action.get("content") or "")
+
+    return TwoTurnCalculator(max_turns=2, **kwargs)
+
+
+@pytest.mark.parametrize("advantage", ["turn", "gigpo"])
+def test_grpo_trains_on_turn_level_credit(tiny_model_dir, tmp_path, advantage):
+    from agentgym.trainers import GRPOConfig, train_grpo
+
+    from agentgym.registry import register
+
+    register("test/two_turn_calculator-v0", f"{__name__}:_two_turn_calculator")
+    cfg = GRPOConfig(
+        model=str(tiny_model_dir),
+        env="test/two_turn_calculator-v0",
+        env_kwargs={"difficulty": 1},
+        num_tasks=2,
+        tasks_per_step=2,
+        group_size=4,
+        max_steps=2,
+        max_tokens=12,
+        batch_size=8,
+        micro_batch_size=8,
+        learning_rate=3e-3,
+        sampler="hf",
+        output_dir=str(tmp_path),
+        quiet=True,
+        advantage=advantage,
+        gamma=0.9,
+    )
+    train_grpo(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rollouts = [json.loads(x) for x in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "groups" in r]
+    assert len(steps) == 2
+    ok = [r for r in rollouts if r["status"] in ("ok", "truncated")]
+    # every episode took two turns, each with its process reward on record
+    assert ok and all(len(r["metadata"]["turn_rewards"]) == 2 for r in ok)
+    assert all(set(r["metadata"]["turn_rewards"]) <= {0.0, 0.5} for r in ok)
+    trained = [r for r in steps if r["groups"]]
+    assert trained and all(r["agent_tokens"] > 0 and math.isfinite(r["loss"]) for r in trained)
+    if advantage == "gigpo":
+        # every group's first turns start from the same prompt: at least one step group of
+        # group_size turns per kept group
+        for r in trained:
+            assert r["step_groups"] >= r["groups"] and r["step_grouped_turns"] >= 4 * r["groups"]
+            assert r["step_turns"] == 2 * 4 * r["groups"]
+    else:
+        assert all("step_groups" not in r for r in steps)
