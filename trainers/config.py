@@ -217,6 +217,19 @@ class OnlineConfig(SamplingFields, TrainConfig):
     """after each push, compare the sampler's log-probs of a fixed sequence with the trainer's (logged as sync_gap)"""
     enforce_eager: bool = False
     """run the vLLM engine without graph compilation: starts much faster on CPU (sampler 'vllm' only)"""
+    curriculum: Literal["off", "band"] = "off"
+    """'off': each step takes the next slice of the task pool, in order; 'band': a difficulty pool
+    (sampler.DifficultyPool) draws each step's tasks, weight 1 for tasks whose pass rate so far
+    lies in [band_low, band_high] (and tasks not seen yet), band_out_weight for the others;
+    logged as curriculum_in_band (of the step's tasks), pool_in_band, pool_unseen, pool_too_easy
+    and pool_too_hard"""
+    band_low: float = 0.2
+    """lowest pass rate of a task in band (curriculum 'band' only)"""
+    band_high: float = 0.8
+    """highest pass rate of a task in band (curriculum 'band' only)"""
+    band_out_weight: float = 0.1
+    """chance of a task outside the band relative to one inside (curriculum 'band' only; 0: drawn
+    only when too few tasks are in band)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -244,6 +257,15 @@ class OnlineConfig(SamplingFields, TrainConfig):
                     f"{name} ({getattr(self, name)!r}) has no effect with sampler ({self.sampler}); "
                     f"it is for sampler {sampler}"
                 )
+        for name in ("band_low", "band_high", "band_out_weight"):
+            if self.curriculum == "off" and getattr(self, name) != defaults[name]:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) has no effect with curriculum (off); it is for curriculum band"
+                )
+        if not 0.0 <= self.band_low <= self.band_high <= 1.0:
+            raise ValueError(f"need 0 <= band_low ({self.band_low}) <= band_high ({self.band_high}) <= 1")
+        if not 0.0 <= self.band_out_weight <= 1.0:
+            raise ValueError(f"band_out_weight must lie in [0, 1], got {self.band_out_weight}")
         if self.sampler == "vllm" and self.lora_r > 0:
             raise ValueError(
                 f"lora_r ({self.lora_r}) with sampler ({self.sampler}): the in-process engine takes full "
