@@ -6,8 +6,8 @@
 or ``train_grpo(GRPOConfig(...))``. Each step reads top to bottom:
 
 1. ``tasks_per_step`` tasks from a fixed pool (in order; or, with ``curriculum: band``, drawn
-   favouring tasks of middling pass rate: ``sampler.DifficultyPool``), ``group_size`` rollouts each, through the rollout
-   runner with the current policy (vLLM in-process engine, vLLM servers, or the training model
+   favouring tasks of middling pass rate: ``sampler.DifficultyPool``), ``group_size`` rollouts
+   each, through the rollout runner with the current policy (vLLM in-process engine, vLLM servers, or the training model
    itself via hf); under ``accelerate launch`` each process samples tasks of its own and all
    processes share the rollouts, then train their part of every batch;
 2. only ``ok`` / ``truncated`` trajectories with a checked token record enter a group;
