@@ -21,6 +21,7 @@ import asyncio
 import functools
 import inspect
 import json
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -254,17 +255,43 @@ class ToolEnv(gymnasium.Env):
         self.turns += 1
         return action
 
+    def turn_reward(self, action: Message, replies: list[Message]) -> float | None:
+        """A process reward for the assistant turn just taken (``action``, answered by
+        ``replies``), or None for none: the default, so that only the final score rewards an
+        episode. An env that returns numbers gets them recorded, one per assistant turn, in
+        ``trajectory.metadata["turn_rewards"]`` (turns that returned None count 0.0) and in the
+        step's ``info["turn_reward"]``; the episode's score stays the verifier's. GRPO's
+        ``advantage: turn`` and ``gigpo`` train on them."""
+        return None
+
     def _end_step(self, replies: list[Message]):
+        action = self.trajectory.messages[-1]
         self.trajectory.messages.extend(replies)
         terminated = self.done
         truncated = not terminated and self.turns >= self.max_turns
         reward = 0.0
         info: dict[str, Any] = {"turn": self.turns}
+        self._record_turn_reward(self.turn_reward(action, replies), info)
         if terminated or truncated:
             self.done = True
             self.finish(truncated, info)
             reward = self.trajectory.score
         return [dict(m) for m in replies], reward, terminated, truncated, info
+
+    def _record_turn_reward(self, value: float | None, info: dict[str, Any]) -> None:
+        rewards = self.trajectory.metadata.get("turn_rewards")
+        if value is None and rewards is None:
+            return
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+        ):
+            raise ValueError(
+                f"{type(self).__name__}.turn_reward must return a finite number or None, got {value!r}"
+            )
+        rewards = self.trajectory.metadata.setdefault("turn_rewards", [])
+        rewards.extend([0.0] * (self.turns - 1 - len(rewards)))
+        rewards.append(float(value or 0.0))
+        info["turn_reward"] = rewards[-1]
 
     def finish(self, truncated: bool, info: dict[str, Any]) -> None:
         """Score the trajectory and set its status; the breakdown goes into ``info``."""

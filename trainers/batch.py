@@ -10,7 +10,9 @@ so padding stays small) and builds:
   included (the attention mask is NOT the loss mask);
 - ``targets`` / ``loss_mask`` / ``old_logprobs``: shifted by one, so position ``t`` holds the
   token predicted from the logits at ``t``; ``loss_mask`` is 1 only on tokens the policy sampled;
-- ``advantages``: one per sequence;
+- ``advantages``: one per sequence, or, where a sequence carries per-token advantages (a
+  different advantage for each assistant turn: GRPO's ``advantage: turn`` and ``gigpo``), one per
+  target aligned with ``loss_mask`` (0 wherever the loss mask is 0);
 - ``prox_logprobs``: where the sequences carry them, the trainer's own log-probs before an update
   (decoupled PPO's proximal policy, see ``agentgym.trainers.losses.ppo_clip_loss``).
 
@@ -47,6 +49,9 @@ class Sequence:
     meta: dict[str, Any] = field(default_factory=dict)
     prox_logprobs: list[float] | None = None
     """the trainer's log-prob of each token before the update (aligned as ``logprobs``), or None"""
+    token_advantages: list[float] | None = None
+    """the advantage of each token (aligned with ``ids``, 0 where ``mask`` is 0) when they differ
+    within the sequence; None: every agent token gets ``advantage``"""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -69,7 +74,8 @@ class TokenBatch:
     old_logprobs: torch.Tensor
     """[B, T-1] the sampler's log-prob of each target (0 where unknown or masked)"""
     advantages: torch.Tensor
-    """[B] one advantage per sequence"""
+    """[B] one advantage per sequence; [B, T-1] one per target (0 where ``loss_mask`` is 0) when
+    some sequence carries ``token_advantages``"""
     prefix_ids: torch.Tensor | None = None
     """[G, P] with shared prefixes (``collate(share_prefix=True)``): the G distinct prefixes,
     right-padded; every field above then holds only what follows a row's prefix"""
@@ -108,10 +114,13 @@ class TokenizeError(ValueError):
 def to_sequence(
     traj: Trajectory,
     tokenize: Callable[[Trajectory], tuple[list[int], list[int]]] | None = None,
-    advantage: float = 0.0,
+    advantage: float | list[float] = 0.0,
 ) -> Sequence:
     """A trajectory as a training sequence: its own token record when it has one (exactly what
-    was sampled), else its messages tokenized by ``tokenize(traj) -> (ids, mask)``."""
+    was sampled), else its messages tokenized by ``tokenize(traj) -> (ids, mask)``.
+
+    ``advantage`` is one number for every agent token, or a list of one per assistant turn: the
+    k-th goes to every token of the k-th sampled span of the mask (the k-th assistant turn)."""
     if traj.tokens is not None:
         if not passed_token_check(traj):
             raise TokenizeError(
@@ -135,13 +144,40 @@ def to_sequence(
     if not any(mask):
         raise TokenizeError(f"trajectory {traj.task_id} of {traj.env!r} has no agent tokens to train on")
     meta = {"task_id": traj.task_id, "score": traj.score, "env": traj.env}
+    mask = [int(m) for m in mask]
+    per_token = None
+    if isinstance(advantage, list | tuple):
+        per_token = turn_token_values(mask, advantage, f"trajectory {traj.task_id} of {traj.env!r}")
+        advantage = sum(per_token) / sum(mask)  # the mean over its agent tokens, for logging
     return Sequence(
         ids=ids,
-        mask=[int(m) for m in mask],
+        mask=mask,
         logprobs=list(lps) if lps is not None else None,
         advantage=advantage,
         meta=meta,
+        token_advantages=per_token,
     )
+
+
+def turn_token_values(mask: list[int], per_turn: list[float], what: str = "a sequence") -> list[float]:
+    """Spread one value per assistant turn over the tokens: the k-th value on every token of the
+    k-th sampled span of ``mask``, 0 on every other token.
+
+    >>> turn_token_values([0, 1, 1, 0, 0, 1], [0.5, -2.0])
+    [0.0, 0.5, 0.5, 0.0, 0.0, -2.0]
+    """
+    from agentgym.chat import mask_spans
+
+    spans = mask_spans(mask)
+    if len(spans) != len(per_turn):
+        raise TokenizeError(
+            f"{what} has {len(spans)} sampled spans but {len(per_turn)} per-turn advantages; "
+            "its token record needs one span per assistant turn (the rollout's token check)"
+        )
+    out = [0.0] * len(mask)
+    for (a, b), value in zip(spans, per_turn, strict=True):
+        out[a:b] = [float(value)] * (b - a)
+    return out
 
 
 def prompt_of(seq: Sequence) -> tuple[int, ...]:
@@ -187,6 +223,7 @@ def collate(seqs: list[Sequence], pad_id: int, share_prefix: bool = False) -> To
                 logprobs=s.logprobs[k:] if s.logprobs is not None else None,
                 advantage=s.advantage,
                 prox_logprobs=s.prox_logprobs[k:] if s.prox_logprobs is not None else None,
+                token_advantages=s.token_advantages[k:] if s.token_advantages is not None else None,
             )
             for s, k in zip(seqs, cut, strict=True)
         ]
@@ -205,6 +242,8 @@ def collate(seqs: list[Sequence], pad_id: int, share_prefix: bool = False) -> To
     lps = torch.zeros((n, width), dtype=torch.float32)
     prox = torch.zeros((n, width), dtype=torch.float32)
     has_prox = all(s.prox_logprobs is not None for s in seqs)
+    per_token = any(s.token_advantages is not None for s in seqs)
+    adv = torch.zeros((n, width), dtype=torch.float32)
     for i, s in enumerate(seqs):
         k = len(s)
         input_ids[i, :k] = torch.tensor(s.ids, dtype=torch.long)
@@ -214,13 +253,21 @@ def collate(seqs: list[Sequence], pad_id: int, share_prefix: bool = False) -> To
             lps[i, :k] = torch.tensor(s.logprobs, dtype=torch.float32)
         if has_prox:
             prox[i, :k] = torch.tensor(s.prox_logprobs, dtype=torch.float32)
+        if per_token:
+            adv[i, :k] = (
+                torch.tensor(s.token_advantages, dtype=torch.float32)
+                if s.token_advantages is not None
+                else s.advantage
+            )
     return TokenBatch(
         input_ids=input_ids,
         attention_mask=attention,
         targets=input_ids[:, 1:].clone(),
         loss_mask=mask[:, 1:] * attention[:, 1:],
         old_logprobs=lps[:, 1:] * mask[:, 1:],
-        advantages=torch.tensor([s.advantage for s in seqs], dtype=torch.float32),
+        advantages=adv[:, 1:] * mask[:, 1:]
+        if per_token
+        else torch.tensor([s.advantage for s in seqs], dtype=torch.float32),
         prefix_ids=prefix_ids,
         prefix_mask=prefix_mask,
         prefix_index=prefix_index,

@@ -132,7 +132,7 @@ class Tokenizer:
             self._renderers[key] = ChatRenderer(self.tokenizer, tools)
         return self._renderers[key]
 
-    def __call__(self, traj: Trajectory, advantage: float = 0.0) -> Sequence:
+    def __call__(self, traj: Trajectory, advantage: float | list[float] = 0.0) -> Sequence:
         if traj.tokens is not None and "token_check" not in traj.metadata and traj.num_turns:
             # a token record nobody checked (loaded from a file written elsewhere): its mask-1
             # spans must decode to the assistant's messages before it is trained on; a record

@@ -224,6 +224,19 @@ class OnlineConfig(SamplingFields, TrainConfig):
     ray_address: str = "local"
     """the Ray cluster of rollout_backend 'ray': 'local' (one started in this process), 'auto' or
     HOST:PORT"""
+    curriculum: Literal["off", "band"] = "off"
+    """'off': each step takes the next slice of the task pool, in order; 'band': a difficulty pool
+    (sampler.DifficultyPool) draws each step's tasks, weight 1 for tasks whose pass rate so far
+    lies in [band_low, band_high] (and tasks not seen yet), band_out_weight for the others;
+    logged as curriculum_in_band (of the step's tasks), pool_in_band, pool_unseen, pool_too_easy
+    and pool_too_hard"""
+    band_low: float = 0.2
+    """lowest pass rate of a task in band (curriculum 'band' only)"""
+    band_high: float = 0.8
+    """highest pass rate of a task in band (curriculum 'band' only)"""
+    band_out_weight: float = 0.1
+    """chance of a task outside the band relative to one inside (curriculum 'band' only; 0: drawn
+    only when too few tasks are in band)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -259,6 +272,15 @@ class OnlineConfig(SamplingFields, TrainConfig):
                     f"{name} ({getattr(self, name)!r}) has no effect with sampler ({self.sampler}); "
                     f"it is for sampler {sampler}"
                 )
+        for name in ("band_low", "band_high", "band_out_weight"):
+            if self.curriculum == "off" and getattr(self, name) != defaults[name]:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) has no effect with curriculum (off); it is for curriculum band"
+                )
+        if not 0.0 <= self.band_low <= self.band_high <= 1.0:
+            raise ValueError(f"need 0 <= band_low ({self.band_low}) <= band_high ({self.band_high}) <= 1")
+        if not 0.0 <= self.band_out_weight <= 1.0:
+            raise ValueError(f"band_out_weight must lie in [0, 1], got {self.band_out_weight}")
         if self.sampler == "vllm" and self.lora_r > 0:
             raise ValueError(
                 f"lora_r ({self.lora_r}) with sampler ({self.sampler}): the in-process engine takes full "
@@ -436,9 +458,34 @@ class GRPOConfig(OnlineConfig):
     groups carry a learning signal (the rest were dropped for equal rewards), roll out that many
     fresh tasks of the pool again, at most this many times per step (0: dropped groups are not
     replaced); logged as refills and refill_episodes"""
+    advantage: Literal["trajectory", "turn", "gigpo"] = "trajectory"
+    """credit assignment over the turns of an episode. 'trajectory': every agent token gets its
+    trajectory's group advantage of the score. 'turn': each turn's discounted return (gamma) of
+    the env's per-turn rewards (metadata turn_rewards, 0 without) plus the score at the last
+    turn, normalised over all turns of the group (losses.turn_advantages). 'gigpo': the
+    trajectory's group advantage plus step_adv_weight times a step advantage: the turn's
+    discounted return normalised among the group's turns that start from the same observations
+    (GiGPO, arXiv:2505.10978; losses.gigpo_advantages); logged as step_groups"""
+    gamma: float = 1.0
+    """discount of later turns' rewards in a turn's return (advantage 'turn' and 'gigpo' only)"""
+    step_adv_weight: float = 1.0
+    """weight of GiGPO's step-level advantage (advantage 'gigpo' only)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.advantage == "trajectory" and self.gamma != 1.0:
+            raise ValueError(
+                f"gamma ({self.gamma}) has no effect with advantage (trajectory); use turn or gigpo"
+            )
+        if self.advantage != "gigpo" and self.step_adv_weight != 1.0:
+            raise ValueError(
+                f"step_adv_weight ({self.step_adv_weight}) has no effect with advantage ({self.advantage}); "
+                "it is for gigpo"
+            )
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+        if self.step_adv_weight < 0:
+            raise ValueError(f"step_adv_weight must be >= 0, got {self.step_adv_weight}")
         if self.tis_cap != 0 and self.tis_cap < 1:
             raise ValueError(
                 f"tis_cap must be 0 (off) or at least 1, got {self.tis_cap}: a cap below 1 would shrink "

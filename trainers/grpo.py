@@ -5,13 +5,17 @@
 
 or ``train_grpo(GRPOConfig(...))``. Each step reads top to bottom:
 
-1. ``tasks_per_step`` tasks from a fixed pool, ``group_size`` rollouts each, through the rollout
-   runner with the current policy (vLLM in-process engine, vLLM servers, or the training model
+1. ``tasks_per_step`` tasks from a fixed pool (in order; or, with ``curriculum: band``, drawn
+   favouring tasks of middling pass rate: ``sampler.DifficultyPool``), ``group_size`` rollouts
+   each, through the rollout runner with the current policy (vLLM in-process engine, vLLM servers, or the training model
    itself via hf); under ``accelerate launch`` each process samples tasks of its own and all
    processes share the rollouts, then train their part of every batch;
 2. only ``ok`` / ``truncated`` trajectories with a checked token record enter a group;
-3. group advantages from the env verifier's scores; zero-variance groups are dropped (counted)
-   and, with ``max_refills`` > 0, replaced by groups of fresh tasks (DAPO's dynamic sampling);
+3. group advantages from the env verifier's scores (``advantage: trajectory``), or one per
+   assistant turn from the env's per-turn rewards and the score (``turn``; ``gigpo``, which also
+   compares the turns that start from the same state: ``make_groups``); groups without a
+   difference are dropped (counted) and, with ``max_refills`` > 0, replaced by groups of fresh
+   tasks (DAPO's dynamic sampling);
 4. ``inner_epochs`` passes of PPO-clip over the agent tokens, optional k3 KL to the frozen
    starting model; with ``tis_cap`` > 0 (the default) the trainer first recomputes the rollouts'
    log-probs with its own weights (no gradient), clips the ratio around them and weights each
@@ -34,6 +38,8 @@ not by timing, so an asynchronous run repeats itself for a seed; k = 0 is the lo
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import time
 from collections import Counter, defaultdict
@@ -52,16 +58,32 @@ from agentgym.trainers.common import (
     start_run,
 )
 from agentgym.trainers.config import GRPOConfig
-from agentgym.trainers.losses import group_advantages, ppo_clip_loss
+from agentgym.trainers.losses import (
+    discounted_returns,
+    gigpo_advantages,
+    group_advantages,
+    ppo_clip_loss,
+    turn_advantages,
+)
 
 from agentgym.types import Trajectory
 
 
-def make_groups(trajs: list[Trajectory], scale: str) -> tuple[list[tuple[Trajectory, float]], dict[str, int]]:
+def make_groups(
+    trajs: list[Trajectory],
+    scale: str,
+    advantage: str = "trajectory",
+    gamma: float = 1.0,
+    step_adv_weight: float = 1.0,
+) -> tuple[list[tuple[Trajectory, float | list[float]]], dict[str, float]]:
     """(trajectory, advantage) for every trajectory that enters a group, and counts of what was left out.
 
     Infrastructure failures and trajectories whose token record failed its check never enter a
-    group; groups with fewer than two members or all-equal scores are dropped."""
+    group; groups with fewer than two members or without any difference to learn from are
+    dropped: all-equal scores (``trajectory``), all-equal turn returns (``turn``), or both of
+    these within every step group (``gigpo``). With ``advantage`` ``turn`` or ``gigpo`` (see
+    ``GRPOConfig.advantage``) each advantage is a list, one per assistant turn, and with
+    ``gigpo`` the counts carry the step groups' statistics (``losses.gigpo_advantages``)."""
     counts: Counter[str] = Counter()
     groups: dict[str, list[Trajectory]] = defaultdict(list)
     for t in trajs:
@@ -73,18 +95,100 @@ def make_groups(trajs: list[Trajectory], scale: str) -> tuple[list[tuple[Traject
             groups[t.task_id].append(t)
     kept: list[Trajectory] = []
     ids: list[int] = []
+    returns: list[list[float]] = []
+    anchors: list[list[str]] = []
     for i, (_, members) in enumerate(sorted(groups.items())):
-        scores = {m.score for m in members}
-        if len(members) < 2 or len(scores) == 1:
+        rets = (
+            [discounted_returns(turn_rewards(m), gamma) for m in members] if advantage != "trajectory" else []
+        )
+        states = [turn_anchors(m) for m in members] if advantage == "gigpo" else []
+        if len(members) < 2 or not _has_signal(advantage, [m.score for m in members], rets, states):
             counts["dropped_groups"] += 1
             continue
         kept += members
         ids += [i] * len(members)
+        returns += rets
+        anchors += states
     counts["groups"] = len(groups) - counts["dropped_groups"]
     if not kept:
         return [], dict(counts)
-    adv = group_advantages(torch.tensor([t.score for t in kept]), ids, scale=scale)
-    return list(zip(kept, adv.tolist(), strict=True)), dict(counts)
+    scores = [t.score for t in kept]
+    if advantage == "trajectory":
+        adv = group_advantages(torch.tensor(scores), ids, scale=scale).tolist()
+    elif advantage == "turn":
+        adv = turn_advantages(returns, ids, scale=scale)
+    else:
+        adv, stats = gigpo_advantages(scores, returns, anchors, ids, step_adv_weight, scale=scale)
+        counts.update(stats)
+    return list(zip(kept, adv, strict=True)), dict(counts)
+
+
+def _has_signal(
+    advantage: str, scores: list[float], returns: list[list[float]], anchors: list[list[str]]
+) -> bool:
+    """Whether a group's advantages can differ from zero anywhere."""
+    if advantage == "trajectory":
+        return len(set(scores)) > 1
+    if advantage == "turn":
+        return len({g for row in returns for g in row}) > 1
+    by_state: dict[str, set[float]] = defaultdict(set)
+    for row, states in zip(returns, anchors, strict=True):
+        for g, state in zip(row, states, strict=True):
+            by_state[state].add(g)
+    return len(set(scores)) > 1 or any(len(v) > 1 for v in by_state.values())
+
+
+def turn_rewards(traj: Trajectory) -> list[float]:
+    """The reward of each assistant turn: the env's per-turn (process) reward
+    (``metadata["turn_rewards"]``, 0 where the env gives none) with the trajectory's score added
+    at the last turn. The turns are the sampled spans of the token record.
+
+    >>> turn_rewards(Trajectory(score=1.0, mask=[0, 1, 0, 1], metadata={"turn_rewards": [0.5, 0.0]}))
+    [0.5, 1.0]
+    """
+    from agentgym.chat import mask_spans
+
+    n = len(mask_spans(traj.mask or []))
+    given = traj.metadata.get("turn_rewards")
+    rewards = [float(r) for r in given] if given is not None else [0.0] * n
+    if len(rewards) != n:
+        raise ValueError(
+            f"trajectory {traj.task_id} of {traj.env!r} has {len(rewards)} turn_rewards for {n} sampled "
+            "turns; an env records one per assistant turn (ToolEnv.turn_reward)"
+        )
+    if rewards:
+        rewards[-1] += traj.score
+    return rewards
+
+
+def turn_anchors(traj: Trajectory) -> list[str]:
+    """GiGPO's anchor state of each assistant turn: a hash of everything the env showed before it
+    (the role, name and content of every message that is not the assistant's), so that turns
+    of different rollouts that saw the same observations share a state even where their own
+    words differed (two calls that returned the same result, say).
+
+    >>> a = Trajectory(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}])
+    >>> b = Trajectory(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "y"}])
+    >>> turn_anchors(a) == turn_anchors(b)
+    True
+    """
+    seen = hashlib.sha256()
+    out = []
+    for m in traj.messages:
+        if m.get("role") == "assistant":
+            out.append(seen.hexdigest()[:16])
+        else:
+            part = [m.get("role"), m.get("name"), m.get("content")]
+            seen.update(json.dumps(part, ensure_ascii=False).encode() + b"\n")
+    if traj.mask is not None:
+        from agentgym.chat import mask_spans
+
+        if len(out) != len(mask_spans(traj.mask)):
+            raise ValueError(
+                f"trajectory {traj.task_id} of {traj.env!r} has {len(out)} assistant messages but "
+                f"{len(mask_spans(traj.mask))} sampled spans; its token record does not match its messages"
+            )
+    return out
 
 
 def train_grpo(cfg: GRPOConfig) -> dict:
@@ -119,7 +223,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
 
     def produce(at: int, version: int):
         trajs, row = online.rollout_step(cfg, policy, pool, at, acc, version)
-        members, counts = make_groups(trajs, cfg.adv_scale)
+        members, counts = make_groups(trajs, cfg.adv_scale, cfg.advantage, cfg.gamma, cfg.step_adv_weight)
         if cfg.max_refills:
             trajs, members, counts = refill(cfg, policy, pool, at, acc, version, trajs, members, counts, row)
         return trajs, members, counts, row
@@ -250,7 +354,7 @@ def refill(cfg: GRPOConfig, policy, pool, step: int, acc, version: int, trajs, m
         trajs = trajs + more
         episodes += len(more)
         row["rollout_s"] += more_row["rollout_s"]
-        members, counts = make_groups(trajs, cfg.adv_scale)
+        members, counts = make_groups(trajs, cfg.adv_scale, cfg.advantage, cfg.gamma, cfg.step_adv_weight)
     row.update(refills=refills, refill_episodes=episodes)
     return trajs, members, counts
 

@@ -12,6 +12,7 @@ masking happens here and in ``agentgym.trainers.batch``, nowhere else.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
 
@@ -96,6 +97,106 @@ def group_advantages(
     var = torch.zeros(n_groups, device=rewards.device).index_add_(0, inverse, centered**2) / count
     denom = var.sqrt()[inverse] + eps
     return torch.where(denom > 0, centered / denom.clamp(min=1e-30), torch.zeros_like(centered))
+
+
+def discounted_returns(rewards: Sequence[float], gamma: float = 1.0) -> list[float]:
+    """Return of each turn: ``G_t = sum_{k >= t} gamma^(k - t) r_k`` over the rest of the episode.
+
+    >>> discounted_returns([0.25, 0.0, 1.0], gamma=0.5)
+    [0.5, 0.5, 1.0]
+    """
+    out: list[float] = []
+    running = 0.0
+    for r in reversed(rewards):
+        running = float(r) + gamma * running
+        out.append(running)
+    return out[::-1]
+
+
+def turn_advantages(
+    returns: Sequence[Sequence[float]],
+    group_ids: Sequence[int],
+    scale: Literal["std", "none"] = "std",
+    eps: float = 1e-6,
+) -> list[list[float]]:
+    """Turn-level advantages: every turn's return ``G_{i,t}`` normalised against all the turns of
+    its group, ``A_{i,t} = (G_{i,t} - mean) / (std + eps)`` where mean and (population) std are
+    taken over the pooled returns ``{G_{j,s}}`` of every trajectory ``j`` of the group and every
+    turn ``s`` of it (``scale="none"``: no division). A trajectory of many turns thus weighs more
+    in its group's mean, as in process-supervised GRPO (Shao et al. 2024, arXiv:2402.03300,
+    section 4.1.3), which pools the step rewards of the group the same way.
+
+    Args:
+        returns: one list of per-turn returns (``discounted_returns``) per trajectory.
+        group_ids: which group (task) each trajectory belongs to.
+
+    >>> turn_advantages([[2.0, 1.0], [0.0]], [0, 0], scale="none")
+    [[1.0, 0.0], [-1.0]]
+    """
+    flat = torch.tensor([g for row in returns for g in row], dtype=torch.float32)
+    ids = [gid for row, gid in zip(returns, group_ids, strict=True) for _ in row]
+    adv = group_advantages(flat, ids, scale=scale, eps=eps).tolist()
+    out, k = [], 0
+    for row in returns:
+        out.append(adv[k : k + len(row)])
+        k += len(row)
+    return out
+
+
+def gigpo_advantages(
+    scores: Sequence[float],
+    returns: Sequence[Sequence[float]],
+    anchors: Sequence[Sequence[str]],
+    group_ids: Sequence[int],
+    step_adv_weight: float = 1.0,
+    scale: Literal["std", "none"] = "std",
+    eps: float = 1e-6,
+) -> tuple[list[list[float]], dict[str, float]]:
+    """Group-in-Group Policy Optimization (GiGPO, Feng et al. 2025, arXiv:2505.10978, eqs. 4-8):
+    ``A_{i,t} = A^E_i + step_adv_weight * A^S_{i,t}``.
+
+    - episode level: ``A^E_i`` is GRPO's group advantage of the trajectory's score
+      (``group_advantages``), the same for all its turns;
+    - step level: the turns of one group that start from the same anchor state (equal
+      ``anchors[i][t]``, across the group's trajectories and within one) form a step group;
+      ``A^S_{i,t} = (G_{i,t} - mean) / (std + eps)`` over the step group's discounted returns
+      (``scale="none"``: no division). A turn whose state no other turn shares gets ``A^S = 0``.
+
+    Returns:
+        ``(advantages, stats)``: per-turn advantages, one list per trajectory; ``stats`` counts the
+        step groups of two or more turns (``step_groups``), the turns in them
+        (``step_grouped_turns``), all turns (``step_turns``) and the mean size of a step group
+        (``step_group_size``, 0 when there is none).
+
+    >>> adv, stats = gigpo_advantages(
+    ...     [1.0, 0.0], [[1.0, 1.0], [0.0]], [["s0", "s1"], ["s0"]], [0, 0], scale="none")
+    >>> adv, stats["step_groups"]
+    ([[1.0, 0.5], [-1.0]], 1)
+    """
+    episode = group_advantages(
+        torch.tensor(list(scores), dtype=torch.float32), group_ids, scale=scale, eps=eps
+    )
+    keys: dict[tuple[int, str], int] = {}
+    step_ids = [
+        keys.setdefault((gid, a), len(keys)) for row, gid in zip(anchors, group_ids, strict=True) for a in row
+    ]
+    flat = torch.tensor([g for row in returns for g in row], dtype=torch.float32)
+    if len(flat) != len(step_ids):
+        raise ValueError(f"{len(flat)} per-turn returns but {len(step_ids)} anchor states")
+    step = group_advantages(flat, step_ids, scale=scale, eps=eps).tolist() if step_ids else []
+    out, k = [], 0
+    for i, row in enumerate(returns):
+        out.append([episode[i].item() + step_adv_weight * a for a in step[k : k + len(row)]])
+        k += len(row)
+    sizes = Counter(step_ids)
+    shared = [n for n in sizes.values() if n > 1]
+    stats = {
+        "step_groups": len(shared),
+        "step_grouped_turns": sum(shared),
+        "step_turns": len(step_ids),
+        "step_group_size": sum(shared) / len(shared) if shared else 0.0,
+    }
+    return out, stats
 
 
 def aggregate(

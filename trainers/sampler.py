@@ -15,8 +15,10 @@ Every push runs under ``push_timeout``: a sampler that hangs fails the run inste
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import concurrent.futures
 import inspect
+import random
 import shutil
 import time
 from collections import Counter
@@ -61,9 +63,10 @@ def make_sampler(cfg: OnlineConfig, model, tokenizer):
     return LLMPolicy(gen, tokenizer, sampling, max_model_len=cfg.max_length)
 
 
-def task_pool(cfg: OnlineConfig) -> list[str]:
+def task_pool(cfg: OnlineConfig) -> list[str] | DifficultyPool:
     """The fixed pool of task ids that the run's steps take their tasks from: ``task_ids`` where
-    given (each checked against the env), else ``num_tasks`` of the env's own."""
+    given (each checked against the env), else ``num_tasks`` of the env's own; with
+    ``curriculum: band`` the same ids in a ``DifficultyPool``."""
     from agentgym.registry import make
 
     env = make(cfg.env, **cfg.env_kwargs)
@@ -71,19 +74,102 @@ def task_pool(cfg: OnlineConfig) -> list[str]:
         if cfg.task_ids:
             for task_id in cfg.task_ids:
                 env.load_task(task_id)  # an unknown id fails here, before any rollout
-            return list(cfg.task_ids)
-        return env.task_ids(cfg.num_tasks, cfg.seed)
+            ids = list(cfg.task_ids)
+        else:
+            ids = env.task_ids(cfg.num_tasks, cfg.seed)
     finally:
         env.close()
+    if cfg.curriculum == "band":
+        return DifficultyPool(ids, cfg.band_low, cfg.band_high, cfg.band_out_weight, cfg.seed)
+    return ids
 
 
-def step_tasks(pool: list[str], step: int, per_step: int) -> list[str]:
-    """The tasks of one step: consecutive slices of the pool, wrapping around."""
+class DifficultyPool(collections.abc.Sequence):
+    """A task pool that tracks each task's pass rate and draws the tasks of a step so that tasks
+    of middling difficulty come up more often: their groups are the ones whose rewards differ,
+    i.e. that carry a learning signal (the idea behind online difficulty filtering, Bae et al.
+    2025, arXiv:2504.03380, and DAPO's dynamic sampling, arXiv:2503.14476).
+
+    A task's pass rate is ``agentgym.types.passes`` over every rollout of it that counted as
+    evidence so far (``update``). A task is *in band* when its pass rate lies in ``[low, high]``
+    or it has not been seen yet. ``draw`` picks tasks without replacement with weight 1 for the
+    tasks in band and ``out_weight`` for the others (weighted sampling by the keys ``u^(1/w)`` of
+    Efraimidis and Spirakis 2006, with ``u`` uniform from a generator seeded by ``seed`` and the
+    step, so a run repeats itself); with weight 0, tasks outside the band are drawn only when too
+    few are in it. As a sequence it is the task ids in their pool order (what refills walk).
+
+    >>> pool = DifficultyPool(["a", "b", "c"], out_weight=0.0)
+    >>> pool.update([Trajectory(task_id="a", score=1.0), Trajectory(task_id="b", score=0.0)])
+    >>> pool.draw(step=0, n=2)[0], pool.stats()["pool_in_band"]
+    ('c', 1)
+    """
+
+    def __init__(
+        self, ids: list[str], low: float = 0.2, high: float = 0.8, out_weight: float = 0.1, seed: int = 0
+    ):
+        self.ids = list(ids)
+        self.low, self.high, self.out_weight, self.seed = low, high, out_weight, seed
+        self.passed: Counter[str] = Counter()
+        self.seen: Counter[str] = Counter()
+        self.drawn_in_band = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return self.ids[i]
+
+    def pass_rate(self, task_id: str) -> float | None:
+        n = self.seen[task_id]
+        return self.passed[task_id] / n if n else None
+
+    def in_band(self, task_id: str) -> bool:
+        rate = self.pass_rate(task_id)
+        return rate is None or self.low <= rate <= self.high
+
+    def draw(self, step: int, n: int) -> list[str]:
+        """``n`` distinct tasks for step ``step`` (fewer only when the pool holds fewer)."""
+        rng = random.Random(self.seed * 1_000_003 + step)
+        keys = []
+        for task_id in dict.fromkeys(self.ids):
+            u = rng.random()
+            weight = 1.0 if self.in_band(task_id) else self.out_weight
+            keys.append((u ** (1.0 / weight) if weight > 0 else u - 1.0, task_id))
+        chosen = [t for _, t in sorted(keys, key=lambda k: -k[0])[:n]]
+        self.drawn_in_band = sum(self.in_band(t) for t in chosen)
+        return chosen
+
+    def update(self, trajs: list[Trajectory]) -> None:
+        """Count the rollouts that are evidence about the policy into their tasks' pass rates."""
+        for t in trajs:
+            if t.is_evidence:
+                self.seen[t.task_id] += 1
+                self.passed[t.task_id] += passes(t)
+
+    def stats(self) -> dict[str, int]:
+        """The last draw's tasks in band, and the pool's tasks by where their pass rate lies."""
+        rates = [self.pass_rate(t) for t in dict.fromkeys(self.ids)]
+        return {
+            "curriculum_in_band": self.drawn_in_band,
+            "pool_in_band": sum(r is None or self.low <= r <= self.high for r in rates),
+            "pool_unseen": sum(r is None for r in rates),
+            "pool_too_easy": sum(r is not None and r > self.high for r in rates),
+            "pool_too_hard": sum(r is not None and r < self.low for r in rates),
+        }
+
+
+def step_tasks(pool: list[str] | DifficultyPool, step: int, per_step: int) -> list[str]:
+    """The tasks of one step: consecutive slices of the pool, wrapping around; a
+    ``DifficultyPool`` draws them by difficulty instead."""
+    if isinstance(pool, DifficultyPool):
+        return pool.draw(step, per_step)
     start = (step * per_step) % len(pool)
     return [pool[(start + i) % len(pool)] for i in range(per_step)]
 
 
-def refill_tasks(pool: list[str], step: int, per_step: int, procs: int, used: set[str]) -> list[str]:
+def refill_tasks(
+    pool: list[str] | DifficultyPool, step: int, per_step: int, procs: int, used: set[str]
+) -> list[str]:
     """The tasks a step may refill its dropped groups from, in order: the pool from just after the
     step's own slices (``step_tasks``), wrapping around, without the tasks the step already rolled
     out.
@@ -99,7 +185,7 @@ def refill_tasks(pool: list[str], step: int, per_step: int, procs: int, used: se
 def roll_out(
     cfg: OnlineConfig,
     policy,
-    pool: list[str],
+    pool: list[str] | DifficultyPool,
     step: int,
     acc=None,
     tasks: list[str] | None = None,
@@ -173,7 +259,7 @@ def start_backend(cfg: OnlineConfig) -> None:
 def rollout_step(
     cfg: OnlineConfig,
     policy,
-    pool: list[str],
+    pool: list[str] | DifficultyPool,
     step: int,
     acc,
     version: int,
@@ -184,7 +270,8 @@ def rollout_step(
     ``metadata["policy_version"]`` the ``version`` of the weights that sampled it (the trainer's
     update count when they were pushed), appended to ``output_dir/rollouts.jsonl`` by the main
     process, and their metrics row (mean score and pass rate over the rollouts that count as
-    evidence, statuses, seconds). ``tasks`` and ``refill`` are ``roll_out``'s."""
+    evidence, statuses, seconds). ``tasks`` and ``refill`` are ``roll_out``'s. A ``DifficultyPool`` counts the rollouts into its
+    pass rates, and its ``stats`` join the row."""
     t0 = time.perf_counter()
     trajs = roll_out(cfg, policy, pool, step, acc, tasks, refill)
     seconds = time.perf_counter() - t0
@@ -200,6 +287,9 @@ def rollout_step(
         "statuses": dict(Counter(t.status for t in trajs)),
         "rollout_s": seconds,
     }
+    if isinstance(pool, DifficultyPool):
+        pool.update(trajs)
+        row.update(pool.stats())
     return trajs, row
 
 

@@ -191,13 +191,25 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def training_table(rows: list[dict[str, Any]], max_rows: int = 20) -> str:
-    """Loss (and reward, where the trainer logs it) by step, thinned to ``max_rows`` rows."""
+    """Loss (and reward, where the trainer logs it) by step, thinned to ``max_rows`` rows; GRPO's
+    step groups (``advantage: gigpo``) and tasks in band (``curriculum: band``) where logged.
+
+    >>> print(training_table([{"trainer": "grpo", "step": 1, "loss": 0.5, "pool_in_band": 3}]))
+    trainer    step         loss pool_in_band
+    grpo          1       0.5000            3
+    running: 1 steps logged so far
+    """
     steps = [r for r in rows if "event" not in r]
-    keys = [
-        k
-        for k in ("loss", "mean_score", "pass_rate", "reward_accuracy", "eval_loss", "elapsed_s")
-        if any(k in r for r in steps)
-    ]
+    shown_keys = (
+        "loss",
+        "mean_score",
+        "pass_rate",
+        "reward_accuracy",
+        "eval_loss",
+        "step_groups",
+        "pool_in_band",
+    )
+    keys = [k for k in (*shown_keys, "elapsed_s") if any(k in r for r in steps)]
     stride = max(1, -(-len(steps) // max_rows))
     shown = steps[::stride]
     if steps and shown[-1] is not steps[-1]:

@@ -103,6 +103,49 @@ def test_reward_only_at_the_end_with_breakdown():
         env.step({"role": "assistant", "content": "again"})
 
 
+class CountedShelf(Shelf):
+    """Shelf with a process reward: 0.5 for a turn whose tool result shows items on the shelf,
+    nothing (None) for other turns."""
+
+    def turn_reward(self, action, replies):
+        return 0.5 if any("items" in (m.get("content") or "") for m in replies) else None
+
+
+def test_per_turn_rewards_are_recorded_once_per_turn_and_round_trip_json():
+    from agentgym.types import Trajectory
+
+    env = CountedShelf()
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(_call("nope", {}))
+    assert "turn_reward" not in info and "turn_rewards" not in env.trajectory.metadata
+    _, reward, _, _, info = env.step(_call("put", {"item": "pen", "count": 2}))
+    assert info["turn_reward"] == 0.5 and reward == 0.0
+    _, reward, terminated, _, info = env.step({"role": "assistant", "content": "done"})
+    assert terminated and reward == 1.0 and info["turn_reward"] == 0.0
+    traj = env.trajectory
+    assert traj.metadata["turn_rewards"] == [0.0, 0.5, 0.0]  # one per assistant turn
+    back = Trajectory.from_record(json.loads(json.dumps(traj.to_record())))
+    assert back.metadata["turn_rewards"] == [0.0, 0.5, 0.0] and back == traj
+
+
+def test_envs_without_process_rewards_record_none():
+    env = Shelf()
+    env.reset(seed=0)
+    env.step({"role": "assistant", "content": "done"})
+    assert "turn_rewards" not in env.trajectory.metadata
+
+
+def test_a_turn_reward_that_is_not_a_finite_number_raises():
+    class Bad(Shelf):
+        def turn_reward(self, action, replies):
+            return float("nan")
+
+    env = Bad()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="finite number or None"):
+        env.step({"role": "assistant", "content": "done"})
+
+
 def test_truncation_scores_and_marks_status():
     env = Shelf(max_turns=2)
     env.reset(seed=0)
