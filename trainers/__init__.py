@@ -1,29 +1,40 @@
-"""Trainers: SFT warm start, online trajectory GRPO, DPO on trajectory pairs (offline or online).
+"""Trainers: SFT warm start, online trajectory GRPO, on-policy distillation from a teacher, DPO on
+trajectory pairs (offline or online).
 
 Python entry points (each takes its config dataclass and returns a summary dict)::
 
     from agentgym.trainers import SFTConfig, train_sft, GRPOConfig, train_grpo, DPOConfig, train_dpo
-    from agentgym.trainers import OnlineDPOConfig, train_online_dpo
+    from agentgym.trainers import OnlineDPOConfig, train_online_dpo, DistillConfig, train_distill
 
-Command line: ``agentgym train sft|grpo|dpo|online-dpo --help``. Importing this package stays light; torch is
+Command line: ``agentgym train sft|grpo|distill|dpo|online-dpo --help``. Importing this package stays light; torch is
 imported when a trainer function is first used.
 """
 
-from agentgym.trainers.config import DPOConfig, GRPOConfig, OnlineDPOConfig, SFTConfig, load_config
+from agentgym.trainers.config import (
+    DistillConfig,
+    DPOConfig,
+    GRPOConfig,
+    OnlineDPOConfig,
+    SFTConfig,
+    load_config,
+)
 
 _LAZY = {
     "train_sft": "agentgym.trainers.sft",
     "train_grpo": "agentgym.trainers.grpo",
+    "train_distill": "agentgym.trainers.distill",
     "train_dpo": "agentgym.trainers.dpo",
     "train_online_dpo": "agentgym.trainers.dpo",
 }
 
 __all__ = [
+    "DistillConfig",
     "DPOConfig",
     "GRPOConfig",
     "OnlineDPOConfig",
     "SFTConfig",
     "load_config",
+    "train_distill",
     "train_dpo",
     "train_grpo",
     "train_online_dpo",

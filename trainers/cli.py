@@ -1,4 +1,4 @@
-"""``agentgym train sft|grpo|dpo|online-dpo``: every config field is a flag, and ``--config FILE`` reads YAML.
+"""``agentgym train sft|grpo|distill|dpo|online-dpo``: every config field is a flag, and ``--config FILE`` reads YAML.
 
     agentgym train sft --model /tmp/tiny --data demos.jsonl --max-steps 50 --output-dir runs/sft
     agentgym train grpo --config grpo.yaml --max-steps 20
@@ -22,6 +22,12 @@ TRAINERS = {
         "train_grpo",
         "online GRPO (vLLM engine, vLLM server or hf sampler)",
     ),
+    "distill": (
+        "agentgym.trainers.distill",
+        "DistillConfig",
+        "train_distill",
+        "on-policy distillation: the student's rollouts, scored per token by a frozen teacher (reverse KL)",
+    ),
     "dpo": (
         "agentgym.trainers.dpo",
         "DPOConfig",
@@ -38,7 +44,7 @@ TRAINERS = {
 
 
 def add_commands(subparsers) -> None:
-    train = subparsers.add_parser("train", help="train a policy: sft, grpo, dpo or online-dpo")
+    train = subparsers.add_parser("train", help="train a policy: sft, grpo, distill, dpo or online-dpo")
     sub = train.add_subparsers(dest="trainer", metavar="TRAINER")
     sub.required = True
     for name, (module, _cls, _fn, help_text) in TRAINERS.items():
