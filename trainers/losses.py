@@ -317,7 +317,7 @@ def reverse_kl_loss(
     """On-policy distillation: the student's own samples, scored token by token by a frozen
     teacher, minimising the reverse KL(student || teacher) (GKD, Agarwal et al. 2024,
     arXiv:2306.13649, with the student's samples and the reverse KL; the per-token log-ratio as a
-    reward, as in Lu et al. 2025, "On-policy distillation", Thinking Machines Lab).
+    reward, as in Thinking Machines Lab's "On-Policy Distillation", 2025).
 
     Each agent token gets the detached advantage ``A = log teacher(y_t) - log sampler(y_t)`` (a
     per-token reward, no sum over later tokens) in an importance-weighted policy gradient,
