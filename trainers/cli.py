@@ -1,4 +1,4 @@
-"""``agentgym train sft|grpo|dpo|rm|online-dpo``: every config field is a flag, and ``--config FILE`` reads YAML.
+"""``agentgym train sft|grpo|distill|dpo|online-dpo|rm``: every config field is a flag, and ``--config FILE`` reads YAML.
 
     agentgym train sft --model /tmp/tiny --data demos.jsonl --max-steps 50 --output-dir runs/sft
     agentgym train grpo --config grpo.yaml --max-steps 20
@@ -21,6 +21,12 @@ TRAINERS = {
         "GRPOConfig",
         "train_grpo",
         "online GRPO (vLLM engine, vLLM server or hf sampler)",
+    ),
+    "distill": (
+        "agentgym.trainers.distill",
+        "DistillConfig",
+        "train_distill",
+        "on-policy distillation: the student's rollouts, scored per token by a frozen teacher (reverse KL)",
     ),
     "dpo": (
         "agentgym.trainers.dpo",
@@ -45,7 +51,7 @@ TRAINERS = {
 
 def add_commands(subparsers) -> None:
     train = subparsers.add_parser(
-        "train", help="train a policy (sft, grpo, dpo, online-dpo) or a reward model (rm)"
+        "train", help="train a policy (sft, grpo, distill, dpo, online-dpo) or a reward model (rm)"
     )
     sub = train.add_subparsers(dest="trainer", metavar="TRAINER")
     sub.required = True

@@ -506,6 +506,52 @@ class GRPOConfig(OnlineConfig):
             raise ValueError(f"need 0 < clip_low ({self.clip_low}) < 1 and clip_high ({self.clip_high}) > 0")
 
 
+@dataclass
+class DistillConfig(OnlineConfig):
+    """On-policy distillation: the student (``model``) rolls out on ``env`` and is trained toward
+    a frozen teacher's per-token log-probs of its own samples (reverse KL on agent tokens)."""
+
+    teacher: str = ""
+    """the frozen teacher: a model directory or hub id, or hf:DIR (the same: the teacher runs in
+    this process with transformers; vllm: and openai: specs are refused). It must share the
+    student's tokenizer (the same token ids), which is checked before any rollout"""
+    max_steps: int = 20
+    """online steps (rollout + update + push)"""
+    loss_agg: LossAgg = "token-mean"
+    """token-mean, seq-mean-token-mean or constant (normaliser loss_constant)"""
+    loss_constant: float = 0.0
+    """the normaliser of loss_agg 'constant' (e.g. max_tokens * max_turns)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.teacher:
+            raise ValueError(
+                "teacher is required: a model directory or hub id (or hf:DIR) that shares the student's tokenizer"
+            )
+        kind, colon, _ = self.teacher.partition(":")
+        if colon and kind in ("vllm", "openai", "server", "scripted", "random"):
+            raise ValueError(
+                f"teacher ({self.teacher!r}): only a model directory, hub id or hf:DIR is accepted; the "
+                "teacher's log-probs of every sampled token come from a forward pass in this process"
+            )
+        if kind == "hf" and "," in self.teacher:
+            raise ValueError(
+                f"teacher ({self.teacher!r}): hf:DIR takes no options (the teacher runs on the trainer's "
+                "device, in float32 under the run's mixed_precision)"
+            )
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if (self.loss_agg == "constant") != (self.loss_constant > 0):
+            raise ValueError(
+                f"loss_constant ({self.loss_constant}) must be > 0 exactly when loss_agg is 'constant' (got {self.loss_agg!r})"
+            )
+
+    @property
+    def teacher_dir(self) -> str:
+        """The directory or hub id the teacher loads from (``teacher`` without ``hf:``)."""
+        return self.teacher.removeprefix("hf:")
+
+
 def check_choices(cfg: Any) -> None:
     """Raise when a ``Literal``-typed field holds a value outside its choices."""
     hints = typing.get_type_hints(type(cfg))

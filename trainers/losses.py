@@ -417,3 +417,54 @@ def masked_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
     (the standard language-modelling objective restricted to the assistant's turns, as in
     InstructGPT's SFT stage, Ouyang et al. 2022, arXiv:2203.02155)."""
     return -masked_mean(token_logprobs(logits, targets), mask)
+
+
+def reverse_kl_loss(
+    logprobs: torch.Tensor,
+    sampler_logprobs: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    agg: LossAgg = "token-mean",
+    constant: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """On-policy distillation: the student's own samples, scored token by token by a frozen
+    teacher, minimising the reverse KL(student || teacher) (GKD, Agarwal et al. 2024,
+    arXiv:2306.13649, with the student's samples and the reverse KL; the per-token log-ratio as a
+    reward, as in Thinking Machines Lab's "On-Policy Distillation", 2025).
+
+    Each agent token gets the detached advantage ``A = log teacher(y_t) - log sampler(y_t)`` (a
+    per-token reward, no sum over later tokens) in an importance-weighted policy gradient,
+    ``-A * exp(log pi(y_t) - log sampler(y_t))``. While the student's weights are those that
+    sampled (ratio 1) its value is the k1 estimate of the reverse KL, ``mean(log sampler -
+    log teacher)``, and its gradient ``-A * grad log pi(y_t)``, the policy gradient of the
+    reverse KL with each token's own log-ratio as its reward; the ratio corrects for a sampler
+    whose kernels differ from the trainer's, or weights a few optimizer steps old.
+
+    Args:
+        logprobs: the student's log-probs of each token, ``[batch, time]``, with gradient.
+        sampler_logprobs: the sampler's log-probs of the same tokens (what sampled them).
+        teacher_logprobs: the teacher's log-probs of the same tokens (no gradient needed).
+        mask: 1 on agent tokens; everything else gets exactly zero gradient.
+        agg: how per-token losses are reduced (``LossAgg``).
+        constant: the normaliser for ``agg="constant"``.
+
+    Returns:
+        ``(loss, stats)``: the scalar loss, and floats for logging: ``reverse_kl`` (the mean of
+        ``log sampler - log teacher`` over agent tokens) and ``ratio_mean``.
+
+    >>> lp = torch.tensor([[-1.0, -2.0, -3.0]])
+    >>> loss, stats = reverse_kl_loss(lp, lp, torch.tensor([[-9.0, -1.5, -2.0]]), torch.tensor([[0, 1, 1]]))
+    >>> round(loss.item(), 4), round(stats["reverse_kl"], 4)
+    (-0.75, -0.75)
+    """
+    mask = mask.to(logprobs.dtype)
+    advantages = (teacher_logprobs - sampler_logprobs).detach()
+    ratio = torch.exp(logprobs - sampler_logprobs)
+    pg_loss = -advantages * ratio
+    loss = aggregate(pg_loss, mask, agg, constant)
+    with torch.no_grad():
+        stats = {
+            "reverse_kl": masked_mean(-advantages, mask).item(),
+            "ratio_mean": masked_mean(ratio.detach(), mask).item(),
+        }
+    return loss, stats

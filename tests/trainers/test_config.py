@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 from agentgym.trainers.config import (
+    DistillConfig,
     DPOConfig,
     GRPOConfig,
     OnlineConfig,
@@ -29,7 +30,7 @@ def test_yaml_then_flags_override(tmp_path):
 
 
 def test_every_field_is_documented_once():
-    for cls in (SFTConfig, DPOConfig, OnlineDPOConfig, GRPOConfig):
+    for cls in (SFTConfig, DPOConfig, OnlineDPOConfig, GRPOConfig, DistillConfig):
         docs = field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
         assert not missing, f"{cls.__name__}: undocumented {missing}"
