@@ -1,19 +1,22 @@
 """Asynchronous GRPO against synchronous: wall time to a held-out pass rate on CPU.
 
-    python bench/async_grpo.py [--staleness 0,1,2] [--seeds 0,1,2] [--steps 24] [--model SFT_DIR]
+    python bench/async_grpo.py [--arms k0,k1,k2,k0r2] [--seeds 0,1,2] [--steps 48] [--model SFT_DIR]
 
 The recipe (the tiny model, as ``tests/trainers/test_online.py`` trains it): the tiny model is
 SFT-ed on scripted calculator demonstrations (or ``--model`` names such a model), then GRPO runs
 from it on ``toy/calculator-v0`` with the vLLM engine as the sampler (its own process, so that
-sampling and training can overlap), once per staleness and seed, each run in a fresh process.
+sampling and training can overlap), once per arm and seed, each run in a fresh process. An arm
+``kK`` runs with ``max_staleness`` K (``k0``: the synchronous loop); ``kKrN`` adds dynamic
+sampling with ``max_refills`` N.
 Every ``--eval-every`` steps the run saves a checkpoint; after the run each checkpoint's weights
 are evaluated greedily on ``--eval-tasks`` held-out tasks (not counted in the run's time). The
 elapsed time of each checkpoint's step comes from the run's ``metrics.jsonl``.
 
 Prints one JSON object: per run, the wall time of every step and of the whole run, the
-held-out pass rate at each checkpoint, and ``time_to_target``: the elapsed seconds at the
-first checkpoint whose held-out pass rate reaches ``--target`` (default: the best pass rate
-every synchronous run reached at a checkpoint after the start); per staleness, the medians.
+held-out pass rate at each checkpoint, and ``time_to_target`` / ``steps_to_target``: the
+elapsed seconds and the step of the first checkpoint whose held-out pass rate reaches
+``--target`` (default: the best pass rate every synchronous run reached at a checkpoint after
+the start); per arm, the medians.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -58,7 +62,15 @@ def _sft(root: Path, steps: int) -> str:
 
 
 def _grpo(
-    model: str, out: str, staleness: int, seed: int, steps: int, every: int, pool: list[str], lr: float
+    model: str,
+    out: str,
+    staleness: int,
+    refills: int,
+    seed: int,
+    steps: int,
+    every: int,
+    pool: list[str],
+    lr: float,
 ) -> None:
     from agentgym.trainers import GRPOConfig, train_grpo
 
@@ -79,6 +91,7 @@ def _grpo(
         max_tokens=128,
         max_length=1024,
         max_staleness=staleness,
+        max_refills=refills,
         seed=seed,
         save_every=every,
         output_dir=out,
@@ -130,11 +143,13 @@ def _tasks(n_pool: int, n_eval: int) -> tuple[list[str], list[str]]:
     return ids[:n_pool], ids[n_pool:]
 
 
-def one_run(model: str, out: str, staleness: int, seed: int, args, pool, held_out) -> dict:
+def one_run(model: str, out: str, arm: str, seed: int, args, pool, held_out) -> dict:
+    staleness, refills = _arm(arm)
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     p = ctx.Process(
-        target=_grpo, args=(model, out, staleness, seed, args.steps, args.eval_every, pool, args.lr)
+        target=_grpo,
+        args=(model, out, staleness, refills, seed, args.steps, args.eval_every, pool, args.lr),
     )
     p.start()
     p.join()
@@ -154,7 +169,9 @@ def one_run(model: str, out: str, staleness: int, seed: int, args, pool, held_ou
             }
         )
     return {
+        "arm": arm,
         "staleness": staleness,
+        "refills": [r.get("refills", 0) for r in steps.values()],
         "seed": seed,
         "process_s": round(wall, 1),
         "train_s": steps[max(steps)]["elapsed_s"],
@@ -165,14 +182,22 @@ def one_run(model: str, out: str, staleness: int, seed: int, args, pool, held_ou
     }
 
 
+def _arm(arm: str) -> tuple[int, int]:
+    """``(max_staleness, max_refills)`` of an arm name: ``k1`` -> (1, 0), ``k0r2`` -> (0, 2)."""
+    m = re.fullmatch(r"k(\d+)(?:r(\d+))?", arm)
+    if m is None:
+        raise SystemExit(f"--arms: {arm!r} is not kK or kKrN (e.g. k0, k2, k0r2)")
+    return int(m.group(1)), int(m.group(2) or 0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--staleness", default="0,1,2")
+    p.add_argument("--arms", default="k0,k1,k2", help="kK: max_staleness K; kKrN: and max_refills N")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, default=32)
-    p.add_argument("--eval-every", type=int, default=8)
+    p.add_argument("--steps", type=int, default=48)
+    p.add_argument("--eval-every", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-4, help="GRPO learning rate")
-    p.add_argument("--sft-steps", type=int, default=200)
+    p.add_argument("--sft-steps", type=int, default=400)
     p.add_argument("--eval-tasks", type=int, default=64)
     p.add_argument("--pool", type=int, default=64, help="GRPO task pool size")
     p.add_argument("--model", help="an SFT-ed tiny model (default: train one, ~5 min)")
@@ -188,22 +213,27 @@ def main() -> None:
     pool, held_out = _tasks(args.pool, args.eval_tasks)
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        for k in [int(s) for s in args.staleness.split(",")]:
-            run = one_run(model, str(work / f"k{k}-seed{seed}"), k, seed, args, pool, held_out)
+        for arm in args.arms.split(","):
+            run = one_run(model, str(work / f"{arm}-seed{seed}"), arm, seed, args, pool, held_out)
             print(json.dumps(run), file=sys.stderr, flush=True)
             runs.append(run)
-    sync_best = [max(pt["pass_rate"] for pt in r["held_out"][1:]) for r in runs if r["staleness"] == 0]
+    sync_best = [max(pt["pass_rate"] for pt in r["held_out"][1:]) for r in runs if r["arm"] == "k0"]
     target = args.target if args.target is not None else (min(sync_best) if sync_best else 1.0)
     for r in runs:
-        hit = [pt["elapsed_s"] for pt in r["held_out"] if pt["pass_rate"] >= target]
-        r["time_to_target"] = hit[0] if hit else None
+        hit = [pt for pt in r["held_out"][1:] if pt["pass_rate"] >= target]
+        r["time_to_target"] = hit[0]["elapsed_s"] if hit else None
+        r["steps_to_target"] = hit[0]["step"] if hit else None
     summary = {}
-    for k in sorted({r["staleness"] for r in runs}):
-        mine = [r for r in runs if r["staleness"] == k]
+    for arm in dict.fromkeys(r["arm"] for r in runs):
+        mine = [r for r in runs if r["arm"] == arm]
         reached = [r["time_to_target"] for r in mine if r["time_to_target"] is not None]
-        summary[k] = {
+        steps = [r["steps_to_target"] for r in mine if r["steps_to_target"] is not None]
+        summary[arm] = {
+            "train_s": [r["train_s"] for r in mine],
             "train_s_median": statistics.median(r["train_s"] for r in mine),
+            "time_to_target": [r["time_to_target"] for r in mine],
             "time_to_target_median": statistics.median(reached) if reached else None,
+            "steps_to_target_median": statistics.median(steps) if steps else None,
             "reached": f"{len(reached)}/{len(mine)}",
             "final_held_out": [r["held_out"][-1]["pass_rate"] for r in mine],
         }
@@ -213,7 +243,7 @@ def main() -> None:
                 "target": target,
                 "sft_s": round(sft_s, 1),
                 "model": model,
-                "by_staleness": summary,
+                "by_arm": summary,
                 "runs": runs,
             },
             indent=1,
