@@ -27,7 +27,7 @@ or ``train_grpo(GRPOConfig(...))``. Each step reads top to bottom:
    in-process engine, or a new LoRA adapter loaded by the servers; a push that does not finish in
    ``push_timeout`` seconds raises.
 
-With ``max_staleness`` k > 0 steps 1-3 of step j run on the sampler's own thread
+With ``max_staleness`` k > 0, items 1-3 for step j run on the sampler's own thread
 (``sampler.AsyncSampler``) while the trainer trains step j - 1: step j is rolled out with the
 weights after step j - k (a copy the trainer publishes after each update), so generation and
 training overlap and the decoupled loss's importance weights correct for the lag (AReaL,
