@@ -274,6 +274,14 @@ def batch_indices(n: int, step: int, batch: int, seed: int) -> list[int]:
     return out
 
 
+def process_share(batch: list, procs: int, rank: int) -> tuple[list, float]:
+    """This process's share of a global batch that every process holds, and its loss weight: a
+    process left without sequences (fewer than processes) takes the first one with weight 0, so
+    it still joins the gradient all-reduce without adding to it."""
+    chunk = batch[rank::procs]
+    return (chunk, 1.0) if chunk else (batch[:1], 0.0)
+
+
 def accumulate(
     acc,
     model,

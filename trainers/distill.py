@@ -33,6 +33,7 @@ from agentgym.trainers.common import (
     load_model,
     load_tokenizer,
     make_accelerator,
+    process_share,
     save_checkpoint,
     save_model,
     start_run,
@@ -116,9 +117,7 @@ def train_distill(cfg: DistillConfig) -> dict:
                 # every process holds every sequence and trains its share of the global batch,
                 # normalised by the global batch's agent tokens (as GRPO does)
                 both = seqs[b : b + global_batch]
-                chunk, weight = both[rank::procs], 1.0
-                if not chunk:  # fewer sequences than processes: join the all-reduce with zero weight
-                    chunk, weight = both[:1], 0.0
+                chunk, weight = process_share(both, procs, rank)
                 loss, _ = accumulate(
                     acc,
                     model,

@@ -53,6 +53,7 @@ from agentgym.trainers.common import (
     load_model,
     load_tokenizer,
     make_accelerator,
+    process_share,
     save_checkpoint,
     save_model,
     start_run,
@@ -262,10 +263,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
                     # every process holds every sequence; each trains its share of the global
                     # batch, normalised by the global batch's agent tokens (exact token mean)
                     both = [seqs[i] for i in order[b : b + global_batch]]
-                    chunk = both[rank::procs]
-                    weight = 1.0
-                    if not chunk:  # fewer sequences than processes: join the all-reduce with zero weight
-                        chunk, weight = both[:1], 0.0
+                    chunk, weight = process_share(both, procs, rank)
                     loss, n = accumulate(
                         acc,
                         model,
