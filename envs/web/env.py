@@ -309,6 +309,7 @@ class WebReplayEnv(ToolEnv):
         options = options or {}
         self.task = self.load_task(options.get("task_id"))
         self.turns, self.done, self.answer_text = 0, False, None
+        self._view, self._view_url = 0, ""  # a scrolled view never carries into the next episode
         await self._close_context()
         for attempt in (0, 1):
             try:

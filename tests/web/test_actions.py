@@ -231,3 +231,18 @@ def test_a_browser_left_by_an_async_caller_is_stopped_by_close(
     while set(_browser_processes()) - before and time.time() < deadline:
         time.sleep(0.2)
     assert not set(_browser_processes()) - before
+
+
+def test_a_view_scrolled_in_one_episode_does_not_carry_into_the_next(tmp_path, site_writer, need_browser):
+    import agentgym
+
+    root = site_writer(tmp_path / "edge", ORIGIN, {"/": HOME, "/a.html": PAGE_A}, [TASK])
+    env = agentgym.make("web/replay-v0", site=str(root), max_obs_chars=200)
+    try:
+        first, _ = env.reset(seed=0, options={"task_id": "home"})
+        assert "(lines 1-" in first[-1]["content"]  # the home page does not fit in 200 characters
+        assert "(lines 1-" not in call(env, "scroll", direction="down")
+        again, _ = env.reset(seed=0, options={"task_id": "home"})  # the same start page
+        assert again[-1]["content"] == first[-1]["content"]
+    finally:
+        env.close()
