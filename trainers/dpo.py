@@ -156,9 +156,10 @@ def train_dpo(cfg: DPOConfig) -> dict:
         ref_lp = all_logps(acc, model.to(acc.device), seqs, cfg.micro_batch_size, pad, mean, share)
     run = start_run(cfg, acc, "dpo", total_steps, model=model)
     model, step = run.model, run.step
-    before = preference_stats(
-        all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean, share), ref_lp, cfg.beta
-    )
+    # a fresh run's policy is its own reference: the before-pass would recompute ref_lp exactly
+    fresh = step == 0 and not cfg.ref_model
+    start_lp = ref_lp if fresh else all_logps(acc, model, seqs, cfg.micro_batch_size, pad, mean, share)
+    before = preference_stats(start_lp, ref_lp, cfg.beta)
     while step < total_steps:
         row = dpo_step(run, cfg, seqs, ref_lp, step, pad)
         step += 1
