@@ -246,7 +246,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
             seqs = [tokenize(t, adv) for t, adv in members]
             row.update(counts)
             t1 = time.perf_counter()
-            losses, stats_all, tokens, agent_tokens = [], defaultdict(list), 0, 0
+            losses, norms, stats_all, tokens, agent_tokens = [], [], defaultdict(list), 0, 0
             model.train()
             procs, rank = acc.num_processes, acc.process_index
             global_batch = cfg.batch_size * procs
@@ -274,7 +274,7 @@ def train_grpo(cfg: GRPOConfig) -> dict:
                         run.share,
                         total=sum(x.num_agent_tokens for x in both) / procs,
                     )
-                    run.optimizer_step(cfg.max_grad_norm, schedule=False)
+                    norms.append(run.optimizer_step(cfg.max_grad_norm, schedule=False))
                     losses.append(loss)
                     if weight:
                         tokens += sum(len(s) for s in chunk)
@@ -290,6 +290,8 @@ def train_grpo(cfg: GRPOConfig) -> dict:
             if losses:
                 row["loss"] = sum(losses) / len(losses)
                 row.update({k: sum(v) / len(v) for k, v in stats_all.items()})
+            if norms and None not in norms:
+                row["grad_norm"] = sum(norms) / len(norms)
             version += bool(seqs)
             if ahead is not None:
                 if ahead.needs(step + 1):
