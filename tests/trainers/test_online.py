@@ -137,7 +137,12 @@ def grpo_run(sft_run, tmp_path_factory):
         max_steps=20,
         batch_size=8 * len(tasks),
         micro_batch_size=16,
-        learning_rate=5e-4,
+        # 5e-4 learned these tasks in a few steps and then lost them: a step that kept one group
+        # of 7 solved and 1 failed pushed the failure's format tokens down hard (std-scaled
+        # advantage -2.5), and two tasks fell to 0 (0.69 -> 0.48 and 0.54 -> 0.47 over the first
+        # and last 5 steps, with vLLM on one core and on two). 2e-4 held: 0.69 -> 0.92 and
+        # 0.44 -> 0.70
+        learning_rate=2e-4,
         sampler="vllm",
         enforce_eager=True,
         temperature=1.0,
@@ -161,7 +166,8 @@ def test_grpo_with_vllm_sampler_raises_mean_score(grpo_run):
     first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
     assert 0.1 <= first <= 0.9
     assert max(s["sync_gaps"]) < 1e-3
-    assert last > first
+    # measured 0.23-0.34 over four runs (vLLM on one core and on two)
+    assert last >= first + 0.1
 
 
 @pytest.mark.slow
